@@ -1,0 +1,115 @@
+"""The resolved configuration: plain frozen data, validated once when loaded.
+
+The YAML follows the LiteLLM proxy schema (model_list, litellm_settings,
+router_settings, general_settings); the sidecar's own additions live in their
+own sections (timeouts, routing_rules, privacy). `loader.py` turns raw YAML into
+these objects; everything else only reads them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.types import Locality
+
+
+class ProviderKind(enum.StrEnum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-phase limits in seconds; each is also capped by the caller's deadline."""
+
+    connect: float = 5.0
+    first_token: float = 60.0
+    idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream model behind an alias; several may share one alias."""
+
+    id: str  # "<model_name>/<index within the group>", e.g. "fast-local/0"
+    model_group: str
+    provider: ProviderKind
+    upstream_model: str  # the model name sent upstream, prefix removed
+    api_base: str
+    api_key: str | None = field(default=None, repr=False)
+    locality: Locality = Locality.LOCAL
+    # Tokens the model can hold (prompt + output); None when unknown.
+    context_window: int | None = None
+    # Default output cap (litellm_params.max_tokens), used when a request sets none.
+    max_output_tokens: int | None = None
+    timeouts: Timeouts = Timeouts()
+    weight: float = 1.0
+    max_parallel_requests: int | None = None
+    # Remaining litellm_params passed to the upstream (keep_alive, num_ctx, ...).
+    extra_params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    # Served by a built-in simulator in place of the configured backend.
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    name: str
+    deployments: tuple[Deployment, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    timeout_seconds: float | None = None
+    num_retries: int = 0
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LitellmSettings:
+    request_timeout: float | None = None
+    default_fallbacks: tuple[str, ...] = ()
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    context_window_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    num_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    routing_strategy: str = "simple-shuffle"
+    enable_pre_call_checks: bool = False
+    model_group_retry_policy: Mapping[str, RetryPolicy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralSettings:
+    master_key: str | None = field(default=None, repr=False)
+    database_url: str | None = field(default=None, repr=False)
+    max_budget: float | None = None
+    budget_duration: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    groups: Mapping[str, ModelGroup]
+    litellm_settings: LitellmSettings = LitellmSettings()
+    router_settings: RouterSettings = RouterSettings()
+    general_settings: GeneralSettings = GeneralSettings()
+    timeouts: Timeouts = Timeouts()
+    # Sections owned by later features, kept raw until their schema lands.
+    routing_rules: Mapping[str, Any] = field(default_factory=dict)
+    privacy: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    # Non-fatal findings (unknown keys, unresolved secrets), for logs and check-config.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for g in self.groups.values() for d in g.deployments)

@@ -1,0 +1,131 @@
+"""Every error the sidecar raises on purpose, in one tree.
+
+    SidecarError                  expected outcomes; each carries an ErrorCode
+    ├── InvalidRequest            the caller sent something malformed (names the field)
+    │   └── ContextWindowExceeded no deployment can hold the prompt
+    ├── UnknownModel              the alias is not configured (lists the known ones)
+    ├── PrivacyBlocked            sensitive request and no local deployment left
+    ├── NoDeploymentAvailable     every candidate failed before its first token
+    └── UpstreamError             one deployment failed (names it)
+        ├── UpstreamUnavailable   refused, reset, 5xx, 429
+        ├── UpstreamTimeout       connect / first token / idle gap / total
+        ├── UpstreamMalformed     a reply that is not the protocol it should be
+        ├── UpstreamRejected      a 4xx that retrying elsewhere will not fix
+        └── ProviderUnsupported   no provider is built for that deployment
+
+    ConfigError                   a configuration file that cannot be used
+
+Front doors map ErrorCode to their own status codes (gRPC status, HTTP status);
+the code here never imports either.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+class ErrorCode(enum.Enum):
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    FAILED_PRECONDITION = "failed_precondition"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    UNAVAILABLE = "unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INTERNAL = "internal"
+    UNIMPLEMENTED = "unimplemented"
+
+
+class SidecarError(Exception):
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(SidecarError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class ContextWindowExceeded(InvalidRequest):
+    def __init__(self, needed: int, largest: int) -> None:
+        super().__init__(
+            "messages",
+            f"the request needs about {needed:,} tokens but the largest context window "
+            f"available is {largest:,}",
+        )
+        self.needed = needed
+        self.largest = largest
+
+
+class UnknownModel(SidecarError):
+    code = ErrorCode.NOT_FOUND
+
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        listed = ", ".join(sorted(known)) or "(none configured)"
+        super().__init__(f"unknown model {model!r}; known models: {listed}")
+        self.model = model
+
+
+class PrivacyBlocked(SidecarError):
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class NoDeploymentAvailable(SidecarError):
+    """Every candidate of the plan failed before producing a token."""
+
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, model: str, failures: Sequence[UpstreamError]) -> None:
+        detail = "; ".join(f.message for f in failures) or "no candidate deployment"
+        super().__init__(f"no deployment of {model!r} could answer: {detail}")
+        self.failures = tuple(failures)
+        # The most telling failure decides the status: a timeout everywhere is a
+        # timeout, anything else is unavailability.
+        if failures and all(isinstance(f, UpstreamTimeout) for f in failures):
+            self.code = ErrorCode.DEADLINE_EXCEEDED
+        elif len(failures) == 1:
+            self.code = failures[0].code
+
+
+class UpstreamError(SidecarError):
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, deployment: str, problem: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"deployment {deployment!r}: {problem}")
+        self.deployment = deployment
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class UpstreamTimeout(UpstreamError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class UpstreamMalformed(UpstreamError):
+    code = ErrorCode.INTERNAL
+
+
+class UpstreamRejected(UpstreamError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class ProviderUnsupported(UpstreamError):
+    code = ErrorCode.UNIMPLEMENTED
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration, each prefixed with its key path."""
+
+    def __init__(self, problems: Sequence[str], source: str = "") -> None:
+        self.problems = tuple(problems)
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(self.problems))

@@ -1,0 +1,116 @@
+"""The canonical request, response and chunk types every layer speaks.
+
+Front doors translate their wire format into these once, where data enters;
+providers translate them into one upstream protocol each. Nothing on the token
+path validates them again. They are plain slotted dataclasses, so building one
+per relayed chunk costs no more than the message itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+class Locality(enum.StrEnum):
+    """Where a deployment runs: on the operator's own machines, or a cloud API."""
+
+    LOCAL = "local"
+    CLOUD = "cloud"
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A tool call, or in a stream a fragment of one (accumulate by `index`)."""
+
+    id: str = ""
+    name: str = ""
+    arguments: str = ""  # JSON text, the OpenAI convention
+    index: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    role: str
+    content: str = ""
+    name: str = ""
+    tool_call_id: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    images: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class GenerationParams:
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class RoutingHints:
+    local_only: bool = False
+    no_fallback: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    params: GenerationParams = GenerationParams()
+    # JSON passthrough: tools, tool_choice, response_format, provider extras.
+    extra: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    hints: RoutingHints = RoutingHints()
+    request_id: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    """Token counts; None means the upstream did not report that count."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class RouteTaken:
+    """Which deployment answered a call, reported once per call."""
+
+    deployment: str
+    model_group: str
+    provider: str
+    upstream_model: str
+    locality: Locality
+    attempts: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One relayed piece of an answer.
+
+    A provider may merge several upstream frames that were already buffered into
+    one chunk; that is how the relay coalesces tokens under load without ever
+    holding a lone token back.
+    """
+
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    # Set by the engine on the first chunk of a call only.
+    route: RouteTaken | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ChatResponse:
+    content: str
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str
+    usage: Usage
+    route: RouteTaken
