@@ -127,5 +127,6 @@ class ConfigError(Exception):
 
     def __init__(self, problems: Sequence[str], source: str = "") -> None:
         self.problems = tuple(problems)
+        self.source = source
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(self.problems))

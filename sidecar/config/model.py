@@ -56,6 +56,15 @@ class Deployment:
     description: str = ""
     # Served by a built-in simulator in place of the configured backend.
     simulated: bool = False
+    # Rate limits the upstream enforces (litellm_params.rpm / tpm), per minute.
+    rpm: int | None = None
+    tpm: int | None = None
+    # Spend cap of this deployment alone (model_info), on top of the global one.
+    max_budget: float | None = None
+    budget_duration: str | None = None  # e.g. "30d", validated by the loader
+    # Custom pricing in USD per token; None means use the provider's list price.
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

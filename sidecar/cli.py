@@ -1,0 +1,80 @@
+"""The `llm-sidecar` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvloop
+
+from sidecar import __version__
+from sidecar.config import load_config
+from sidecar.config.table import render_model_table
+from sidecar.errors import ConfigError
+from sidecar.simulate import cli as simulate_cli
+
+log = logging.getLogger("sidecar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-sidecar", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llm-sidecar {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", required=True, help="LiteLLM-style YAML configuration")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--grpc-port", type=int, default=50051)
+    serve.add_argument(
+        "--simulate",
+        choices=("never", "auto", "always"),
+        default="never",
+        help="serve built-in simulated backends: 'auto' for every deployment that is "
+        "unreachable or has no API key, 'always' for all of them",
+    )
+    serve.add_argument("--drain-seconds", type=float, default=10.0)
+
+    check = commands.add_parser("check-config", help="validate a config and print its models")
+    check.add_argument("config")
+
+    simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
+    simulate_cli.configure_parser(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "serve":
+            from sidecar.serve import serve  # imported here: it pulls in grpc
+
+            return uvloop.run(serve(args))
+        if args.command == "simulate":
+            uvloop.run(simulate_cli.run(args))
+            return 0
+    except ConfigError as exc:
+        print(f"configuration error in {exc.source or 'configuration'}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _check_config(path: str) -> int:
+    config = load_config(path)
+    print(render_model_table(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

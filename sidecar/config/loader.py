@@ -1,0 +1,763 @@
+"""Turn LiteLLM-proxy YAML into the frozen `SidecarConfig`, validated once.
+
+Every problem is collected with its key path (`model_list[2].litellm_params.model:
+required`) and reported together in one `ConfigError`, so a broken file is fixed in one
+pass. Unknown keys are warnings, not errors: LiteLLM files carry many settings this
+sidecar has no use for, and the common ones are recognised and skipped quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import yaml
+
+from sidecar.config.catalogue import Catalogue, load_catalogue
+from sidecar.config.model import (
+    Deployment,
+    GeneralSettings,
+    LitellmSettings,
+    ModelGroup,
+    RetryPolicy,
+    RouterSettings,
+    SidecarConfig,
+    Timeouts,
+)
+from sidecar.config.providers import (
+    ResolvedModel,
+    infer_locality,
+    normalize_api_base,
+    resolve_model,
+)
+from sidecar.errors import ConfigError
+from sidecar.types import Locality
+
+_log = logging.getLogger("sidecar.config")
+_T = TypeVar("_T")
+
+ENV_PREFIX = "os.environ/"
+ROUTING_STRATEGIES = (
+    "simple-shuffle",
+    "least-busy",
+    "latency-based-routing",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+    "cost-based-routing",
+)
+# LiteLLM's duration grammar: a count and a unit (seconds, minutes, hours, days, weeks, months).
+_DURATION = re.compile(r"[1-9][0-9]*(s|m|h|d|w|mo)")
+
+_TOP_KEYS = frozenset(
+    {
+        "model_list",
+        "litellm_settings",
+        "router_settings",
+        "general_settings",
+        "timeouts",
+        "routing_rules",
+        "privacy",
+    }
+)
+_ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
+_PARAM_KEYS = frozenset(
+    {
+        "model",
+        "api_base",
+        "api_key",
+        "max_tokens",
+        "stream",
+        "timeout",
+        "stream_timeout",
+        "weight",
+        "max_parallel_requests",
+        "rpm",
+        "tpm",
+        "input_cost_per_token",
+        "output_cost_per_token",
+    }
+)
+# Request parameters a provider forwards upstream as they are (Ollama options and
+# keep_alive, OpenAI-style sampling settings): kept in Deployment.extra_params.
+_PASSTHROUGH_PARAMS = frozenset(
+    {
+        "num_ctx",
+        "keep_alive",
+        "num_predict",
+        "num_keep",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "num_thread",
+        "use_mmap",
+        "think",
+        "format",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "typical_p",
+        "seed",
+        "stop",
+        "repeat_penalty",
+        "repeat_last_n",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "response_format",
+    }
+)
+_QUIET_PARAMS = frozenset({"drop_params", "additional_drop_params", "tags", "use_in_pass_through"})
+_INFO_KEYS = frozenset(
+    {
+        "description",
+        "locality",
+        "context_window",
+        "max_input_tokens",
+        "max_tokens",
+        "max_budget",
+        "budget_duration",
+        "base_model",
+        "input_cost_per_token",
+        "output_cost_per_token",
+    }
+)
+_QUIET_INFO = frozenset(
+    {
+        "id",
+        "mode",
+        "max_output_tokens",
+        "litellm_provider",
+        "access_groups",
+        "team_id",
+        "tier",
+        "db_model",
+        "created_at",
+        "created_by",
+        "updated_at",
+        "updated_by",
+    }
+)
+_LITELLM_KEYS = frozenset(
+    {"request_timeout", "num_retries", "default_fallbacks", "fallbacks", "context_window_fallbacks"}
+)
+# Logging, callbacks and caching switches: they change nothing about routing.
+_QUIET_LITELLM = frozenset(
+    {
+        "set_verbose",
+        "json_logs",
+        "drop_params",
+        "modify_params",
+        "success_callback",
+        "failure_callback",
+        "callbacks",
+        "service_callback",
+        "cache",
+        "cache_params",
+        "telemetry",
+        "turn_off_message_logging",
+        "redact_messages_in_exceptions",
+        "redact_user_api_key_info",
+        "log_raw_request_response",
+        "return_response_headers",
+        "enable_preview_features",
+    }
+)
+_ROUTER_KEYS = frozenset({"routing_strategy", "enable_pre_call_checks", "model_group_retry_policy"})
+_QUIET_ROUTER = frozenset(
+    {"redis_host", "redis_port", "redis_password", "redis_url", "cache_responses", "debug_level"}
+)
+_RETRY_KEYS = frozenset({"timeout_seconds", "num_retries", "fallbacks"})
+# LiteLLM's own retry policy shape: retry counts per exception class.
+_QUIET_RETRY = frozenset(
+    {
+        "BadRequestErrorRetries",
+        "AuthenticationErrorRetries",
+        "TimeoutErrorRetries",
+        "RateLimitErrorRetries",
+        "ContentPolicyViolationErrorRetries",
+        "InternalServerErrorRetries",
+    }
+)
+_GENERAL_KEYS = frozenset({"master_key", "database_url", "max_budget", "budget_duration"})
+_QUIET_GENERAL = frozenset(
+    {
+        "alerting",
+        "alerting_threshold",
+        "alert_types",
+        "proxy_batch_write_at",
+        "database_connection_pool_limit",
+        "database_connection_timeout",
+        "disable_spend_logs",
+        "disable_error_logs",
+        "store_model_in_db",
+        "ui_access_mode",
+        "background_health_checks",
+        "health_check_interval",
+        "health_check_details",
+        "disable_master_key_return",
+    }
+)
+_TIMEOUT_KEYS = frozenset({"connect", "first_token", "idle", "total"})
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> SidecarConfig:
+    """Read, parse and validate a config file; ConfigError names the file and every problem."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError as exc:
+        raise ConfigError(["file not found"], source) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start})"], source) from exc
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"invalid YAML{where}: {exc.problem or exc.context}"], source) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {exc}"], source) from exc
+    return parse_config(data, source=source, env=env)
+
+
+def parse_config(
+    data: object,
+    *,
+    source: str = "",
+    env: Mapping[str, str] | None = None,
+    catalogue: Catalogue | None = None,
+) -> SidecarConfig:
+    """Validate parsed YAML into a SidecarConfig, or raise one ConfigError listing all problems.
+
+    `env` resolves `os.environ/NAME` values (default: the process environment);
+    `catalogue` supplies known context windows (default: the bundled one).
+    """
+    findings = _Findings()
+    config: SidecarConfig | None = None
+    if data is None:
+        findings.error("", "expected a mapping, got an empty document")
+    elif not isinstance(data, Mapping):
+        findings.error("", f"expected a mapping, got {_describe(data)}")
+    else:
+        config = _parse_top(
+            _Section(data, "", findings),
+            os.environ if env is None else env,
+            load_catalogue() if catalogue is None else catalogue,
+            source,
+        )
+    for warning in findings.warnings:
+        _log.warning("%s%s", f"{source}: " if source else "", warning)
+    if findings.errors or config is None:
+        raise ConfigError(findings.errors, source)
+    return config
+
+
+def _parse_top(
+    top: _Section, env: Mapping[str, str], catalogue: Catalogue, source: str
+) -> SidecarConfig:
+    top.check_keys(_TOP_KEYS)
+    litellm = _litellm_settings(top.section("litellm_settings"))
+    timeouts = _timeouts(top.section("timeouts"), litellm.request_timeout)
+    groups, aliases = _model_list(top, env, catalogue, timeouts)
+    router = _router_settings(top.section("router_settings"))
+    general = _general_settings(top.section("general_settings"), env)
+    routing_rules = top.raw_mapping("routing_rules")
+    privacy = top.raw_mapping("privacy")
+    if aliases:
+        top.findings.check_aliases(aliases)
+    return SidecarConfig(
+        groups=groups,
+        litellm_settings=litellm,
+        router_settings=router,
+        general_settings=general,
+        timeouts=timeouts,
+        routing_rules=routing_rules,
+        privacy=privacy,
+        source=source,
+        warnings=tuple(top.findings.warnings),
+    )
+
+
+def _model_list(
+    top: _Section, env: Mapping[str, str], catalogue: Catalogue, timeouts: Timeouts
+) -> tuple[dict[str, ModelGroup], frozenset[str]]:
+    """The groups in file order, and every alias named (even by a broken entry)."""
+    path = top.path_of("model_list")
+    entries = top.data.get("model_list")
+    if entries is None:
+        top.findings.error(path, "required")
+        return {}, frozenset()
+    if not isinstance(entries, list):
+        top.findings.error(path, f"expected a list, got {_describe(entries)}")
+        return {}, frozenset()
+    if not entries:
+        top.findings.error(path, "must not be empty")
+        return {}, frozenset()
+    members: dict[str, list[Deployment]] = {}
+    aliases: set[str] = set()
+    for index, raw in enumerate(entries):
+        entry_path = f"{path}[{index}]"
+        if not isinstance(raw, Mapping):
+            top.findings.error(entry_path, f"expected a mapping, got {_describe(raw)}")
+            continue
+        entry = _Section(raw, entry_path, top.findings)
+        name = entry.string("model_name", required=True)
+        if name is not None and not name.strip():
+            entry.error("model_name", "must not be empty")
+            name = None
+        if name is not None:
+            aliases.add(name)
+        group = members.setdefault(name, []) if name is not None else []
+        deployment = _deployment(entry, name, len(group), env, catalogue, timeouts)
+        if deployment is not None:
+            group.append(deployment)
+    groups = {
+        name: ModelGroup(
+            name=name,
+            deployments=tuple(deployments),
+            description=next((d.description for d in deployments if d.description), ""),
+        )
+        for name, deployments in members.items()
+        if deployments
+    }
+    return groups, frozenset(aliases)
+
+
+def _deployment(
+    entry: _Section,
+    name: str | None,
+    index: int,
+    env: Mapping[str, str],
+    catalogue: Catalogue,
+    defaults: Timeouts,
+) -> Deployment | None:
+    """One model_list entry; None when it is unusable (the problems are recorded)."""
+    entry.check_keys(_ENTRY_KEYS)
+    params = entry.section("litellm_params", required=True)
+    info = entry.section("model_info")
+    params.check_keys(_PARAM_KEYS | _PASSTHROUGH_PARAMS, quiet=_QUIET_PARAMS)
+    info.check_keys(_INFO_KEYS, quiet=_QUIET_INFO, quiet_prefixes=("supports_",))
+
+    resolved: ResolvedModel | None = None
+    model = params.string("model", required=True)
+    if model is not None:
+        try:
+            resolved = resolve_model(model)
+        except ValueError as exc:
+            params.error("model", str(exc))
+    api_base = _api_base(params, resolved, env)
+    api_key = params.secret("api_key", env)
+    max_tokens = params.integer("max_tokens", gt=0)
+    params.boolean("stream")  # LiteLLM's per-deployment default; the caller decides here
+    timeout = params.number("timeout", gt=0)
+    stream_timeout = params.number("stream_timeout", gt=0)
+    weight = params.number("weight", gt=0)
+    max_parallel = params.integer("max_parallel_requests", gt=0)
+    rpm = params.integer("rpm", gt=0)
+    tpm = params.integer("tpm", gt=0)
+    num_ctx = params.integer("num_ctx", gt=0)
+    input_cost = _first(
+        params.number("input_cost_per_token", ge=0), info.number("input_cost_per_token", ge=0)
+    )
+    output_cost = _first(
+        params.number("output_cost_per_token", ge=0), info.number("output_cost_per_token", ge=0)
+    )
+
+    description = info.string("description") or ""
+    locality = info.choice("locality", ("local", "cloud"))
+    base_model = info.string("base_model")
+    window = _first(
+        info.integer("context_window", gt=0),
+        info.integer("max_input_tokens", gt=0),
+        info.integer("max_tokens", gt=0),
+        num_ctx,
+    )
+    max_budget = info.number("max_budget", ge=0)
+    budget_duration = info.duration("budget_duration")
+
+    if name is None or resolved is None or api_base is None:
+        return None
+    if window is None:
+        window = catalogue.context_window(resolved.upstream_model)
+    if window is None and base_model is not None:
+        window = catalogue.context_window(base_model)
+    if max_tokens is not None and window is not None and max_tokens >= window:
+        entry.findings.warn(
+            params.path_of("max_tokens"),
+            f"{max_tokens:,} leaves no room for the prompt in a {window:,}-token context window",
+        )
+    return Deployment(
+        id=f"{name}/{index}",
+        model_group=name,
+        provider=resolved.provider,
+        upstream_model=resolved.upstream_model,
+        api_base=api_base,
+        api_key=api_key,
+        locality=(
+            Locality(locality)
+            if locality is not None
+            else infer_locality(resolved.provider, api_base)
+        ),
+        context_window=window,
+        max_output_tokens=max_tokens,
+        timeouts=Timeouts(
+            connect=defaults.connect,
+            first_token=defaults.first_token if stream_timeout is None else stream_timeout,
+            idle=defaults.idle,
+            total=defaults.total if timeout is None else timeout,
+        ),
+        weight=_or(weight, 1.0),
+        max_parallel_requests=max_parallel,
+        extra_params={
+            key: value
+            for key, value in params.data.items()
+            if key in _PASSTHROUGH_PARAMS and value is not None
+        },
+        description=description,
+        rpm=rpm,
+        tpm=tpm,
+        max_budget=max_budget,
+        budget_duration=budget_duration,
+        input_cost_per_token=input_cost,
+        output_cost_per_token=output_cost,
+    )
+
+
+def _api_base(
+    params: _Section, resolved: ResolvedModel | None, env: Mapping[str, str]
+) -> str | None:
+    raw = params.string("api_base")
+    if raw is not None and raw.startswith(ENV_PREFIX):
+        # Unlike a missing key, a missing address is an error: falling back to the
+        # provider's default could send local traffic to a cloud.
+        name = raw[len(ENV_PREFIX) :].strip()
+        raw = env.get(name) or None
+        if raw is None:
+            params.error("api_base", f"environment variable {name or '(none)'} is not set")
+            return None
+    if raw is not None:
+        try:
+            return normalize_api_base(raw)
+        except ValueError as exc:
+            params.error("api_base", str(exc))
+            return None
+    if resolved is None:
+        return None
+    if resolved.default_api_base is None:
+        params.error("api_base", f"required for {resolved.prefix!r} models")
+    return resolved.default_api_base
+
+
+def _litellm_settings(section: _Section) -> LitellmSettings:
+    section.check_keys(_LITELLM_KEYS, quiet=_QUIET_LITELLM)
+    return LitellmSettings(
+        request_timeout=section.number("request_timeout", gt=0),
+        num_retries=_or(section.integer("num_retries", ge=0), 0),
+        default_fallbacks=section.aliases("default_fallbacks"),
+        fallbacks=section.fallback_map("fallbacks"),
+        context_window_fallbacks=section.fallback_map("context_window_fallbacks"),
+    )
+
+
+def _timeouts(section: _Section, request_timeout: float | None) -> Timeouts:
+    section.check_keys(_TIMEOUT_KEYS)
+    base = Timeouts()
+    total = section.number("total", gt=0)
+    if total is None:
+        total = base.total if request_timeout is None else request_timeout
+    return Timeouts(
+        connect=_or(section.number("connect", gt=0), base.connect),
+        first_token=_or(section.number("first_token", gt=0), base.first_token),
+        idle=_or(section.number("idle", gt=0), base.idle),
+        total=total,
+    )
+
+
+def _router_settings(section: _Section) -> RouterSettings:
+    section.check_keys(_ROUTER_KEYS, quiet=_QUIET_ROUTER)
+    strategy = section.choice("routing_strategy", ROUTING_STRATEGIES)
+    policies: dict[str, RetryPolicy] = {}
+    for alias, policy in section.keyed_sections("model_group_retry_policy"):
+        policy.check_keys(_RETRY_KEYS, quiet=_QUIET_RETRY)
+        policies[alias] = RetryPolicy(
+            timeout_seconds=policy.number("timeout_seconds", gt=0),
+            num_retries=_or(policy.integer("num_retries", ge=0), 0),
+            fallbacks=policy.aliases("fallbacks"),
+        )
+    return RouterSettings(
+        routing_strategy=_or(strategy, ROUTING_STRATEGIES[0]),
+        enable_pre_call_checks=_or(section.boolean("enable_pre_call_checks"), False),
+        model_group_retry_policy=policies,
+    )
+
+
+def _general_settings(section: _Section, env: Mapping[str, str]) -> GeneralSettings:
+    section.check_keys(_GENERAL_KEYS, quiet=_QUIET_GENERAL)
+    return GeneralSettings(
+        master_key=section.secret("master_key", env),
+        database_url=section.secret("database_url", env),
+        max_budget=section.number("max_budget", ge=0),
+        budget_duration=section.duration("budget_duration"),
+    )
+
+
+def _first(*values: _T | None) -> _T | None:
+    return next((value for value in values if value is not None), None)
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+@dataclass(slots=True)
+class _Findings:
+    """Problems and warnings of one parse, plus alias references checked at the end."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # (key path, alias) for every alias named outside model_list
+    references: list[tuple[str, str]] = field(default_factory=list)
+
+    def error(self, path: str, problem: str) -> None:
+        self.errors.append(f"{path or '(top level)'}: {problem}")
+
+    def warn(self, path: str, problem: str) -> None:
+        self.warnings.append(f"{path or '(top level)'}: {problem}")
+
+    def check_aliases(self, known: frozenset[str]) -> None:
+        listed = ", ".join(sorted(known))
+        for path, alias in self.references:
+            if alias not in known:
+                self.error(path, f"unknown model {alias!r} (known: {listed})")
+
+
+@dataclass(slots=True)
+class _Section:
+    """One YAML mapping under a key path; typed getters record problems instead of raising.
+
+    A getter returns None when the key is absent, null, or wrong (the problem is then
+    recorded), so parsing carries on and every problem of the file is reported at once.
+    """
+
+    data: Mapping[Any, Any]
+    path: str
+    findings: _Findings
+    # False when the mapping was missing or not a mapping (already reported), so its
+    # required keys are not reported missing on top.
+    present: bool = True
+
+    def path_of(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, problem: str) -> None:
+        self.findings.error(self.path_of(key), problem)
+
+    def check_keys(
+        self,
+        known: frozenset[str],
+        *,
+        quiet: frozenset[str] = frozenset(),
+        quiet_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        for key in self.data:
+            if isinstance(key, str) and (
+                key in known or key in quiet or any(key.startswith(p) for p in quiet_prefixes)
+            ):
+                continue
+            self.findings.warn(self.path, f"unknown key {key!r} ignored")
+
+    def section(self, key: str, *, required: bool = False) -> _Section:
+        """The mapping under key; an empty section when absent or wrong."""
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.error(key, "required")
+            return _Section({}, self.path_of(key), self.findings, present=not required)
+        if not isinstance(value, Mapping):
+            self.error(key, f"expected a mapping, got {_describe(value)}")
+            return _Section({}, self.path_of(key), self.findings, present=False)
+        return _Section(value, self.path_of(key), self.findings)
+
+    def keyed_sections(self, key: str) -> list[tuple[str, _Section]]:
+        """A mapping of alias -> mapping; each alias is checked against model_list."""
+        outer = self.section(key)
+        result: list[tuple[str, _Section]] = []
+        for alias in outer.data:
+            if not isinstance(alias, str):
+                outer.findings.error(outer.path, f"expected a model name, got {_describe(alias)}")
+                continue
+            self.findings.references.append((outer.path, alias))
+            result.append((alias, outer.section(alias)))
+        return result
+
+    def raw_mapping(self, key: str) -> dict[str, Any]:
+        """A section kept unparsed for a later feature; only its shape is checked."""
+        return dict(self.section(key).data)
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required and self.present:
+                self.error(key, "required")
+            return None
+        if not isinstance(value, str):
+            self.error(key, f"expected a string, got {_describe(value)}")
+            return None
+        return value
+
+    def integer(self, key: str, *, gt: int | None = None, ge: int | None = None) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(key, f"expected an integer, got {_describe(value)}")
+            return None
+        return value if self._in_range(key, value, gt, ge) else None
+
+    def number(self, key: str, *, gt: float | None = None, ge: float | None = None) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(key, f"expected a number, got {_describe(value)}")
+            return None
+        return float(value) if self._in_range(key, value, gt, ge) else None
+
+    def _in_range(self, key: str, value: float, gt: float | None, ge: float | None) -> bool:
+        if gt is not None and not value > gt:
+            self.error(key, f"must be > {gt}, got {value}")
+            return False
+        if ge is not None and not value >= ge:
+            self.error(key, f"must be >= {ge}, got {value}")
+            return False
+        return True
+
+    def boolean(self, key: str) -> bool | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.error(key, f"expected true or false, got {_describe(value)}")
+            return None
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.string(key)
+        if value is None:
+            return None
+        if value not in allowed:
+            listed = ", ".join(repr(a) for a in allowed)
+            self.error(key, f"expected one of {listed}, got {value!r}")
+            return None
+        return value
+
+    def duration(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _DURATION.fullmatch(value):
+            self.error(
+                key,
+                "expected a duration such as '30d', '12h' or '1mo' (a count followed by "
+                f"s, m, h, d, w or mo), got {_describe(value)}",
+            )
+            return None
+        return value
+
+    def secret(self, key: str, env: Mapping[str, str]) -> str | None:
+        """A literal value, or `os.environ/NAME` read from env; unset is only a warning
+        so that a config runs (on simulators) before its keys are provisioned."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            # The value itself is not echoed: it may be a secret.
+            self.error(key, f"expected a string, got {type(value).__name__}")
+            return None
+        if not value.startswith(ENV_PREFIX):
+            return value
+        name = value[len(ENV_PREFIX) :].strip()
+        if not name:
+            self.error(key, f"{ENV_PREFIX!r} must be followed by a variable name")
+            return None
+        resolved = env.get(name)
+        if not resolved:
+            self.findings.warn(self.path_of(key), f"environment variable {name} is not set")
+            return None
+        return resolved
+
+    def aliases(self, key: str) -> tuple[str, ...]:
+        return self._alias_list(self.data.get(key), self.path_of(key))
+
+    def _alias_list(self, value: object, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.findings.error(path, f"expected a list of model names, got {_describe(value)}")
+            return ()
+        aliases: list[str] = []
+        for index, alias in enumerate(value):
+            item_path = f"{path}[{index}]"
+            if not isinstance(alias, str):
+                self.findings.error(item_path, f"expected a model name, got {_describe(alias)}")
+                continue
+            self.findings.references.append((item_path, alias))
+            aliases.append(alias)
+        return tuple(aliases)
+
+    def fallback_map(self, key: str) -> dict[str, tuple[str, ...]]:
+        """LiteLLM's `[{alias: [fallbacks]}, ...]`, or a plain `{alias: [fallbacks]}`."""
+        value = self.data.get(key)
+        path = self.path_of(key)
+        pairs: list[tuple[object, object, str]] = []
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            pairs = [(alias, targets, path) for alias, targets in value.items()]
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                item_path = f"{path}[{index}]"
+                if isinstance(item, Mapping) and item:
+                    pairs.extend((alias, targets, item_path) for alias, targets in item.items())
+                else:
+                    self.findings.error(
+                        item_path,
+                        f"expected a mapping of model name to fallbacks, got {_describe(item)}",
+                    )
+        else:
+            self.error(key, f"expected a mapping or a list of mappings, got {_describe(value)}")
+        result: dict[str, tuple[str, ...]] = {}
+        for alias, targets, where in pairs:
+            if not isinstance(alias, str):
+                self.findings.error(where, f"expected a model name, got {_describe(alias)}")
+                continue
+            if alias in result:
+                self.findings.error(where, f"fallbacks for {alias!r} are given twice")
+                continue
+            self.findings.references.append((where, alias))
+            result[alias] = self._alias_list(targets, f"{where}.{alias}")
+        return result
+
+
+def _describe(value: object) -> str:
+    """A value's YAML type, and the value when it is short, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"

@@ -1,0 +1,263 @@
+"""Translation between the gRPC messages and the canonical types, both ways.
+
+The server decodes requests and encodes answers; a gRPC client of the sidecar
+(the standalone HTTP bridge) does the reverse with the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from sidecar.api import router_pb2 as pb
+from sidecar.config.model import SidecarConfig
+from sidecar.errors import InvalidRequest
+from sidecar.routing import RoutePlan
+from sidecar.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    GenerationParams,
+    Locality,
+    Message,
+    RouteTaken,
+    RoutingHints,
+    ToolCall,
+    Usage,
+)
+
+_LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
+_LOCALITY_FROM_PB = {v: k for k, v in _LOCALITY_TO_PB.items()}
+
+
+# -- requests ---------------------------------------------------------------
+
+
+def decode_request(msg: pb.ChatRequest) -> ChatRequest:
+    """Build the canonical request; raises InvalidRequest naming a bad field."""
+    extra: dict[str, Any] = {}
+    if msg.extra_json:
+        try:
+            extra = orjson.loads(msg.extra_json)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest("extra_json", f"not valid JSON: {exc}") from exc
+        if not isinstance(extra, dict):
+            raise InvalidRequest("extra_json", "must be a JSON object")
+    params = msg.params
+    return ChatRequest(
+        model=msg.model,
+        messages=tuple(
+            Message(
+                role=m.role,
+                content=m.content,
+                name=m.name,
+                tool_call_id=m.tool_call_id,
+                tool_calls=_decode_calls(m.tool_calls),
+                images=tuple(m.images),
+            )
+            for m in msg.messages
+        ),
+        params=GenerationParams(
+            max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
+            temperature=params.temperature if params.HasField("temperature") else None,
+            top_p=params.top_p if params.HasField("top_p") else None,
+            stop=tuple(params.stop),
+            seed=params.seed if params.HasField("seed") else None,
+        ),
+        extra=extra,
+        metadata=dict(msg.metadata),
+        hints=RoutingHints(local_only=msg.hints.local_only, no_fallback=msg.hints.no_fallback),
+        request_id=msg.request_id,
+    )
+
+
+def encode_request(request: ChatRequest) -> pb.ChatRequest:
+    p = request.params
+    params = pb.GenerationParams(stop=list(p.stop))
+    if p.max_tokens is not None:
+        params.max_tokens = p.max_tokens
+    if p.temperature is not None:
+        params.temperature = p.temperature
+    if p.top_p is not None:
+        params.top_p = p.top_p
+    if p.seed is not None:
+        params.seed = p.seed
+    return pb.ChatRequest(
+        model=request.model,
+        messages=[
+            pb.Message(
+                role=m.role,
+                content=m.content,
+                name=m.name,
+                tool_call_id=m.tool_call_id,
+                tool_calls=_encode_calls(m.tool_calls),
+                images=list(m.images),
+            )
+            for m in request.messages
+        ],
+        params=params,
+        extra_json=orjson.dumps(request.extra).decode() if request.extra else "",
+        metadata=dict(request.metadata),
+        hints=pb.RoutingHints(
+            local_only=request.hints.local_only, no_fallback=request.hints.no_fallback
+        ),
+        request_id=request.request_id,
+    )
+
+
+# -- answers ----------------------------------------------------------------
+
+
+def encode_chunk(chunk: Chunk) -> pb.ChatChunk:
+    msg = pb.ChatChunk(delta=chunk.content)
+    if chunk.tool_calls:
+        msg.tool_calls.extend(_encode_calls(chunk.tool_calls))
+    if chunk.finish_reason:
+        msg.finish_reason = chunk.finish_reason
+    if chunk.usage is not None:
+        msg.usage.CopyFrom(encode_usage(chunk.usage))
+    if chunk.route is not None:
+        msg.route.CopyFrom(encode_route(chunk.route))
+    return msg
+
+
+def decode_chunk(msg: pb.ChatChunk) -> Chunk:
+    return Chunk(
+        content=msg.delta,
+        tool_calls=_decode_calls(msg.tool_calls),
+        finish_reason=msg.finish_reason or None,
+        usage=decode_usage(msg.usage) if msg.HasField("usage") else None,
+        route=decode_route(msg.route) if msg.HasField("route") else None,
+    )
+
+
+def encode_response(response: ChatResponse) -> pb.ChatResponse:
+    return pb.ChatResponse(
+        content=response.content,
+        tool_calls=_encode_calls(response.tool_calls),
+        finish_reason=response.finish_reason,
+        usage=encode_usage(response.usage),
+        route=encode_route(response.route),
+    )
+
+
+def decode_response(msg: pb.ChatResponse) -> ChatResponse:
+    return ChatResponse(
+        content=msg.content,
+        tool_calls=_decode_calls(msg.tool_calls),
+        finish_reason=msg.finish_reason,
+        usage=decode_usage(msg.usage),
+        route=decode_route(msg.route),
+    )
+
+
+def encode_usage(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        prompt_tokens_known=usage.prompt_tokens is not None,
+        completion_tokens_known=usage.completion_tokens is not None,
+    )
+
+
+def decode_usage(msg: pb.Usage) -> Usage:
+    return Usage(
+        prompt_tokens=msg.prompt_tokens if msg.prompt_tokens_known else None,
+        completion_tokens=msg.completion_tokens if msg.completion_tokens_known else None,
+    )
+
+
+def encode_route(route: RouteTaken) -> pb.RouteTaken:
+    return pb.RouteTaken(
+        deployment=route.deployment,
+        model_group=route.model_group,
+        provider=route.provider,
+        upstream_model=route.upstream_model,
+        locality=_LOCALITY_TO_PB[route.locality],
+        attempts=route.attempts,
+        request_id=route.request_id,
+    )
+
+
+def decode_route(msg: pb.RouteTaken) -> RouteTaken:
+    return RouteTaken(
+        deployment=msg.deployment,
+        model_group=msg.model_group,
+        provider=msg.provider,
+        upstream_model=msg.upstream_model,
+        locality=_LOCALITY_FROM_PB.get(msg.locality, Locality.CLOUD),
+        attempts=msg.attempts,
+        request_id=msg.request_id,
+    )
+
+
+def route_metadata(route: RouteTaken) -> tuple[tuple[str, str], ...]:
+    """The route as gRPC metadata, the same names the HTTP bridge uses as headers."""
+    return (
+        ("x-sidecar-deployment", route.deployment),
+        ("x-sidecar-locality", route.locality.value),
+        ("x-sidecar-attempts", str(route.attempts)),
+        ("x-request-id", route.request_id),
+    )
+
+
+# -- plans and models --------------------------------------------------------
+
+
+def encode_plan(route_plan: RoutePlan) -> pb.RoutePlan:
+    return pb.RoutePlan(
+        candidates=[
+            pb.RouteCandidate(
+                deployment=c.deployment.id,
+                model_group=c.deployment.model_group,
+                provider=c.deployment.provider.value,
+                upstream_model=c.deployment.upstream_model,
+                locality=_LOCALITY_TO_PB[c.deployment.locality],
+                reason=c.reason,
+            )
+            for c in route_plan.candidates
+        ],
+        notes=list(route_plan.notes),
+        estimated_prompt_tokens=route_plan.estimated_prompt_tokens,
+        sensitive=route_plan.sensitive,
+    )
+
+
+def encode_models(config: SidecarConfig) -> pb.ListModelsResponse:
+    models = [
+        pb.ModelInfo(
+            name=group.name,
+            description=group.description,
+            deployments=[
+                pb.ModelDeployment(
+                    deployment=d.id,
+                    provider=d.provider.value,
+                    upstream_model=d.upstream_model,
+                    locality=_LOCALITY_TO_PB[d.locality],
+                    api_base=d.api_base,
+                    context_window=d.context_window or 0,
+                    simulated=d.simulated,
+                )
+                for d in group.deployments
+            ],
+        )
+        for group in config.groups.values()
+    ]
+    return pb.ListModelsResponse(
+        models=models, simulated=any(d.simulated for d in config.deployments)
+    )
+
+
+def _decode_calls(calls: Iterable[pb.ToolCall]) -> tuple[ToolCall, ...]:
+    return tuple(ToolCall(c.id, c.name, c.arguments, c.index) for c in calls)
+
+
+def _encode_calls(calls: Iterable[ToolCall]) -> list[pb.ToolCall]:
+    return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments, index=c.index) for c in calls]
+
+
+def metadata_dict(pairs: Iterable[tuple[str, str | bytes]] | None) -> Mapping[str, str]:
+    """gRPC metadata as a plain mapping (last value wins; binary values skipped)."""
+    return {k: v for k, v in (pairs or ()) if isinstance(v, str)}

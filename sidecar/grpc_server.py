@@ -1,0 +1,122 @@
+"""The gRPC front door: the Router service, health and reflection.
+
+It holds no policy: it decodes the wire request, hands it to the engine with
+the caller's remaining deadline, and encodes what comes back. A caller that
+cancels or runs out of time makes grpc.aio cancel the handler task; the
+engine's `finally` blocks then close the upstream request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar.api import router_pb2 as pb
+from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.engine import Engine
+from sidecar.errors import ErrorCode, SidecarError
+from sidecar.grpc_codec import (
+    decode_request,
+    encode_chunk,
+    encode_models,
+    encode_plan,
+    encode_response,
+    route_metadata,
+)
+from sidecar.types import ChatRequest
+
+log = logging.getLogger("sidecar.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+
+STATUS = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorCode.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+class RouterServicer(pb_grpc.RouterServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Chat(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChatResponse:
+        try:
+            chat = _decode(request)
+            response = await self._engine.complete(chat, context.time_remaining())
+        except SidecarError as exc:
+            await _abort(context, exc)
+        context.set_trailing_metadata(route_metadata(response.route))
+        return encode_response(response)
+
+    async def StreamChat(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatChunk]:
+        try:
+            stream = self._engine.stream(_decode(request), context.time_remaining())
+        except SidecarError as exc:
+            await _abort(context, exc)
+        try:
+            async for chunk in stream:
+                yield encode_chunk(chunk)
+        except SidecarError as exc:
+            await _abort(context, exc)
+        finally:
+            await stream.aclose()
+            if stream.route is not None:
+                context.set_trailing_metadata(route_metadata(stream.route))
+
+    async def Route(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RoutePlan:
+        try:
+            return encode_plan(self._engine.plan(_decode(request)))
+        except SidecarError as exc:
+            await _abort(context, exc)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return encode_models(self._engine.config)
+
+
+def _decode(request: pb.ChatRequest) -> ChatRequest:
+    chat = decode_request(request)
+    if not chat.request_id:
+        # Every call gets an id so its logs and route can be told apart.
+        chat = dataclasses.replace(chat, request_id=uuid.uuid4().hex)
+    return chat
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:
+    log.info("call failed: %s", exc.message)
+    await context.abort(STATUS[exc.code], exc.message)
+    raise AssertionError("context.abort returned")  # abort always raises
+
+
+async def add_services(server: grpc.aio.Server, engine: Engine) -> health.aio.HealthServicer:
+    """Register Router, the standard health service and reflection on `server`."""
+    pb_grpc.add_RouterServicer_to_server(RouterServicer(engine), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    for name in engine.config.groups:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return health_servicer

@@ -1,0 +1,160 @@
+"""Pooled upstream HTTP connections and the mapping of transport failures.
+
+The relay uses aiohttp rather than httpx. Measured on the 2-core reference
+machine, a gRPC-to-Ollama relay spent about 1.2 ms of CPU per 20-token stream on
+aiohttp against about 2.7 ms on httpx, and httpx's tail latency degraded badly
+once the CPU was saturated (p99 0.3-0.6 s at 50 concurrent calls). aiohttp's
+`StreamReader.readany()` also hands over everything already buffered in one
+call, which is what lets the providers coalesce tokens under load.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sidecar.config.model import Deployment
+from sidecar.errors import (
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+# Bounds the error bodies read from an upstream so a hostile one cannot make us buffer much.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class HttpPool:
+    """One keep-alive aiohttp session per upstream base URL, created on first use."""
+
+    def __init__(self, *, connect_timeout: float = 5.0) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._connect_timeout = connect_timeout
+
+    def session(self, api_base: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(api_base)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                # Total and read limits are enforced by the engine per phase (first
+                # token, idle gap, caller deadline); only connecting is bounded here.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=True,
+                raise_for_status=False,
+            )
+            self._sessions[api_base] = session
+        return session
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+@asynccontextmanager
+async def open_stream(
+    pool: HttpPool,
+    deployment: Deployment,
+    path: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST `body` and yield the response once it is known to be a 200.
+
+    A non-200 reply is read (bounded) and raised as the most specific
+    UpstreamError; transport failures are mapped the same way. On exit the
+    response is released when it was read to the end and closed otherwise, so a
+    cancelled call never returns a half-read connection to the pool.
+    """
+    session = pool.session(deployment.api_base)
+    url = deployment.api_base + path
+    try:
+        response = await session.post(url, data=orjson.dumps(body), headers=headers)
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(deployment.id, f"cannot connect to {url}: {exc}") from exc
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise UpstreamTimeout(deployment.id, f"timed out connecting to {url}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(deployment.id, f"request to {url} failed: {exc!r}") from exc
+    try:
+        if response.status != 200:
+            raise await status_error(deployment, response)
+        yield response
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamUnavailable(deployment.id, f"stream from {url} broke: {exc}") from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise UpstreamUnavailable(deployment.id, f"connection to {url} lost: {exc!r}") from exc
+    finally:
+        # Returns the connection to the pool only when the body was read to the
+        # end; aiohttp closes it otherwise (a cancelled or broken call).
+        response.release()
+
+
+async def drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows the final frame so the connection can be reused."""
+    while await response.content.readany():
+        pass
+
+
+async def status_error(deployment: Deployment, response: aiohttp.ClientResponse) -> UpstreamError:
+    """Turn a non-200 upstream reply into the error that says what went wrong."""
+    status = response.status
+    try:
+        raw = await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, ConnectionError):
+        raw = b""
+    detail = error_message(raw) or response.reason or "no detail"
+    problem = f"upstream answered HTTP {status}: {detail}"
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status in (408, 504):
+        return UpstreamTimeout(deployment.id, problem)
+    if status in (400, 413, 422):
+        return UpstreamRejected(deployment.id, problem)
+    # 401/403/404 mean this deployment is misconfigured (key, model not pulled);
+    # 429 and 5xx are transient. Either way another deployment may answer.
+    return UpstreamUnavailable(deployment.id, problem, retry_after=retry_after)
+
+
+def error_message(raw: bytes) -> str:
+    """The message inside an Ollama (`{"error": "..."}`) or OpenAI error body."""
+    if not raw:
+        return ""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:300].decode("utf-8", "replace").strip()
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    return raw[:300].decode("utf-8", "replace").strip()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def malformed(deployment: Deployment, what: str, frame: bytes) -> UpstreamMalformed:
+    shown = frame[:120].decode("utf-8", "replace")
+    return UpstreamMalformed(deployment.id, f"malformed {what}: {shown!r}")

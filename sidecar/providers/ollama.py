@@ -1,0 +1,184 @@
+"""Ollama's native chat API: POST /api/chat, answered as NDJSON lines."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+
+from sidecar.config.model import Deployment
+from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
+from sidecar.providers.base import LineSplitter
+from sidecar.providers.http import HttpPool, drain, malformed, open_stream
+from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+# litellm_params that belong at the top level of an Ollama request, not in `options`.
+_TOP_LEVEL = frozenset({"keep_alive", "think", "truncate", "shift", "format"})
+
+
+class OllamaProvider:
+    def __init__(self, pool: HttpPool) -> None:
+        self._pool = pool
+
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest
+    ) -> AsyncGenerator[Chunk, None]:
+        body = build_body(deployment, request)
+        async with open_stream(self._pool, deployment, "/api/chat", body, _HEADERS) as response:
+            lines = LineSplitter()
+            saw_tools = False
+            read = response.content.readany
+            while data := await read():
+                chunk = Chunk()
+                text: list[str] = []
+                for line in lines.feed(data):
+                    if not line.strip():
+                        continue
+                    try:
+                        done = _apply_line(deployment, line, chunk, text)
+                    except UpstreamError:
+                        # Frames that arrived whole before the bad one still reach the caller.
+                        if text or chunk.tool_calls:
+                            chunk.content = "".join(text)
+                            yield chunk
+                        raise
+                    saw_tools = saw_tools or bool(chunk.tool_calls)
+                    if done:
+                        if saw_tools and chunk.finish_reason == "stop":
+                            chunk.finish_reason = "tool_calls"
+                        chunk.content = "".join(text)
+                        yield chunk
+                        await drain(response)
+                        return
+                if text or chunk.tool_calls:
+                    chunk.content = "".join(text)
+                    yield chunk
+            if lines.tail.strip():
+                raise malformed(deployment, "Ollama stream ending", lines.tail)
+            raise UpstreamMalformed(deployment.id, "Ollama stream ended without a done line")
+
+
+def _apply_line(deployment: Deployment, line: bytes, chunk: Chunk, text: list[str]) -> bool:
+    """Fold one NDJSON line into `chunk`; True when it was the final line."""
+    try:
+        frame = orjson.loads(line)
+        if "error" in frame:
+            # Ollama reports failures after the first byte as an error line (HTTP 200).
+            raise UpstreamUnavailable(deployment.id, f"upstream error: {frame['error']}")
+        message = frame.get("message")
+        if message:
+            content = message.get("content")
+            if content:
+                text.append(content)
+            calls = message.get("tool_calls")
+            if calls:
+                chunk.tool_calls += _tool_calls(calls, len(chunk.tool_calls))
+        if not frame.get("done"):
+            return False
+        chunk.finish_reason = frame.get("done_reason") or "stop"
+        chunk.usage = Usage(frame.get("prompt_eval_count"), frame.get("eval_count"))
+        return True
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise malformed(deployment, "Ollama stream line", line) from exc
+
+
+def _tool_calls(calls: list[dict[str, Any]], start: int) -> tuple[ToolCall, ...]:
+    out = []
+    for i, call in enumerate(calls, start):
+        function = call.get("function") or {}
+        arguments = function.get("arguments", {})
+        out.append(
+            ToolCall(
+                id=call.get("id") or f"call_{i}",
+                name=function.get("name", ""),
+                arguments=arguments
+                if isinstance(arguments, str)
+                else orjson.dumps(arguments).decode(),
+                index=function.get("index", i),
+            )
+        )
+    return tuple(out)
+
+
+def build_body(deployment: Deployment, request: ChatRequest) -> dict[str, Any]:
+    params = request.params
+    options: dict[str, Any] = {}
+    body: dict[str, Any] = {
+        "model": deployment.upstream_model,
+        "messages": [_message(m) for m in request.messages],
+        "stream": True,
+        "options": options,
+    }
+    for key, value in deployment.extra_params.items():
+        (body if key in _TOP_LEVEL else options)[key] = value
+    max_tokens = params.max_tokens or deployment.max_output_tokens
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    if deployment.context_window is not None:
+        # Without num_ctx Ollama silently truncates the prompt to its default window.
+        options.setdefault("num_ctx", deployment.context_window)
+    if params.temperature is not None:
+        options["temperature"] = params.temperature
+    if params.top_p is not None:
+        options["top_p"] = params.top_p
+    if params.stop:
+        options["stop"] = list(params.stop)
+    if params.seed is not None:
+        options["seed"] = params.seed
+    extra = request.extra
+    if extra:
+        for key in ("tools", "keep_alive", "think", "format"):
+            if key in extra:
+                body[key] = extra[key]
+        fmt = _format(extra.get("response_format"))
+        if fmt is not None:
+            body["format"] = fmt
+        if isinstance(extra.get("options"), dict):
+            options.update(extra["options"])
+    return body
+
+
+def _format(response_format: Any) -> Any:
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema")
+    return None
+
+
+def _message(message: Message) -> dict[str, Any]:
+    # Ollama has no "developer" role; it is the newer name for system instructions.
+    role = "system" if message.role == "developer" else message.role
+    out: dict[str, Any] = {"role": role, "content": message.content}
+    if message.images:
+        out["images"] = [_strip_data_url(image) for image in message.images]
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": _json_object(c.arguments)}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        if message.name:
+            out["tool_name"] = message.name
+        if message.tool_call_id:
+            out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _strip_data_url(image: str) -> str:
+    # Ollama wants bare base64; OpenAI-style callers send data: URLs.
+    if image.startswith("data:"):
+        return image.partition(",")[2]
+    return image
+
+
+def _json_object(arguments: str) -> Any:
+    try:
+        return orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}

@@ -1,0 +1,206 @@
+"""OpenAI-compatible chat: POST {api_base}/chat/completions, answered as SSE.
+
+Serves OpenAI itself and the servers that copy its API (vLLM, llama.cpp's
+server, Ollama's /v1). Usage is always requested upstream
+(`stream_options.include_usage`), so spend and token counts are known even
+when the caller did not ask for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from sidecar.config.model import Deployment
+from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
+from sidecar.providers.base import LineSplitter
+from sidecar.providers.http import HttpPool, drain, malformed, open_stream
+from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+
+_DONE = b"[DONE]"
+# Request fields the caller may pass through `extra`; everything else there is
+# provider-specific and forwarded too, except keys that would break the stream.
+_RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n"})
+
+
+class OpenAIProvider:
+    def __init__(self, pool: HttpPool) -> None:
+        self._pool = pool
+
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest
+    ) -> AsyncGenerator[Chunk, None]:
+        body = build_body(deployment, request)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if deployment.api_key:
+            headers["Authorization"] = f"Bearer {deployment.api_key}"
+        async with open_stream(
+            self._pool, deployment, "/chat/completions", body, headers
+        ) as response:
+            lines = LineSplitter()
+            data_lines: list[bytes] = []
+            finish: str | None = None
+            usage: Usage | None = None
+            read = response.content.readany
+            while data := await read():
+                text: list[str] = []
+                calls: list[ToolCall] = []
+                for line in lines.feed(data):
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if line:
+                        if line.startswith(b"data:"):
+                            payload = line[5:]
+                            data_lines.append(payload[1:] if payload[:1] == b" " else payload)
+                        # Other fields (event:, id:, retry:) and comments carry nothing we use.
+                        continue
+                    if not data_lines:
+                        continue
+                    event = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                    data_lines = []
+                    if event == _DONE:
+                        yield Chunk("".join(text), tuple(calls), finish or "stop", usage)
+                        await drain(response)
+                        return
+                    try:
+                        frame = _decode(deployment, event)
+                        finish = _apply_frame(deployment, frame, text, calls) or finish
+                    except UpstreamError:
+                        # Frames that arrived whole before the bad one still reach the caller.
+                        if text or calls:
+                            yield Chunk("".join(text), tuple(calls))
+                        raise
+                    if frame.get("usage"):
+                        usage = _usage(frame["usage"])
+                if text or calls:
+                    yield Chunk("".join(text), tuple(calls))
+            if finish is not None:
+                # Some compatible servers close the stream without the [DONE] sentinel.
+                yield Chunk("", (), finish, usage)
+                return
+            raise UpstreamMalformed(deployment.id, "SSE stream ended before the answer finished")
+
+
+def _decode(deployment: Deployment, event: bytes) -> dict[str, Any]:
+    try:
+        frame = orjson.loads(event)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(deployment, "SSE event", event) from exc
+    if not isinstance(frame, dict):
+        raise malformed(deployment, "SSE event", event)
+    return frame
+
+
+def _apply_frame(
+    deployment: Deployment, frame: dict[str, Any], text: list[str], calls: list[ToolCall]
+) -> str | None:
+    """Fold one chunk object into text and calls; return its finish reason."""
+    if "error" in frame:
+        raise _stream_error(deployment, frame["error"])
+    choices = frame.get("choices")
+    if not choices:
+        return None
+    try:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            text.append(content)
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            calls.append(
+                ToolCall(
+                    id=call.get("id") or "",
+                    name=function.get("name") or "",
+                    arguments=function.get("arguments") or "",
+                    index=call.get("index", 0),
+                )
+            )
+        finish: str | None = choice.get("finish_reason")
+        return finish
+    except (AttributeError, TypeError, IndexError) as exc:
+        raise malformed(deployment, "chat.completion.chunk", orjson.dumps(frame)) from exc
+
+
+def _stream_error(deployment: Deployment, error: Any) -> UpstreamError:
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return UpstreamUnavailable(deployment.id, f"upstream error mid-stream: {message}")
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+
+
+def build_body(deployment: Deployment, request: ChatRequest) -> dict[str, Any]:
+    params = request.params
+    body: dict[str, Any] = {
+        "model": deployment.upstream_model,
+        "messages": [_message(m) for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body.update(deployment.extra_params)
+    max_tokens = params.max_tokens or deployment.max_output_tokens
+    if max_tokens is not None:
+        # OpenAI deprecated max_tokens (reasoning models reject it), while most
+        # compatible servers (Ollama's /v1 among them) only read max_tokens.
+        body[_max_tokens_key(deployment.api_base)] = max_tokens
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    for key, value in request.extra.items():
+        if key not in _RESERVED:
+            body[key] = value
+    return body
+
+
+def _max_tokens_key(api_base: str) -> str:
+    host = urlsplit(api_base).hostname or ""
+    return "max_completion_tokens" if host.endswith("openai.com") else "max_tokens"
+
+
+def _message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role}
+    if message.images:
+        parts: list[dict[str, Any]] = []
+        if message.content:
+            parts.append({"type": "text", "text": message.content})
+        parts.extend(
+            {"type": "image_url", "image_url": {"url": _data_url(image)}}
+            for image in message.images
+        )
+        out["content"] = parts
+    elif message.tool_calls and not message.content:
+        out["content"] = None
+    else:
+        out["content"] = message.content
+    if message.name:
+        out["name"] = message.name
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments or "{}"},
+            }
+            for c in message.tool_calls
+        ]
+    return out
+
+
+def _data_url(image: str) -> str:
+    if image.startswith(("data:", "http://", "https://")):
+        return image
+    return f"data:image/png;base64,{image}"

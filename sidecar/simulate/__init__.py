@@ -1,0 +1,24 @@
+"""Simulated LLM upstreams that speak the real wire protocols, for tests, benchmarks and
+`make run`: `OllamaSimulator` (native NDJSON API) and `OpenAISimulator` (Chat Completions SSE),
+with configurable latency, token rate (`SimProfile`) and injected faults (`Fault`).
+"""
+
+from sidecar.simulate.faults import FAULT_KINDS, Fault, FaultKind
+from sidecar.simulate.ollama import OllamaSimulator
+from sidecar.simulate.openai import OpenAISimulator
+from sidecar.simulate.profile import SimProfile, answer_text, presets, profile_by_name
+from sidecar.simulate.server import SimStats, Simulator
+
+__all__ = [
+    "FAULT_KINDS",
+    "Fault",
+    "FaultKind",
+    "OllamaSimulator",
+    "OpenAISimulator",
+    "SimProfile",
+    "SimStats",
+    "Simulator",
+    "answer_text",
+    "presets",
+    "profile_by_name",
+]

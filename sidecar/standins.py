@@ -1,0 +1,132 @@
+"""Built-in simulators that stand in for backends the sidecar cannot reach.
+
+`make run` must give a working endpoint on a machine with no Ollama and no API
+keys. With `--simulate auto`, every deployment that has no API key, no built-in
+provider, or an address nobody answers on is served by a simulator of the same
+locality instead, and the banner and ListModels say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from sidecar.config.model import Deployment, ModelGroup, ProviderKind, SidecarConfig
+from sidecar.providers import ProviderRegistry
+from sidecar.simulate import OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.types import Locality
+
+_PROBE_TIMEOUT = 0.5
+# Local model names that suggest a large model, which the simulator paces like one.
+_LARGE_LOCAL = ("70b", "72b", "32b", "34b")
+
+
+class StandIns:
+    def __init__(self, config: SidecarConfig, mode: str) -> None:
+        if mode not in ("never", "auto", "always"):
+            raise ValueError(f"simulate mode must be never, auto or always, not {mode!r}")
+        self._original = config
+        self._mode = mode
+        self.config = config
+        self.simulated: list[str] = []
+        self.reasons: list[str] = []
+        self._simulators: dict[str, OllamaSimulator | OpenAISimulator] = {}
+
+    @classmethod
+    def for_config(cls, config: SidecarConfig, mode: str) -> StandIns:
+        return cls(config, mode)
+
+    async def __aenter__(self) -> StandIns:
+        if self._mode == "never":
+            return self
+        deployments = self._original.deployments
+        why = await asyncio.gather(*(self._why_simulate(d) for d in deployments))
+        replaced: dict[str, Deployment] = {}
+        try:
+            for deployment, reason in zip(deployments, why, strict=True):
+                if reason is not None:
+                    replaced[deployment.id] = await self._stand_in(deployment)
+                    self.simulated.append(deployment.id)
+                    self.reasons.append(f"{deployment.id}: {reason}")
+        except BaseException:
+            await self._stop()
+            raise
+        groups = {
+            name: ModelGroup(
+                name, tuple(replaced.get(d.id, d) for d in group.deployments), group.description
+            )
+            for name, group in self._original.groups.items()
+        }
+        self.config = dataclasses.replace(self._original, groups=groups)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _why_simulate(self, deployment: Deployment) -> str | None:
+        if self._mode == "always":
+            return "simulation forced (--simulate always)"
+        if not ProviderRegistry.builtin(deployment.provider):
+            return f"provider {deployment.provider.value!r} is not built in yet"
+        if deployment.locality is Locality.CLOUD and not deployment.api_key:
+            return "no API key configured"
+        if not await _answers(deployment.api_base):
+            return f"nothing answers at {deployment.api_base}"
+        return None
+
+    async def _stand_in(self, deployment: Deployment) -> Deployment:
+        if deployment.locality is Locality.LOCAL:
+            large = any(size in deployment.upstream_model.lower() for size in _LARGE_LOCAL)
+            profile = "local-70b" if large else "local-8b"
+            simulator: OllamaSimulator | OpenAISimulator = await self._simulator(profile)
+            provider = ProviderKind.OLLAMA
+        else:
+            simulator = await self._simulator("gpt-4o-mini")
+            provider = ProviderKind.OPENAI
+        return dataclasses.replace(
+            deployment,
+            provider=provider,
+            api_base=simulator.base_url,
+            api_key="simulated" if provider is ProviderKind.OPENAI else None,
+            simulated=True,
+        )
+
+    async def _simulator(self, profile: str) -> OllamaSimulator | OpenAISimulator:
+        simulator = self._simulators.get(profile)
+        if simulator is None:
+            if profile.startswith("local"):
+                simulator = OllamaSimulator(profile=profile_by_name(profile))
+            else:
+                simulator = OpenAISimulator(profile=profile_by_name(profile))
+            await simulator.start()
+            self._simulators[profile] = simulator
+        return simulator
+
+    async def _stop(self) -> None:
+        simulators, self._simulators = list(self._simulators.values()), {}
+        for simulator in simulators:
+            await simulator.stop()
+
+
+async def _answers(api_base: str) -> bool:
+    """True when something accepts a TCP connection at the base URL's address."""
+    parts = urlsplit(api_base)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, port), _PROBE_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True

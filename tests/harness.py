@@ -1,0 +1,70 @@
+"""Real-socket helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from sidecar.api import router_pb2 as pb
+from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.config import SidecarConfig, parse_config
+from sidecar.engine import Engine
+from sidecar.server import SidecarServer
+
+
+@dataclass
+class Sidecar:
+    server: SidecarServer
+    channel: grpc.aio.Channel
+    stub: pb_grpc.RouterStub
+
+    @property
+    def engine(self) -> Engine:
+        return self.server.engine
+
+
+@asynccontextmanager
+async def running_sidecar(config: SidecarConfig) -> AsyncIterator[Sidecar]:
+    """A sidecar on 127.0.0.1, port 0, with a connected client stub."""
+    server = SidecarServer(Engine(config), host="127.0.0.1", grpc_port=0)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    try:
+        yield Sidecar(server, channel, pb_grpc.RouterStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(grace=0)
+
+
+def make_config(
+    entries: list[tuple[str, str, Mapping[str, Any]]], **sections: Any
+) -> SidecarConfig:
+    """A config from (alias, model, extra litellm_params) triples plus raw top-level sections."""
+    model_list = []
+    for alias, model, params in entries:
+        litellm_params = {"model": model, **{k: v for k, v in params.items() if k != "model_info"}}
+        entry: dict[str, Any] = {"model_name": alias, "litellm_params": litellm_params}
+        if "model_info" in params:
+            entry["model_info"] = params["model_info"]
+        model_list.append(entry)
+    return parse_config({"model_list": model_list, **sections}, source="test", env={})
+
+
+def chat_request(model: str, text: str = "Say hello", **fields: Any) -> pb.ChatRequest:
+    return pb.ChatRequest(model=model, messages=[pb.Message(role="user", content=text)], **fields)
+
+
+async def wait_until(predicate: Callable[[], bool], within: float) -> bool:
+    """Poll `predicate` until it holds or `within` seconds pass; return whether it held."""
+    end = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() >= end:
+            return False
+        await asyncio.sleep(0.002)
+    return True
