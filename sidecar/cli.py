@@ -12,7 +12,7 @@ import uvloop
 from sidecar import __version__
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, SidecarError
 from sidecar.simulate import cli as simulate_cli
 
 log = logging.getLogger("sidecar")
@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config and print its models")
     check.add_argument("config")
 
+    route = commands.add_parser("route", help="print the routing plan for a prompt")
+    route.add_argument("--config", required=True)
+    route.add_argument("--model", default="auto", help="alias to route (default: auto)")
+    source = route.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="one user message")
+    source.add_argument("--messages-file", help="JSON file with a list of {role, content}")
+    route.add_argument("--task", help="task tag, as metadata.task")
+    route.add_argument("--local-only", action="store_true", help="mark the request sensitive")
+
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
     return parser
@@ -53,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check_config(args.config)
+        if args.command == "route":
+            from sidecar.explain import explain_route
+
+            print(explain_route(args))
+            return 0
         if args.command == "serve":
             from sidecar.serve import serve  # imported here: it pulls in grpc
 
@@ -65,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    except SidecarError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command!r}")

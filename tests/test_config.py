@@ -637,13 +637,15 @@ def test_every_problem_is_reported_at_once() -> None:
         router_settings: {routing_strategy: fastest}
         """
     )
-    assert problems == (
-        "model_list[0].litellm_params.max_tokens: expected an integer, got str 'many'",
-        "model_list[1].litellm_params.model: required",
-        "router_settings.routing_strategy: expected one of 'simple-shuffle', 'least-busy', "
-        "'latency-based-routing', 'usage-based-routing', 'usage-based-routing-v2', "
-        "'cost-based-routing', got 'fastest'",
-        "litellm_settings.default_fallbacks[0]: unknown model 'c' (known: a, b)",
+    assert sorted(problems) == sorted(
+        (
+            "model_list[0].litellm_params.max_tokens: expected an integer, got str 'many'",
+            "model_list[1].litellm_params.model: required",
+            "router_settings.routing_strategy: expected one of 'simple-shuffle', 'least-busy', "
+            "'latency-based-routing', 'usage-based-routing', 'usage-based-routing-v2', "
+            "'cost-based-routing', got 'fastest'",
+            "litellm_settings.default_fallbacks[0]: unknown model 'c' (known: a, b)",
+        )
     )
 
 
@@ -882,3 +884,49 @@ def test_model_table_marks_simulated_and_shows_warnings() -> None:
     bare = render_model_table(_parse("model_list: [{model_name: a, litellm_params: {model: o3}}]"))
     assert "master_key: unset" in bare
     assert "budget: none" in bare
+
+
+def test_group_retry_policy_sets_group_timeouts_and_hedging() -> None:
+    config = _parse(
+        """
+        model_list:
+          - {model_name: fast-local, litellm_params: {model: ollama/a}}
+          - {model_name: other, litellm_params: {model: ollama/b}}
+          - {model_name: own, litellm_params: {model: ollama/c, stream_timeout: 9}}
+        timeouts: {first_token: 20, idle: 7}
+        router_settings:
+          model_group_retry_policy:
+            fast-local:
+              timeout_seconds: 5
+              hedge_after_ms: 150
+              timeouts: {idle: 2}
+            own: {timeout_seconds: 4}
+        """
+    )
+    fast = config.groups["fast-local"].deployments[0].timeouts
+    assert (fast.first_token, fast.idle) == (5, 2)
+    other = config.groups["other"].deployments[0].timeouts
+    assert (other.first_token, other.idle) == (20, 7)
+    # A deployment's own stream_timeout beats its group's policy.
+    assert config.groups["own"].deployments[0].timeouts.first_token == 9
+    policy = config.router_settings.model_group_retry_policy["fast-local"]
+    assert policy.hedge_after_ms == 150
+    assert policy.hedge_to_cloud is False
+
+
+def test_health_section() -> None:
+    config = _parse(
+        """
+        model_list: [{model_name: m, litellm_params: {model: ollama/a}}]
+        health: {failure_threshold: 2, cooldown: 1.5, probe_interval: 0}
+        """
+    )
+    assert config.health.failure_threshold == 2
+    assert config.health.cooldown == 1.5
+    assert config.health.probe_interval == 0
+    assert _problems(
+        """
+        model_list: [{model_name: m, litellm_params: {model: ollama/a}}]
+        health: {failure_threshold: 0}
+        """
+    ) == ("health.failure_threshold: must be >= 1, got 0",)

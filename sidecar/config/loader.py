@@ -8,6 +8,7 @@ sidecar has no use for, and the common ones are recognised and skipped quietly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from sidecar.config.catalogue import Catalogue, load_catalogue
 from sidecar.config.model import (
     Deployment,
     GeneralSettings,
+    HealthConfig,
     LitellmSettings,
     ModelGroup,
     RetryPolicy,
@@ -59,6 +61,7 @@ _TOP_KEYS = frozenset(
         "router_settings",
         "general_settings",
         "timeouts",
+        "health",
         "routing_rules",
         "privacy",
     }
@@ -171,7 +174,10 @@ _ROUTER_KEYS = frozenset({"routing_strategy", "enable_pre_call_checks", "model_g
 _QUIET_ROUTER = frozenset(
     {"redis_host", "redis_port", "redis_password", "redis_url", "cache_responses", "debug_level"}
 )
-_RETRY_KEYS = frozenset({"timeout_seconds", "num_retries", "fallbacks"})
+_RETRY_KEYS = frozenset(
+    {"timeout_seconds", "num_retries", "fallbacks", "hedge_after_ms", "hedge_to_cloud", "timeouts"}
+)
+_HEALTH_KEYS = frozenset(f.name for f in dataclasses.fields(HealthConfig))
 # LiteLLM's own retry policy shape: retry counts per exception class.
 _QUIET_RETRY = frozenset(
     {
@@ -268,8 +274,9 @@ def _parse_top(
     top.check_keys(_TOP_KEYS)
     litellm = _litellm_settings(top.section("litellm_settings"))
     timeouts = _timeouts(top.section("timeouts"), litellm.request_timeout)
-    groups, aliases = _model_list(top, env, catalogue, timeouts)
-    router = _router_settings(top.section("router_settings"))
+    router = _router_settings(top.section("router_settings"), timeouts)
+    groups, aliases = _model_list(top, env, catalogue, timeouts, router)
+    health = _health(top.section("health"))
     general = _general_settings(top.section("general_settings"), env)
     routing_rules = top.raw_mapping("routing_rules")
     privacy = top.raw_mapping("privacy")
@@ -281,6 +288,7 @@ def _parse_top(
         router_settings=router,
         general_settings=general,
         timeouts=timeouts,
+        health=health,
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,
@@ -289,7 +297,11 @@ def _parse_top(
 
 
 def _model_list(
-    top: _Section, env: Mapping[str, str], catalogue: Catalogue, timeouts: Timeouts
+    top: _Section,
+    env: Mapping[str, str],
+    catalogue: Catalogue,
+    timeouts: Timeouts,
+    router: RouterSettings,
 ) -> tuple[dict[str, ModelGroup], frozenset[str]]:
     """The groups in file order, and every alias named (even by a broken entry)."""
     path = top.path_of("model_list")
@@ -318,7 +330,9 @@ def _model_list(
         if name is not None:
             aliases.add(name)
         group = members.setdefault(name, []) if name is not None else []
-        deployment = _deployment(entry, name, len(group), env, catalogue, timeouts)
+        policy = router.model_group_retry_policy.get(name) if name else None
+        group_timeouts = policy.timeouts if policy and policy.timeouts else timeouts
+        deployment = _deployment(entry, name, len(group), env, catalogue, group_timeouts)
         if deployment is not None:
             group.append(deployment)
     groups = {
@@ -469,9 +483,11 @@ def _litellm_settings(section: _Section) -> LitellmSettings:
     )
 
 
-def _timeouts(section: _Section, request_timeout: float | None) -> Timeouts:
+def _timeouts(
+    section: _Section, request_timeout: float | None, base: Timeouts | None = None
+) -> Timeouts:
     section.check_keys(_TIMEOUT_KEYS)
-    base = Timeouts()
+    base = base or Timeouts()
     total = section.number("total", gt=0)
     if total is None:
         total = base.total if request_timeout is None else request_timeout
@@ -483,16 +499,41 @@ def _timeouts(section: _Section, request_timeout: float | None) -> Timeouts:
     )
 
 
-def _router_settings(section: _Section) -> RouterSettings:
+def _health(section: _Section) -> HealthConfig:
+    section.check_keys(_HEALTH_KEYS)
+    base = HealthConfig()
+    return HealthConfig(
+        failure_threshold=_or(section.integer("failure_threshold", ge=1), base.failure_threshold),
+        error_rate=_or(section.number("error_rate", gt=0), base.error_rate),
+        window=_or(section.integer("window", ge=1), base.window),
+        min_requests=_or(section.integer("min_requests", ge=1), base.min_requests),
+        cooldown=_or(section.number("cooldown", gt=0), base.cooldown),
+        max_cooldown=_or(section.number("max_cooldown", gt=0), base.max_cooldown),
+        probe_interval=_or(section.number("probe_interval", ge=0), base.probe_interval),
+        probe_timeout=_or(section.number("probe_timeout", gt=0), base.probe_timeout),
+        queue_timeout=_or(section.number("queue_timeout", ge=0), base.queue_timeout),
+    )
+
+
+def _router_settings(section: _Section, timeouts: Timeouts) -> RouterSettings:
     section.check_keys(_ROUTER_KEYS, quiet=_QUIET_ROUTER)
     strategy = section.choice("routing_strategy", ROUTING_STRATEGIES)
     policies: dict[str, RetryPolicy] = {}
     for alias, policy in section.keyed_sections("model_group_retry_policy"):
         policy.check_keys(_RETRY_KEYS, quiet=_QUIET_RETRY)
+        first_token = policy.number("timeout_seconds", gt=0)
+        # A group's own timeouts start from the global ones; timeout_seconds is the
+        # seed's "if Ollama doesn't respond in 5s", i.e. its first-token limit.
+        group = _timeouts(policy.section("timeouts"), None, timeouts)
+        if first_token is not None:
+            group = dataclasses.replace(group, first_token=first_token)
         policies[alias] = RetryPolicy(
-            timeout_seconds=policy.number("timeout_seconds", gt=0),
+            timeout_seconds=first_token,
             num_retries=_or(policy.integer("num_retries", ge=0), 0),
             fallbacks=policy.aliases("fallbacks"),
+            hedge_after_ms=policy.number("hedge_after_ms", gt=0),
+            hedge_to_cloud=_or(policy.boolean("hedge_to_cloud"), False),
+            timeouts=group if group != timeouts else None,
         )
     return RouterSettings(
         routing_strategy=_or(strategy, ROUTING_STRATEGIES[0]),

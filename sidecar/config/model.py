@@ -76,9 +76,34 @@ class ModelGroup:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    timeout_seconds: float | None = None
+    """Per-group resilience settings (`router_settings.model_group_retry_policy`)."""
+
+    timeout_seconds: float | None = None  # first-token timeout of the group's deployments
     num_retries: int = 0
     fallbacks: tuple[str, ...] = ()
+    # Start the next candidate too when no first token came after this long.
+    hedge_after_ms: float | None = None
+    # Hedges stay local unless this is set.
+    hedge_to_cloud: bool = False
+    # The group's timeouts when they differ from the global ones.
+    timeouts: Timeouts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Passive and active health tracking (the sidecar's own `health` section)."""
+
+    failure_threshold: int = 3  # consecutive failures that start a cooldown
+    error_rate: float = 0.5  # or this share of failures over the window
+    window: int = 20
+    min_requests: int = 10  # attempts in the window before the error rate counts
+    cooldown: float = 5.0  # first cooldown, seconds; doubles on each relapse
+    max_cooldown: float = 60.0
+    probe_interval: float = 10.0  # active probes; 0 turns them off
+    probe_timeout: float = 2.0
+    # How long a request waits for a slot on a deployment at max_parallel_requests
+    # when no other candidate is left to spill to.
+    queue_timeout: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +137,7 @@ class SidecarConfig:
     router_settings: RouterSettings = RouterSettings()
     general_settings: GeneralSettings = GeneralSettings()
     timeouts: Timeouts = Timeouts()
+    health: HealthConfig = HealthConfig()
     # Sections owned by later features, kept raw until their schema lands.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)
     privacy: Mapping[str, Any] = field(default_factory=dict)

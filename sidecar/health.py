@@ -1,0 +1,195 @@
+"""What the sidecar knows about each deployment: up or cooling down, how busy, how fast.
+
+Passive tracking: every attempt reports its outcome. After `failure_threshold`
+consecutive failures, or an error rate above `error_rate` over the last
+`window` attempts, the deployment cools down for `cooldown` seconds, doubling
+on each relapse up to `max_cooldown`. When a cooldown ends the deployment is
+half-open: exactly one request goes through as a probe, and its outcome closes
+or reopens the circuit. An upstream's Retry-After sets the cooldown directly.
+
+Active tracking (`Prober`, in probes.py) feeds the same tracker from cheap
+periodic requests that never cost tokens.
+
+Everything here is synchronous and O(1) per call: the engine calls it on the
+request path, and the planner reads it through `is_available`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sidecar.config.model import Deployment, HealthConfig
+
+# Weight of the newest sample in the moving average of time to first token.
+_TTFT_ALPHA = 0.2
+
+
+class State(enum.Enum):
+    UP = "up"
+    COOLING = "cooling"  # refusing traffic until `until`
+    HALF_OPEN = "half_open"  # one probe request in flight
+    BUSY = "busy"  # reachable but not ready (e.g. Ollama loading the model)
+
+
+@dataclass(slots=True)
+class DeploymentHealth:
+    deployment: Deployment
+    state: State = State.UP
+    until: float = 0.0  # end of the cooldown, clock time
+    relapses: int = 0  # cooldowns in a row, for the backoff
+    consecutive_failures: int = 0
+    outcomes: deque[bool] = field(default_factory=deque)
+    in_flight: int = 0
+    ttft: float | None = None  # moving average, seconds
+    last_error: str = ""
+    reason: str = ""  # why the current state was entered
+
+
+class HealthTracker:
+    def __init__(
+        self,
+        deployments: Iterable[Deployment],
+        settings: HealthConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or HealthConfig()
+        self._clock = clock
+        self._health = {d.id: DeploymentHealth(d) for d in deployments}
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- reading ----------------------------------------------------------------
+
+    def __getitem__(self, deployment_id: str) -> DeploymentHealth:
+        return self._health[deployment_id]
+
+    def all(self) -> list[DeploymentHealth]:
+        return list(self._health.values())
+
+    def is_available(self, deployment_id: str) -> bool:
+        """Whether a new request may be sent now (a half-open slot counts)."""
+        h = self._health.get(deployment_id)
+        if h is None:
+            return True
+        if h.state is State.COOLING:
+            return self._clock() >= h.until
+        return h.state is not State.HALF_OPEN
+
+    def in_flight(self, deployment_id: str) -> int:
+        h = self._health.get(deployment_id)
+        return h.in_flight if h else 0
+
+    def ttft(self, deployment_id: str) -> float | None:
+        h = self._health.get(deployment_id)
+        return h.ttft if h else None
+
+    def is_busy(self, deployment_id: str) -> bool:
+        h = self._health.get(deployment_id)
+        return h is not None and h.state is State.BUSY
+
+    def group_serving(self, deployments: Iterable[Deployment]) -> bool:
+        return any(self.is_available(d.id) for d in deployments)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a deployment changes state (health service updates)."""
+        self._listeners.append(listener)
+
+    # -- the request path -------------------------------------------------------
+
+    def begin(self, deployment_id: str) -> None:
+        """An attempt starts; a cooled-down deployment becomes half-open for it."""
+        h = self._health.get(deployment_id)
+        if h is None:
+            return
+        h.in_flight += 1
+        if h.state is State.COOLING and self._clock() >= h.until:
+            self._set(h, State.HALF_OPEN, "probing after cooldown")
+
+    def end(self, deployment_id: str) -> None:
+        h = self._health.get(deployment_id)
+        if h is None:
+            return
+        if h.in_flight > 0:
+            h.in_flight -= 1
+        if h.state is State.HALF_OPEN:
+            # The probe request ended with no verdict (the caller went away): let the
+            # next request probe instead of leaving the deployment shut for good.
+            h.until = self._clock()
+            self._set(h, State.COOLING, "probe request abandoned")
+
+    def succeeded(self, deployment_id: str, ttft: float | None = None) -> None:
+        h = self._health.get(deployment_id)
+        if h is None:
+            return
+        h.consecutive_failures = 0
+        self._remember(h, True)
+        if ttft is not None:
+            alpha = _TTFT_ALPHA
+            h.ttft = ttft if h.ttft is None else h.ttft + alpha * (ttft - h.ttft)
+        if h.state is not State.UP:
+            h.relapses = 0
+            self._set(h, State.UP, "request succeeded")
+
+    def failed(self, deployment_id: str, error: str, retry_after: float | None = None) -> None:
+        h = self._health.get(deployment_id)
+        if h is None:
+            return
+        h.consecutive_failures += 1
+        h.last_error = error
+        self._remember(h, False)
+        s = self.settings
+        if retry_after is not None:
+            self._cool(h, retry_after, f"upstream asked to retry after {retry_after:g}s")
+        elif h.state is State.HALF_OPEN:
+            self._cool(h, self._backoff(h), "probe request failed")
+        elif h.consecutive_failures >= s.failure_threshold:
+            self._cool(h, self._backoff(h), f"{h.consecutive_failures} failures in a row")
+        elif len(h.outcomes) >= s.min_requests:
+            rate = h.outcomes.count(False) / len(h.outcomes)
+            if rate > s.error_rate:
+                self._cool(h, self._backoff(h), f"error rate {rate:.0%} over the last attempts")
+
+    # -- active probes ----------------------------------------------------------
+
+    def probed(self, deployment_id: str, ok: bool, detail: str = "", busy: bool = False) -> None:
+        """The outcome of an active probe (never a token-costing request)."""
+        h = self._health.get(deployment_id)
+        if h is None:
+            return
+        if not ok:
+            h.last_error = detail
+            if h.state is not State.COOLING or self._clock() >= h.until:
+                self._cool(h, self._backoff(h), f"probe failed: {detail}")
+        elif busy:
+            if h.state is not State.BUSY:
+                self._set(h, State.BUSY, detail or "busy")
+        elif h.state is not State.UP:
+            h.relapses = 0
+            h.consecutive_failures = 0
+            self._set(h, State.UP, "probe succeeded")
+
+    # -- internals ----------------------------------------------------------------
+
+    def _remember(self, h: DeploymentHealth, ok: bool) -> None:
+        h.outcomes.append(ok)
+        if len(h.outcomes) > self.settings.window:
+            h.outcomes.popleft()
+
+    def _backoff(self, h: DeploymentHealth) -> float:
+        s = self.settings
+        return min(s.max_cooldown, s.cooldown * 2.0 ** min(h.relapses, 16))
+
+    def _cool(self, h: DeploymentHealth, seconds: float, reason: str) -> None:
+        h.relapses += 1
+        h.until = self._clock() + seconds
+        h.outcomes.clear()
+        self._set(h, State.COOLING, reason)
+
+    def _set(self, h: DeploymentHealth, state: State, reason: str) -> None:
+        h.state = state
+        h.reason = reason
+        for listener in self._listeners:
+            listener()
