@@ -12,8 +12,10 @@ privacy rule is enforced a second time, whatever the plan says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
 
 from sidecar.config.model import Deployment, SidecarConfig
 from sidecar.errors import (
@@ -22,9 +24,12 @@ from sidecar.errors import (
     UpstreamError,
     UpstreamMalformed,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
+from sidecar.health import HealthTracker
+from sidecar.probes import Prober
 from sidecar.providers import ProviderRegistry
-from sidecar.routing import RoutePlan, plan
+from sidecar.routing import Candidate, RoutePlan, plan
 from sidecar.types import ChatRequest, ChatResponse, Chunk, Locality, RouteTaken, ToolCall, Usage
 from sidecar.validation import validate_request
 from sidecar.watchdog import Watchdog
@@ -38,6 +43,26 @@ class Engine:
     def __init__(self, config: SidecarConfig, providers: ProviderRegistry | None = None) -> None:
         self.config = config
         self.providers = providers or ProviderRegistry()
+        self.health = HealthTracker(config.deployments, config.health)
+        self._prober: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the background work: active health probes, when configured."""
+        if self.config.health.probe_interval > 0 and self._prober is None:
+            prober = Prober(
+                self.config.deployments, self.health, self.providers, self.config.health
+            )
+            self._prober = asyncio.create_task(prober.run(), name="health probes")
+
+    def hedging(self, route_plan: RoutePlan) -> tuple[float, bool] | None:
+        """(seconds, may hedge to cloud) when the plan's first group hedges, else None."""
+        if len(route_plan.candidates) < 2:
+            return None
+        group = route_plan.candidates[0].deployment.model_group
+        policy = self.config.router_settings.model_group_retry_policy.get(group)
+        if policy is None or policy.hedge_after_ms is None:
+            return None
+        return policy.hedge_after_ms / 1000, policy.hedge_to_cloud
 
     def plan(self, request: ChatRequest) -> RoutePlan:
         validate_request(request)
@@ -87,7 +112,22 @@ class Engine:
         return self.providers.stream(deployment, request)
 
     async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         await self.providers.aclose()
+
+
+@dataclass(slots=True)
+class _Opened:
+    """An attempt that produced its first chunk."""
+
+    deployment: Deployment
+    upstream: AsyncGenerator[Chunk, None]
+    first: Chunk
+    end: float | None  # loop time by which the whole call must be over
 
 
 class ChatStream:
@@ -105,6 +145,7 @@ class ChatStream:
         self._deployment: Deployment | None = None
         self._watchdog: Watchdog | None = None
         self._done = False
+        self._attempts = 0
         self.route: RouteTaken | None = None
 
     def __aiter__(self) -> ChatStream:
@@ -119,85 +160,184 @@ class ChatStream:
         upstream = self._upstream
         if upstream is None or self._done:
             raise StopAsyncIteration
-        if watchdog.expired is not None:
-            raise self._timeout(watchdog.expired)
-        watchdog.waiting_since = self._loop.time()
         try:
-            chunk = await upstream.__anext__()
+            if watchdog.expired is not None:
+                raise self._timeout(watchdog.expired)
+            watchdog.waiting_since = self._loop.time()
+            try:
+                return await upstream.__anext__()
+            except asyncio.CancelledError:
+                if watchdog.claims():
+                    raise self._timeout(watchdog.expired or "idle") from None
+                raise
+            finally:
+                watchdog.waiting_since = None
         except StopAsyncIteration:
             self._done = True
             raise
-        except asyncio.CancelledError:
-            if watchdog.claims():
-                raise self._timeout(watchdog.expired or "idle") from None
+        except UpstreamError as exc:
+            self._done = True
+            self._engine.health.failed(exc.deployment, exc.message, exc.retry_after)
             raise
-        finally:
-            watchdog.waiting_since = None
-        return chunk
 
     async def _first(self) -> Chunk:
         """Walk the plan until a candidate produces its first chunk."""
-        loop = self._loop
         failures: list[UpstreamError] = []
-        route_plan = self.plan
-        for attempt, candidate in enumerate(route_plan.candidates, 1):
-            deployment = candidate.deployment
-            now = loop.time()
-            if self._deadline is not None and now >= self._deadline:
-                failures.append(UpstreamTimeout(deployment.id, "the caller's deadline passed"))
-                break
-            limits = deployment.timeouts
-            end = _earliest(self._deadline, now + limits.total)
-            try:
-                upstream = self._engine._open(route_plan, deployment, self._request)
-            except PrivacyBlocked as exc:
-                log.error("%s", exc.message)
-                continue
-            except UpstreamError as exc:
-                failures.append(exc)
-                continue
-            try:
-                async with asyncio.timeout_at(_earliest(end, now + limits.first_token)):
-                    first = await upstream.__anext__()
-            except TimeoutError:
-                await upstream.aclose()
-                failures.append(
-                    UpstreamTimeout(
-                        deployment.id, f"no first token within {loop.time() - now:.1f}s"
+        candidates = self.plan.candidates
+        hedge = self._engine.hedging(self.plan)
+        if hedge is None:
+            opened = None
+            for i, candidate in enumerate(candidates):
+                if self._deadline is not None and self._loop.time() >= self._deadline:
+                    failures.append(
+                        UpstreamTimeout(candidate.deployment.id, "the caller's deadline passed")
                     )
-                )
-                continue
-            except UpstreamError as exc:
-                await upstream.aclose()
-                failures.append(exc)
-                log.warning("attempt %d failed: %s", attempt, exc.message)
-                continue
-            except StopAsyncIteration:
-                failures.append(UpstreamMalformed(deployment.id, "the stream ended with no answer"))
-                continue
-            except BaseException:
-                await upstream.aclose()
-                raise
-            self._upstream = upstream
-            self._deployment = deployment
-            self._watchdog = Watchdog(limits.idle, end)
-            self.route = RouteTaken(
-                deployment=deployment.id,
-                model_group=deployment.model_group,
-                provider=deployment.provider.value,
-                upstream_model=deployment.upstream_model,
-                locality=deployment.locality,
-                attempts=attempt,
-                request_id=self._request.request_id,
-            )
-            first.route = self.route
-            return first
+                    break
+                last = i == len(candidates) - 1
+                opened = await self._attempt(candidate.deployment, failures, can_spill=not last)
+                if opened is not None:
+                    break
+        else:
+            opened = await self._hedged(candidates, failures, *hedge)
+        if opened is not None:
+            return self._commit(opened)
         self._done = True
-        if not failures and route_plan.sensitive:
+        if not failures and self.plan.sensitive:
             raise PrivacyBlocked(
-                f"request held back for privacy: no local deployment of {route_plan.model!r}"
+                f"request held back for privacy: no local deployment of {self.plan.model!r}"
             )
-        raise NoDeploymentAvailable(route_plan.model, failures)
+        raise NoDeploymentAvailable(self.plan.model, failures)
+
+    async def _attempt(
+        self, deployment: Deployment, failures: list[UpstreamError], *, can_spill: bool
+    ) -> _Opened | None:
+        """Try one candidate up to its first chunk; on failure record why and return None."""
+        engine = self._engine
+        health = engine.health
+        loop = self._loop
+        if not health.is_available(deployment.id):
+            reason = health[deployment.id].reason
+            failures.append(UpstreamUnavailable(deployment.id, f"cooling down ({reason})"))
+            return None
+        if not health.has_slot(deployment):
+            cap = deployment.max_parallel_requests
+            wait = 0.0 if can_spill else engine.config.health.queue_timeout
+            if not await health.wait_for_slot(deployment, wait):
+                failures.append(
+                    UpstreamUnavailable(deployment.id, f"busy: {cap} requests already in flight")
+                )
+                return None
+        self._attempts += 1
+        health.begin(deployment.id)
+        started = loop.time()
+        limits = deployment.timeouts
+        end = _earliest(self._deadline, started + limits.total)
+        try:
+            upstream = engine._open(self.plan, deployment, self._request)
+        except PrivacyBlocked as exc:
+            log.error("%s", exc.message)
+            health.end(deployment.id)
+            return None
+        failure: UpstreamError
+        try:
+            async with asyncio.timeout_at(_earliest(end, started + limits.first_token)):
+                first = await upstream.__anext__()
+        except TimeoutError:
+            failure = UpstreamTimeout(
+                deployment.id, f"no first token within {loop.time() - started:.1f}s"
+            )
+        except UpstreamError as exc:
+            failure = exc
+        except StopAsyncIteration:
+            failure = UpstreamMalformed(deployment.id, "the stream ended with no answer")
+        except BaseException:
+            await upstream.aclose()
+            health.end(deployment.id)
+            raise
+        else:
+            health.succeeded(deployment.id, loop.time() - started)
+            return _Opened(deployment, upstream, first, end)
+        await upstream.aclose()
+        health.failed(deployment.id, failure.message, failure.retry_after)
+        health.end(deployment.id)
+        failures.append(failure)
+        log.warning("attempt on %s failed: %s", deployment.id, failure.message)
+        return None
+
+    async def _hedged(
+        self,
+        candidates: tuple[Candidate, ...],
+        failures: list[UpstreamError],
+        after: float,
+        to_cloud: bool,
+    ) -> _Opened | None:
+        """Like the sequential walk, but when the running attempt has no first token
+        after `after` seconds the next candidate starts too; the first to answer wins
+        and the others are cancelled at once."""
+        pending = list(candidates)
+        running: set[asyncio.Task[_Opened | None]] = set()
+
+        def start() -> None:
+            candidate = pending.pop(0)
+            attempt = self._attempt(candidate.deployment, failures, can_spill=bool(pending))
+            running.add(asyncio.create_task(attempt))
+
+        def may_hedge() -> bool:
+            if len(running) != 1 or not pending:
+                return False
+            return to_cloud or pending[0].deployment.locality is Locality.LOCAL
+
+        winner: _Opened | None = None
+        start()
+        try:
+            while running and winner is None:
+                done, _ = await asyncio.wait(
+                    running,
+                    timeout=after if may_hedge() else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    start()
+                    continue
+                for task in done:
+                    running.discard(task)
+                    opened = task.result()
+                    if winner is None:
+                        winner = opened
+                    elif opened is not None:
+                        await self._release(opened)
+                if winner is None and not running and pending:
+                    start()
+        finally:
+            for task in running:
+                task.cancel()
+            for outcome in await asyncio.gather(*running, return_exceptions=True):
+                if isinstance(outcome, _Opened):
+                    await self._release(outcome)
+        return winner
+
+    async def _release(self, opened: _Opened) -> None:
+        """Drop an attempt that answered but lost the race."""
+        await opened.upstream.aclose()
+        self._engine.health.end(opened.deployment.id)
+
+    def _commit(self, opened: _Opened) -> Chunk:
+        deployment = opened.deployment
+        self._upstream = opened.upstream
+        self._deployment = deployment
+        self._watchdog = Watchdog(deployment.timeouts.idle, opened.end)
+        self.route = RouteTaken(
+            deployment=deployment.id,
+            model_group=deployment.model_group,
+            provider=deployment.provider.value,
+            upstream_model=deployment.upstream_model,
+            locality=deployment.locality,
+            attempts=self._attempts,
+            request_id=self._request.request_id,
+        )
+        first = opened.first
+        first.route = self.route
+        return first
 
     def _timeout(self, reason: str) -> UpstreamTimeout:
         self._done = True
@@ -214,7 +354,11 @@ class ChatStream:
             self._watchdog.close()
         if self._upstream is not None:
             upstream, self._upstream = self._upstream, None
-            await upstream.aclose()
+            try:
+                await upstream.aclose()
+            finally:
+                if self._deployment is not None:
+                    self._engine.health.end(self._deployment.id)
 
 
 def _earliest(a: float | None, b: float) -> float:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.api import router_pb2 as pb
@@ -30,6 +30,7 @@ from sidecar.grpc_codec import (
     encode_response,
     route_metadata,
 )
+from sidecar.grpc_health import HealthPublisher
 from sidecar.types import ChatRequest
 
 log = logging.getLogger("sidecar.grpc")
@@ -108,15 +109,14 @@ async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoRetu
     raise AssertionError("context.abort returned")  # abort always raises
 
 
-async def add_services(server: grpc.aio.Server, engine: Engine) -> health.aio.HealthServicer:
+async def add_services(server: grpc.aio.Server, engine: Engine) -> HealthPublisher:
     """Register Router, the standard health service and reflection on `server`."""
     pb_grpc.add_RouterServicer_to_server(RouterServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    for name in engine.config.groups:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    publisher = HealthPublisher(health_servicer, engine, SERVICE_NAME)
+    await publisher.publish()
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    return health_servicer
+    return publisher

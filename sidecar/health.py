@@ -10,12 +10,15 @@ or reopens the circuit. An upstream's Retry-After sets the cooldown directly.
 Active tracking (`Prober`, in probes.py) feeds the same tracker from cheap
 periodic requests that never cost tokens.
 
-Everything here is synchronous and O(1) per call: the engine calls it on the
-request path, and the planner reads it through `is_available`.
+Every method but `wait_for_slot` is synchronous and O(1): the engine calls
+them on the request path, and the planner reads them through `is_available`.
+`wait_for_slot` queues a request briefly for a deployment that is at its
+`max_parallel_requests`, and `end` hands the freed slot to the first in line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import deque
@@ -60,6 +63,7 @@ class HealthTracker:
         self._clock = clock
         self._health = {d.id: DeploymentHealth(d) for d in deployments}
         self._listeners: list[Callable[[], None]] = []
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
 
     # -- reading ----------------------------------------------------------------
 
@@ -90,6 +94,33 @@ class HealthTracker:
         h = self._health.get(deployment_id)
         return h is not None and h.state is State.BUSY
 
+    def next_recovery(self) -> float | None:
+        """Seconds until the next cooldown that is still running ends, if any."""
+        now = self._clock()
+        ends = [h.until - now for h in self._health.values() if h.state is State.COOLING]
+        pending = [end for end in ends if end > 0]
+        return min(pending) if pending else None
+
+    def has_slot(self, deployment: Deployment) -> bool:
+        cap = deployment.max_parallel_requests
+        return cap is None or self.in_flight(deployment.id) < cap
+
+    async def wait_for_slot(self, deployment: Deployment, within: float) -> bool:
+        """Wait up to `within` seconds for the deployment to drop below its cap."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while not self.has_slot(deployment):
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(deployment.id, deque()).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                return False
+        return True
+
     def group_serving(self, deployments: Iterable[Deployment]) -> bool:
         return any(self.is_available(d.id) for d in deployments)
 
@@ -114,6 +145,12 @@ class HealthTracker:
             return
         if h.in_flight > 0:
             h.in_flight -= 1
+        waiters = self._waiters.get(deployment_id)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
         if h.state is State.HALF_OPEN:
             # The probe request ended with no verdict (the caller went away): let the
             # next request probe instead of leaving the deployment shut for good.

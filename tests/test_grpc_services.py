@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -9,6 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sidecar.config import SidecarConfig
 from sidecar.grpc_server import SERVICE_NAME
+from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
 from tests.harness import make_config, running_sidecar
 
 
@@ -22,15 +25,61 @@ def config() -> SidecarConfig:
     )
 
 
-async def test_health_reports_overall_service_and_model_groups(config: SidecarConfig) -> None:
-    async with running_sidecar(config) as sidecar:
-        stub = health_pb2_grpc.HealthStub(sidecar.channel)
-        for service in ("", SERVICE_NAME, "fast-local", "cloud-fast"):
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+async def _status(stub: health_pb2_grpc.HealthStub, service: str) -> int:
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return int(reply.status)
+
+
+async def test_health_follows_probes_per_model_group() -> None:
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    async with OllamaSimulator(profile=profile_by_name("instant")) as up:
+        config = make_config(
+            [
+                ("fast-local", "ollama/llama3.2:8b", {"api_base": up.base_url}),
+                # Port 9 (discard) has no listener here: its probes fail.
+                ("strong-local", "ollama/llama3.3:70b", {"api_base": "http://127.0.0.1:9"}),
+            ],
+            health={"probe_interval": 0.05, "cooldown": 0.1},
+        )
+        async with running_sidecar(config) as sidecar:
+            stub = health_pb2_grpc.HealthStub(sidecar.channel)
+            statuses: dict[str, int] = {}
+
+            async def refresh() -> None:
+                for service in ("", SERVICE_NAME, "fast-local", "strong-local"):
+                    statuses[service] = await _status(stub, service)
+
+            async def settled() -> bool:
+                await refresh()
+                return statuses["strong-local"] == not_serving
+
+            for _ in range(200):
+                if await settled():
+                    break
+                await asyncio.sleep(0.01)
+            assert statuses == {
+                "": serving,
+                SERVICE_NAME: serving,
+                "fast-local": serving,
+                "strong-local": not_serving,
+            }
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+            # With every backend down, the Router itself stops serving.
+            await up.set_fault(Fault("refuse"))
+            for _ in range(200):
+                await refresh()
+                if statuses[SERVICE_NAME] == not_serving:
+                    break
+                await asyncio.sleep(0.01)
+            assert statuses[SERVICE_NAME] == not_serving
+            assert statuses["fast-local"] == not_serving
+            assert statuses[""] == serving
 
 
 async def test_reflection_lists_services(config: SidecarConfig) -> None:

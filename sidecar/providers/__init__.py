@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from sidecar.config.model import Deployment, ProviderKind
-from sidecar.errors import ProviderUnsupported
-from sidecar.providers.base import Provider
+from sidecar.errors import ProviderUnsupported, UpstreamError
+from sidecar.providers import ollama, openai
+from sidecar.providers.base import ProbeResult, Provider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
 from sidecar.providers.openai import OpenAIProvider
 from sidecar.types import ChatRequest, Chunk
 
-__all__ = ["HttpPool", "Provider", "ProviderRegistry"]
+__all__ = ["HttpPool", "ProbeResult", "Provider", "ProviderRegistry"]
 
 
 _BUILTIN: dict[ProviderKind, type[OllamaProvider | OpenAIProvider]] = {
     ProviderKind.OLLAMA: OllamaProvider,
     ProviderKind.OPENAI: OpenAIProvider,
+}
+_PROBES: dict[ProviderKind, Callable[[HttpPool, Deployment], Awaitable[ProbeResult]]] = {
+    ProviderKind.OLLAMA: ollama.probe,
+    ProviderKind.OPENAI: openai.probe,
 }
 
 
@@ -43,6 +48,16 @@ class ProviderRegistry:
                 f"(supported: {', '.join(k.value for k in self._providers)})",
             )
         return provider.stream(deployment, request)
+
+    async def probe(self, deployment: Deployment) -> ProbeResult | None:
+        """A health probe that costs no tokens; None when the provider has none."""
+        probe = _PROBES.get(deployment.provider)
+        if probe is None:
+            return None
+        try:
+            return await probe(self.pool, deployment)
+        except UpstreamError as exc:
+            return ProbeResult(False, exc.message)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

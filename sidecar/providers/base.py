@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.config.model import Deployment
@@ -22,6 +23,15 @@ class Provider(Protocol):
     def stream(
         self, deployment: Deployment, request: ChatRequest
     ) -> AsyncGenerator[Chunk, None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of a health probe that cost no tokens."""
+
+    ok: bool
+    detail: str = ""
+    busy: bool = False  # reachable, but the next answer will be slow (model loading)
 
 
 class LineSplitter:

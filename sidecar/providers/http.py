@@ -105,6 +105,33 @@ async def drain(response: aiohttp.ClientResponse) -> None:
         pass
 
 
+async def get_json(
+    pool: HttpPool,
+    deployment: Deployment,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """GET a small JSON document from the upstream (health probes, model discovery).
+
+    The caller bounds the time it may take."""
+    session = pool.session(deployment.api_base)
+    url = deployment.api_base + path
+    try:
+        async with session.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise await status_error(deployment, response)
+            raw = await response.content.read(_MAX_ERROR_BODY * 16)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(deployment.id, f"GET {url} failed: {exc}") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(deployment, f"reply to GET {path}", raw) from exc
+    if not isinstance(data, dict):
+        raise malformed(deployment, f"reply to GET {path}", raw)
+    return data
+
+
 async def status_error(deployment: Deployment, response: aiohttp.ClientResponse) -> UpstreamError:
     """Turn a non-200 upstream reply into the error that says what went wrong."""
     status = response.status

@@ -9,8 +9,8 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter
-from sidecar.providers.http import HttpPool, drain, malformed, open_stream
+from sidecar.providers.base import LineSplitter, ProbeResult
+from sidecar.providers.http import HttpPool, drain, get_json, malformed, open_stream
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
@@ -182,3 +182,22 @@ def _json_object(arguments: str) -> Any:
         return orjson.loads(arguments) if arguments else {}
     except orjson.JSONDecodeError:
         return {}
+
+
+async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
+    """Is Ollama up and the model pulled? `/api/tags` and `/api/ps` cost no tokens.
+
+    A pulled model that is not loaded yet answers its first request only after
+    loading it, so it counts as busy rather than down.
+    """
+    tags = await get_json(pool, deployment, "/api/tags")
+    names = {m.get("name") for m in tags.get("models") or () if isinstance(m, dict)}
+    model = deployment.upstream_model
+    wanted = {model, model if ":" in model else f"{model}:latest"}
+    if names and not wanted & names:
+        return ProbeResult(False, f"model {model!r} is not pulled on {deployment.api_base}")
+    loaded = await get_json(pool, deployment, "/api/ps")
+    running = {m.get("name") for m in loaded.get("models") or () if isinstance(m, dict)}
+    if not wanted & running:
+        return ProbeResult(True, f"model {model!r} is not loaded yet", busy=True)
+    return ProbeResult(True)

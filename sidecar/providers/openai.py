@@ -16,8 +16,8 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter
-from sidecar.providers.http import HttpPool, drain, malformed, open_stream
+from sidecar.providers.base import LineSplitter, ProbeResult
+from sidecar.providers.http import HttpPool, drain, get_json, malformed, open_stream
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
@@ -204,3 +204,10 @@ def _data_url(image: str) -> str:
     if image.startswith(("data:", "http://", "https://")):
         return image
     return f"data:image/png;base64,{image}"
+
+
+async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
+    """`GET /models` answers without generating anything, so it costs no tokens."""
+    headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+    await get_json(pool, deployment, "/models", headers)
+    return ProbeResult(True)
