@@ -36,7 +36,9 @@ class Sample:
 Call = Callable[[], Awaitable[Sample]]
 
 
-async def closed_loop(call: Call, concurrency: int, requests: int, time_limit: float) -> list[Sample]:
+async def closed_loop(
+    call: Call, concurrency: int, requests: int, time_limit: float
+) -> list[Sample]:
     """`requests` calls with `concurrency` in flight, stopping early after `time_limit` s."""
     samples: list[Sample] = []
     end = time.perf_counter() + time_limit

@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -88,7 +88,7 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
-def simulator(kind: str, profile: str, *extra: str) -> AsyncIterator[Proc]:
+def simulator(kind: str, profile: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
     """A simulated upstream; its address is the root URL (http://127.0.0.1:PORT)."""
     return running(
         ["simulate", kind, "--port", "0", "--profile", profile, *extra],
@@ -96,7 +96,7 @@ def simulator(kind: str, profile: str, *extra: str) -> AsyncIterator[Proc]:
     )
 
 
-def sidecar(config_path: str, *extra: str) -> AsyncIterator[Proc]:
+def sidecar(config_path: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
     """A sidecar serving gRPC; its address is host:port."""
     return running(
         ["serve", "--config", config_path, "--grpc-port", "0", *extra],

@@ -36,6 +36,30 @@ def build_parser() -> argparse.ArgumentParser:
         "unreachable or has no API key, 'always' for all of them",
     )
     serve.add_argument("--drain-seconds", type=float, default=10.0)
+    serve.add_argument(
+        "--http-port", type=int, default=4000, help="OpenAI-compatible HTTP bridge port"
+    )
+    serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
+    serve.add_argument(
+        "--max-request-mb", type=_megabytes, default=8.0, help="largest HTTP request body accepted"
+    )
+
+    bridge = commands.add_parser(
+        "bridge", help="run the OpenAI-compatible HTTP bridge alone, in front of a remote sidecar"
+    )
+    bridge.add_argument("--sidecar", required=True, metavar="HOST:PORT", help="its gRPC address")
+    bridge.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    bridge.add_argument("--http-port", type=int, default=4000)
+    bridge.add_argument(
+        "--master-key",
+        default=None,
+        help="Bearer key callers must send (default: $LLM_SIDECAR_MASTER_KEY, else the "
+        "general_settings.master_key of --config; prefer those to putting a key on the "
+        "command line)",
+    )
+    bridge.add_argument("--config", default=None, help="a config to read the master key from")
+    bridge.add_argument("--max-request-mb", type=_megabytes, default=8.0)
+    bridge.add_argument("--drain-seconds", type=float, default=10.0)
 
     check = commands.add_parser("check-config", help="validate a config and print its models")
     check.add_argument("config")
@@ -71,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sidecar.serve import serve  # imported here: it pulls in grpc
 
             return uvloop.run(serve(args))
+        if args.command == "bridge":
+            from bridge.standalone import run_bridge  # imported here: it pulls in uvicorn
+
+            return uvloop.run(run_bridge(args))
         if args.command == "simulate":
             uvloop.run(simulate_cli.run(args))
             return 0
@@ -85,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
 
 
 def _check_config(path: str) -> int:

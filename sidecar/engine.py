@@ -29,7 +29,7 @@ from sidecar.errors import (
 from sidecar.health import HealthTracker
 from sidecar.probes import Prober
 from sidecar.providers import ProviderRegistry
-from sidecar.routing import Candidate, RoutePlan, plan
+from sidecar.routing import Candidate, RoutePlan, compile_routing, plan
 from sidecar.types import ChatRequest, ChatResponse, Chunk, Locality, RouteTaken, ToolCall, Usage
 from sidecar.validation import validate_request
 from sidecar.watchdog import Watchdog
@@ -44,6 +44,7 @@ class Engine:
         self.config = config
         self.providers = providers or ProviderRegistry()
         self.health = HealthTracker(config.deployments, config.health)
+        self.policy = compile_routing(config)
         self._prober: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -66,7 +67,7 @@ class Engine:
 
     def plan(self, request: ChatRequest) -> RoutePlan:
         validate_request(request)
-        return plan(request, self.config)
+        return plan(request, self.config, self.policy, self.health)
 
     def stream(self, request: ChatRequest, remaining: float | None = None) -> ChatStream:
         """Start a call; `remaining` is the caller's time left in seconds, if any.
@@ -80,21 +81,32 @@ class Engine:
         return ChatStream(self, request, route_plan, deadline)
 
     async def complete(self, request: ChatRequest, remaining: float | None = None) -> ChatResponse:
-        """Run a call to the end and return the whole answer."""
+        """Run a call to the end and return the whole answer.
+
+        Nothing reaches the caller before the end, so unlike a stream, a failure
+        after the first token still moves on to the next candidate.
+        """
         stream = self.stream(request, remaining)
-        text: list[str] = []
-        fragments: list[ToolCall] = []
-        finish = "stop"
-        usage = Usage()
         try:
-            async for chunk in stream:
-                if chunk.content:
-                    text.append(chunk.content)
-                fragments.extend(chunk.tool_calls)
-                if chunk.finish_reason:
-                    finish = chunk.finish_reason
-                if chunk.usage is not None:
-                    usage = chunk.usage
+            while True:
+                text: list[str] = []
+                fragments: list[ToolCall] = []
+                finish = "stop"
+                usage = Usage()
+                try:
+                    async for chunk in stream:
+                        if chunk.content:
+                            text.append(chunk.content)
+                        fragments.extend(chunk.tool_calls)
+                        if chunk.finish_reason:
+                            finish = chunk.finish_reason
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                except UpstreamError as exc:
+                    if await stream.resume(exc):
+                        continue
+                    raise
+                break
         finally:
             await stream.aclose()
         assert stream.route is not None  # set with the first chunk, and a finished call had one
@@ -146,6 +158,8 @@ class ChatStream:
         self._watchdog: Watchdog | None = None
         self._done = False
         self._attempts = 0
+        self._next = 0  # index of the next candidate of the plan to try
+        self._failures: list[UpstreamError] = []
         self.route: RouteTaken | None = None
 
     def __aiter__(self) -> ChatStream:
@@ -181,20 +195,22 @@ class ChatStream:
             raise
 
     async def _first(self) -> Chunk:
-        """Walk the plan until a candidate produces its first chunk."""
-        failures: list[UpstreamError] = []
+        """Walk the rest of the plan until a candidate produces its first chunk."""
+        failures = self._failures
         candidates = self.plan.candidates
         hedge = self._engine.hedging(self.plan)
+        opened = None
         if hedge is None:
-            opened = None
-            for i, candidate in enumerate(candidates):
+            while self._next < len(candidates):
+                candidate = candidates[self._next]
+                self._next += 1
                 if self._deadline is not None and self._loop.time() >= self._deadline:
                     failures.append(
                         UpstreamTimeout(candidate.deployment.id, "the caller's deadline passed")
                     )
                     break
-                last = i == len(candidates) - 1
-                opened = await self._attempt(candidate.deployment, failures, can_spill=not last)
+                can_spill = self._next < len(candidates)
+                opened = await self._attempt(candidate.deployment, failures, can_spill=can_spill)
                 if opened is not None:
                     break
         else:
@@ -207,6 +223,21 @@ class ChatStream:
                 f"request held back for privacy: no local deployment of {self.plan.model!r}"
             )
         raise NoDeploymentAvailable(self.plan.model, failures)
+
+    async def resume(self, failure: UpstreamError) -> bool:
+        """After `failure` mid-stream, move on to the next candidate if one is left.
+
+        Only for callers that have shown nothing of the answer to anyone yet (a
+        unary call): a streaming caller already has tokens and must get the error.
+        """
+        if self._next >= len(self.plan.candidates):
+            return False
+        await self._drop_upstream()
+        self._failures.append(failure)
+        self._watchdog = None
+        self._done = False
+        self.route = None
+        return True
 
     async def _attempt(
         self, deployment: Deployment, failures: list[UpstreamError], *, can_spill: bool
@@ -274,11 +305,12 @@ class ChatStream:
         """Like the sequential walk, but when the running attempt has no first token
         after `after` seconds the next candidate starts too; the first to answer wins
         and the others are cancelled at once."""
-        pending = list(candidates)
+        pending = list(candidates[self._next :])
         running: set[asyncio.Task[_Opened | None]] = set()
 
         def start() -> None:
             candidate = pending.pop(0)
+            self._next += 1
             attempt = self._attempt(candidate.deployment, failures, can_spill=bool(pending))
             running.add(asyncio.create_task(attempt))
 
@@ -350,6 +382,9 @@ class ChatStream:
 
     async def aclose(self) -> None:
         self._done = True
+        await self._drop_upstream()
+
+    async def _drop_upstream(self) -> None:
         if self._watchdog is not None:
             self._watchdog.close()
         if self._upstream is not None:

@@ -6,6 +6,7 @@ The server decodes requests and encodes answers; a gRPC client of the sidecar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 from sidecar.api import router_pb2 as pb
 from sidecar.config.model import SidecarConfig
 from sidecar.errors import InvalidRequest
+from sidecar.health import DeploymentHealth, HealthTracker, State
 from sidecar.routing import RoutePlan
 from sidecar.types import (
     ChatRequest,
@@ -225,7 +227,21 @@ def encode_plan(route_plan: RoutePlan) -> pb.RoutePlan:
     )
 
 
-def encode_models(config: SidecarConfig) -> pb.ListModelsResponse:
+def encode_health(h: DeploymentHealth, now: float) -> pb.DeploymentHealth:
+    return pb.DeploymentHealth(
+        state=h.state.value,
+        reason=h.reason,
+        in_flight=h.in_flight,
+        ttft_ms=(h.ttft or 0.0) * 1000,
+        cooldown_seconds=max(0.0, h.until - now) if h.state is State.COOLING else 0.0,
+        last_error=h.last_error,
+    )
+
+
+def encode_models(
+    config: SidecarConfig, health: HealthTracker | None = None
+) -> pb.ListModelsResponse:
+    now = time.monotonic()
     models = [
         pb.ModelInfo(
             name=group.name,
@@ -239,6 +255,7 @@ def encode_models(config: SidecarConfig) -> pb.ListModelsResponse:
                     api_base=d.api_base,
                     context_window=d.context_window or 0,
                     simulated=d.simulated,
+                    health=encode_health(health[d.id], now) if health is not None else None,
                 )
                 for d in group.deployments
             ],

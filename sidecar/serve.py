@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bridge.app import BridgeSettings, MiB
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
@@ -18,7 +19,17 @@ async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     async with StandIns.for_config(config, args.simulate) as standins:
         config = standins.config
-        server = SidecarServer(Engine(config), host=args.host, grpc_port=args.grpc_port)
+        http = BridgeSettings(
+            master_key=config.general_settings.master_key,
+            max_body_bytes=int(args.max_request_mb * MiB),
+        )
+        server = SidecarServer(
+            Engine(config),
+            host=args.host,
+            grpc_port=args.grpc_port,
+            http_port=None if args.no_http else args.http_port,
+            http_settings=http,
+        )
         await server.start()
         print(banner(server, standins), flush=True)
         await server.run_until_signalled(grace=args.drain_seconds)
@@ -26,10 +37,13 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def banner(server: SidecarServer, standins: StandIns) -> str:
-    lines = [
-        f"llm-sidecar serving gRPC on {server.host}:{server.grpc_port}",
-        render_model_table(server.engine.config),
-    ]
+    lines = [f"llm-sidecar serving gRPC on {server.host}:{server.grpc_port}"]
+    if server.http_port is not None:
+        url = f"http://{_host(server.host)}:{server.http_port}"
+        keyed = bool(server.engine.config.general_settings.master_key)
+        key = "master key required" if keyed else "no key"
+        lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
+    lines.append(render_model_table(server.engine.config))
     if standins.simulated:
         bar = "!" * 78
         lines += [
@@ -40,3 +54,7 @@ def banner(server: SidecarServer, standins: StandIns) -> str:
             bar,
         ]
     return "\n".join(lines)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -45,7 +45,11 @@ async def running_sidecar(config: SidecarConfig) -> AsyncIterator[Sidecar]:
 def make_config(
     entries: list[tuple[str, str, Mapping[str, Any]]], **sections: Any
 ) -> SidecarConfig:
-    """A config from (alias, model, extra litellm_params) triples plus raw top-level sections."""
+    """A config from (alias, model, extra litellm_params) triples plus raw top-level sections.
+
+    Active health probes are off unless a test turns them on, so that no probe
+    traffic races a test's own requests.
+    """
     model_list = []
     for alias, model, params in entries:
         litellm_params = {"model": model, **{k: v for k, v in params.items() if k != "model_info"}}
@@ -53,6 +57,7 @@ def make_config(
         if "model_info" in params:
             entry["model_info"] = params["model_info"]
         model_list.append(entry)
+    sections.setdefault("health", {"probe_interval": 0})
     return parse_config({"model_list": model_list, **sections}, source="test", env={})
 
 

@@ -54,7 +54,7 @@ async def test_health_follows_probes_per_model_group() -> None:
 
             async def settled() -> bool:
                 await refresh()
-                return statuses["strong-local"] == not_serving
+                return bool(statuses["strong-local"] == not_serving)
 
             for _ in range(200):
                 if await settled():

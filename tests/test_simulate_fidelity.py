@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import aiohttp
 import ollama
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 from sidecar.simulate import (
     OllamaSimulator,
@@ -26,8 +28,10 @@ from sidecar.simulate.profile import Pacing, profile_from_json
 TOKENS = 5
 MODEL = "llama3.1:8b"
 GPT = "gpt-4o-mini"
-USER = [{"role": "user", "content": "What is the capital of Peru? Answer in one word."}]
-TOOL = {
+USER: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of Peru? Answer in one word."}
+]
+TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "lookup",
@@ -44,11 +48,20 @@ async def ollama_sim() -> AsyncIterator[OllamaSimulator]:
         yield sim
 
 
+@asynccontextmanager
+async def open_ollama(url: str) -> AsyncIterator[ollama.AsyncClient]:
+    client = ollama.AsyncClient(host=url)
+    try:
+        yield client
+    finally:
+        # ollama's close() carries no annotations, and its AsyncClient has no __aenter__.
+        await cast(Any, client).close()
+
+
 @pytest.fixture
 async def ollama_client(ollama_sim: OllamaSimulator) -> AsyncIterator[ollama.AsyncClient]:
-    client = ollama.AsyncClient(host=ollama_sim.base_url)
-    yield client
-    await client.close()
+    async with open_ollama(ollama_sim.base_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -137,7 +150,9 @@ async def test_ollama_chat_not_streamed(ollama_client: ollama.AsyncClient) -> No
 async def test_ollama_chat_streamed(
     ollama_client: ollama.AsyncClient, ollama_sim: OllamaSimulator
 ) -> None:
-    parts = [part async for part in await ollama_client.chat(model=MODEL, messages=USER, stream=True)]
+    parts = [
+        part async for part in await ollama_client.chat(model=MODEL, messages=USER, stream=True)
+    ]
     *body, final = parts
     assert [part.message.content for part in body] == tokens(TOKENS)
     assert not any(part.done for part in body)
@@ -202,13 +217,9 @@ async def test_ollama_unknown_model_is_404(ollama_client: ollama.AsyncClient) ->
 
 
 async def test_ollama_accepts_any_model_by_default(http: aiohttp.ClientSession) -> None:
-    async with OllamaSimulator() as sim:
-        client = ollama.AsyncClient(host=sim.base_url)
-        try:
-            reply = await client.chat(model="whatever", messages=USER)
-            listed = await client.list()
-        finally:
-            await client.close()
+    async with OllamaSimulator() as sim, open_ollama(sim.base_url) as client:
+        reply = await client.chat(model="whatever", messages=USER)
+        listed = await client.list()
     assert reply.message.content == answer_text(20)
     assert [m.model for m in listed.models] == ["whatever:latest"]
 
@@ -275,7 +286,7 @@ async def test_ollama_liveness_and_version(
 
 
 async def test_openai_create_not_streamed(openai_client: openai.AsyncOpenAI) -> None:
-    reply = await openai_client.chat.completions.create(model=GPT, messages=USER)  # type: ignore[arg-type]
+    reply = await openai_client.chat.completions.create(model=GPT, messages=USER)
     assert reply.object == "chat.completion"
     assert reply.model == GPT
     (choice,) = reply.choices
@@ -290,7 +301,7 @@ async def test_openai_create_not_streamed(openai_client: openai.AsyncOpenAI) -> 
 async def test_openai_stream_with_usage(openai_client: openai.AsyncOpenAI) -> None:
     stream = await openai_client.chat.completions.create(
         model=GPT,
-        messages=USER,  # type: ignore[arg-type]
+        messages=USER,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -308,12 +319,11 @@ async def test_openai_stream_with_usage(openai_client: openai.AsyncOpenAI) -> No
 
 
 async def test_openai_max_tokens_caps_the_answer(openai_client: openai.AsyncOpenAI) -> None:
-    for cap in ({"max_tokens": 2}, {"max_completion_tokens": 2}):
-        reply = await openai_client.chat.completions.create(
-            model=GPT,
-            messages=USER,  # type: ignore[arg-type]
-            **cap,  # type: ignore[arg-type]
-        )
+    create = openai_client.chat.completions.create
+    for reply in (
+        await create(model=GPT, messages=USER, max_tokens=2),
+        await create(model=GPT, messages=USER, max_completion_tokens=2),
+    ):
         assert reply.choices[0].message.content == answer_text(2)
         assert reply.choices[0].finish_reason == "length"
         assert reply.usage is not None
@@ -323,8 +333,8 @@ async def test_openai_max_tokens_caps_the_answer(openai_client: openai.AsyncOpen
 async def test_openai_tool_call_streamed(openai_client: openai.AsyncOpenAI) -> None:
     stream = await openai_client.chat.completions.create(
         model=GPT,
-        messages=USER,  # type: ignore[arg-type]
-        tools=[TOOL],  # type: ignore[list-item]
+        messages=USER,
+        tools=[TOOL],
         stream=True,
     )
     calls: dict[int, dict[str, str]] = {}
@@ -348,8 +358,8 @@ async def test_openai_tool_call_streamed(openai_client: openai.AsyncOpenAI) -> N
 async def test_openai_tool_call_not_streamed(openai_client: openai.AsyncOpenAI) -> None:
     reply = await openai_client.chat.completions.create(
         model=GPT,
-        messages=USER,  # type: ignore[arg-type]
-        tools=[TOOL],  # type: ignore[list-item]
+        messages=USER,
+        tools=[TOOL],
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -361,7 +371,7 @@ async def test_openai_tool_call_not_streamed(openai_client: openai.AsyncOpenAI) 
 
 
 async def test_openai_models_list(openai_client: openai.AsyncOpenAI) -> None:
-    await openai_client.chat.completions.create(model=GPT, messages=USER)  # type: ignore[arg-type]
+    await openai_client.chat.completions.create(model=GPT, messages=USER)
     models = [model.id async for model in openai_client.models.list()]
     assert models == [GPT]
 
@@ -414,5 +424,5 @@ async def test_openai_unknown_model_when_listed() -> None:
         openai.AsyncOpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as client,
     ):
         with pytest.raises(openai.NotFoundError) as caught:
-            await client.chat.completions.create(model="gpt-9", messages=USER)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-9", messages=USER)
     assert caught.value.code == "model_not_found"

@@ -486,6 +486,7 @@ class ModelDeployment(_message.Message):
     API_BASE_FIELD_NUMBER: _builtins.int
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     provider: _builtins.str
     upstream_model: _builtins.str
@@ -495,6 +496,8 @@ class ModelDeployment(_message.Message):
     """0 when unknown"""
     simulated: _builtins.bool
     """served by a built-in simulator, not a real backend"""
+    @_builtins.property
+    def health(self) -> Global___DeploymentHealth: ...
     def __init__(
         self,
         *,
@@ -505,14 +508,55 @@ class ModelDeployment(_message.Message):
         api_base: _builtins.str = ...,
         context_window: _builtins.int = ...,
         simulated: _builtins.bool = ...,
+        health: Global___DeploymentHealth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_base", b"api_base", "context_window", b"context_window", "deployment", b"deployment", "locality", b"locality", "provider", b"provider", "simulated", b"simulated", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_base", b"api_base", "context_window", b"context_window", "deployment", b"deployment", "health", b"health", "locality", b"locality", "provider", b"provider", "simulated", b"simulated", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelDeployment: _TypeAlias = ModelDeployment  # noqa: Y015
+
+@_typing.final
+class DeploymentHealth(_message.Message):
+    """What the sidecar knows of a deployment right now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    TTFT_MS_FIELD_NUMBER: _builtins.int
+    COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """up | cooling | half_open | busy"""
+    reason: _builtins.str
+    """why it entered that state"""
+    in_flight: _builtins.int
+    ttft_ms: _builtins.float
+    """moving average of time to first token; 0 when unknown"""
+    cooldown_seconds: _builtins.float
+    """left in the current cooldown"""
+    last_error: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        in_flight: _builtins.int = ...,
+        ttft_ms: _builtins.float = ...,
+        cooldown_seconds: _builtins.float = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "in_flight", b"in_flight", "last_error", b"last_error", "reason", b"reason", "state", b"state", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentHealth: _TypeAlias = DeploymentHealth  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):

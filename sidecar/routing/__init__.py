@@ -1,5 +1,18 @@
 """Pure routing: request + snapshots -> an ordered plan of candidate deployments."""
 
-from sidecar.routing.plan import Candidate, RoutePlan, plan
+from sidecar.routing.plan import BudgetView, Candidate, HealthView, RoutePlan, plan, request_text
+from sidecar.routing.policy import RoutingPolicy, compile_routing, detect_sensitive
+from sidecar.routing.tokens import estimate_tokens
 
-__all__ = ["Candidate", "RoutePlan", "plan"]
+__all__ = [
+    "BudgetView",
+    "Candidate",
+    "HealthView",
+    "RoutePlan",
+    "RoutingPolicy",
+    "compile_routing",
+    "detect_sensitive",
+    "estimate_tokens",
+    "plan",
+    "request_text",
+]

@@ -95,13 +95,15 @@ class OllamaSimulator(Simulator):
 
     async def _parse_chat(self, request: web.Request) -> ChatCall | web.StreamResponse:
         body = await self._read_body(request)
-        model = self._model_of(body)
+        model = self._model_of(body.get("model"))
         messages = body.get("messages")
         if messages is None:
             messages = []
         if not isinstance(messages, list):
             raise WireError(400, "messages: expected an array of messages")
-        stream = body.get("stream", True)
+        stream = body.get("stream")
+        if stream is None:
+            stream = True  # Ollama streams unless told not to
         if not isinstance(stream, bool):
             raise WireError(400, "stream: expected true or false")
         if not messages:
@@ -124,8 +126,7 @@ class OllamaSimulator(Simulator):
             tool=_first_tool(body.get("tools")),
         )
 
-    def _model_of(self, body: dict[str, Any]) -> str:
-        model = body.get("model", body.get("name"))
+    def _model_of(self, model: object) -> str:
         if not isinstance(model, str) or not model:
             raise WireError(400, "model is required")
         if not self._knows(_full_name(model)):
@@ -247,7 +248,8 @@ class OllamaSimulator(Simulator):
 
     async def _show(self, request: web.Request) -> web.Response:
         try:
-            model = self._model_of(await self._read_json(request))
+            body = await self._read_json(request)
+            model = self._model_of(body.get("model") or body.get("name"))  # "name" is legacy
         except WireError as err:
             return self._error_response(err)
         return json_response(

@@ -178,7 +178,8 @@ class OpenAISimulator(Simulator):
         # Splice each token between constant bytes: the token text needs no JSON escaping,
         # and the chunk is otherwise the same every time.
         template = _chunk(call, [_choice({"content": "\x00"})])
-        head, tail = orjson.dumps(template).split(b"\\u0000")
+        # rsplit: the placeholder is the last NUL, whatever the model name holds.
+        head, tail = orjson.dumps(template).rsplit(b"\\u0000", 1)
         head = b"data: " + head
         tail += b"\n\n"
         for index in range(answer.tokens):

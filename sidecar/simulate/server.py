@@ -22,10 +22,12 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from sidecar.simulate.faults import (
     HTTP_FAULT_STATUS,
@@ -148,7 +150,7 @@ class Simulator(ABC):
         self._seen_models: dict[str, None] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[asyncio.Task[Any], Exchange] = {}
         self._stopping = False
 
     # ----- configuration -------------------------------------------------------------------
@@ -174,7 +176,6 @@ class Simulator(ABC):
 
     async def set_fault(self, fault: Fault | None) -> None:
         """Arm `fault` (None clears it); for `refuse`, stop or resume listening on the port."""
-        self._cancel_fault_timer()
         await self._install(fault)
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -196,7 +197,7 @@ class Simulator(ABC):
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError(f"{type(self).__name__} is already running on {self.root_url}")
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._gate()])
         app.add_routes(self._routes())
         app.add_routes(
             [web.post("/_sim/config", self._config_endpoint), web.get("/_sim/stats", self._stats)]
@@ -231,7 +232,7 @@ class Simulator(ABC):
         self._site = None
         await runner.cleanup()
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -245,26 +246,51 @@ class Simulator(ABC):
         self._site = site
         self._port = site.port
 
-    async def _unlisten(self) -> None:
+    async def _unlisten(self, keep: RequestHandler | None = None) -> None:
+        """Stop listening and close every connection: the idle ones now (a pooled keep-alive
+        connection would otherwise still be served), the busy ones after their reply."""
         site, self._site = self._site, None
         if site is not None:
             await site.stop()
         server = self._runner.server if self._runner is not None else None
-        if server is not None:
-            # Idle keep-alive connections would keep serving; busy ones close after replying.
-            server.pre_shutdown()
+        if server is None:
+            return
+        busy = {exchange.request.protocol for exchange in self._handlers.values()}
+        if keep is not None:
+            busy.add(keep)
+        for connection in server.connections:
+            if connection in busy:
+                connection.close()
+            else:
+                connection.force_close()
+
+    def _gate(self) -> Middleware:
+        """A middleware hanging up on requests that slip in while refusing: on a connection
+        accepted just before the listener closed, which `_unlisten` could not sweep yet."""
+
+        @web.middleware
+        async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if _refuses(self._switch.fault) and not request.path.startswith("/_sim/"):
+                request.protocol.force_close()
+                return web.Response(status=503)  # never sent: the transport is gone
+            return await handler(request)
+
+        return gate
 
     # ----- faults --------------------------------------------------------------------------
 
-    async def _install(self, fault: Fault | None) -> None:
-        was_refusing = _refuses(self._switch.fault)
-        self._arm(fault)
-        if self._runner is None:
-            return
-        if _refuses(fault) and not was_refusing:
-            await self._unlisten()
-        elif was_refusing and not _refuses(fault):
+    async def _install(self, fault: Fault | None, keep: RequestHandler | None = None) -> None:
+        """Arm `fault`, changing the listener if needed; `keep` is the connection of the
+        control request doing this, which must live to carry the reply."""
+        was_refusing, refusing = _refuses(self._switch.fault), _refuses(fault)
+        running = self._runner is not None
+        # Listen again before the fault reads as cleared, so that `sim.fault` never claims
+        # a server that is not accepting yet.
+        if running and was_refusing and not refusing:
             await self._listen()
+        self._arm(fault)
+        if running and refusing and not was_refusing:
+            await self._unlisten(keep)
 
     def _arm(self, fault: Fault | None) -> None:
         self._cancel_fault_timer()
@@ -293,11 +319,11 @@ class Simulator(ABC):
     async def _chat_endpoint(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        exchange = Exchange(request)
+        self._handlers[task] = exchange
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
-        exchange = Exchange(request)
         try:
             resp = await self._chat(exchange)
         except asyncio.CancelledError:
@@ -310,7 +336,7 @@ class Simulator(ABC):
             return exchange.resp if exchange.resp is not None else web.Response(status=499)
         finally:
             stats.in_flight -= 1
-            self._handlers.discard(task)
+            del self._handlers[task]
         if not exchange.dropped:
             stats.completed += 1
         return resp
@@ -343,10 +369,9 @@ class Simulator(ABC):
         if call.tool is not None:
             return Answer(tokens=0, capped=False, pacing=pacing)
         tokens = self._profile.answer_tokens
-        capped = call.max_tokens is not None and call.max_tokens < tokens
-        if call.max_tokens is not None and capped:
-            tokens = max(call.max_tokens, 0)
-        return Answer(tokens=tokens, capped=capped, pacing=pacing)
+        if call.max_tokens is not None and call.max_tokens < tokens:
+            return Answer(tokens=max(call.max_tokens, 0), capped=True, pacing=pacing)
+        return Answer(tokens=tokens, capped=False, pacing=pacing)
 
     async def _stream(
         self, exchange: Exchange, call: ChatCall, answer: Answer, fault: Fault | None
@@ -484,7 +509,7 @@ class Simulator(ABC):
         if profile is not self.profile:
             self.profile = profile
         if fault is not self.fault:
-            await self.set_fault(fault)
+            await self._install(fault, keep=request.protocol)
         return json_response(
             {"profile": profile_to_json(self.profile), "fault": fault_to_json(self.fault)}
         )

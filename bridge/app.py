@@ -1,0 +1,348 @@
+"""The OpenAI-compatible HTTP front door: a thin ASGI app over one Backend.
+
+    POST /v1/chat/completions    streamed (SSE) or whole; the route in x-sidecar-* headers
+    GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
+    GET  /health                  each deployment as the sidecar knows it (no upstream calls)
+    GET  /health/liveliness       the process answers (no key needed)
+    GET  /health/readiness        calls can be served now (no key needed)
+
+The paths also answer without the /v1 prefix, as LiteLLM's do. A stream's
+headers go out with its first chunk, so a call that fails before its first
+token still gets a proper HTTP error status; after that, a failure ends the
+stream with an error event and no [DONE].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+import orjson
+
+from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
+from bridge.backend import AnswerStream, Backend
+from bridge.errors import HttpError, http_error
+from bridge.parse import ParsedChat, parse_body, parse_chat
+from bridge.render import (
+    StreamWriter,
+    completion_body,
+    error_frame,
+    health_body,
+    model_object,
+    models_body,
+)
+from sidecar.errors import SidecarError
+from sidecar.types import RouteTaken
+
+log = logging.getLogger("bridge")
+
+MiB: Final = 1024 * 1024
+_SSE_HEADERS: Final = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Reverse proxies such as nginx would otherwise hold tokens back in a buffer.
+    (b"x-accel-buffering", b"no"),
+)
+_REQUEST_ID_MAX: Final = 128
+_OPEN_PATHS: Final = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
+
+Handler = Callable[[Scope, Receive, Send, "_Head"], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    # general_settings.master_key: when set, every endpoint but the probes needs it.
+    master_key: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 8 * MiB
+
+
+@dataclass(slots=True)
+class _Head:
+    """The request headers the app reads, found in one pass."""
+
+    authorization: bytes | None = None
+    content_length: int | None = None
+    request_id: bytes | None = None
+
+    @classmethod
+    def read(cls, scope: Scope) -> _Head:
+        head = cls()
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                head.authorization = value
+            elif name == b"content-length":
+                head.content_length = int(value) if value.isdigit() else None
+            elif name == b"x-request-id":
+                head.request_id = value
+        return head
+
+
+class BridgeApp:
+    """The ASGI application. `draining` makes readiness fail while the server stops."""
+
+    def __init__(self, backend: Backend, settings: BridgeSettings | None = None) -> None:
+        self._backend = backend
+        self._settings = settings or BridgeSettings()
+        key = self._settings.master_key
+        self._key = key.encode() if key else None
+        self.draining = False
+        self._started = int(time.time())
+        self._routes: dict[str, tuple[str, Handler]] = {
+            "/v1/chat/completions": ("POST", self._chat),
+            "/chat/completions": ("POST", self._chat),
+            "/v1/models": ("GET", self._models),
+            "/models": ("GET", self._models),
+            "/health": ("GET", self._health),
+            "/health/liveliness": ("GET", self._liveliness),
+            "/health/liveness": ("GET", self._liveliness),
+            "/health/readiness": ("GET", self._readiness),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no websockets; lifespan is off
+        path: str = scope["path"]
+        head = _Head.read(scope)
+        try:
+            if path not in _OPEN_PATHS:
+                self._authorize(head.authorization)
+            method, handler = self._route(path)
+            if scope["method"] != method:
+                raise HttpError(
+                    405,
+                    f"{scope['method']} is not allowed on {path}; use {method}",
+                    code="method_not_allowed",
+                    headers=[(b"allow", method.encode())],
+                )
+            await handler(scope, receive, send, head)
+        except HttpError as err:
+            await send_error(send, err)
+        except Exception as exc:
+            # Chat handlers answer every failure themselves and the others send only once
+            # done, so no response has started here: say so in OpenAI's shape, not plain text.
+            await send_error(send, _as_http_error(exc, f"{scope['method']} {path}"))
+
+    def _route(self, path: str) -> tuple[str, Handler]:
+        found = self._routes.get(path)
+        if found is not None:
+            return found
+        for prefix in ("/v1/models/", "/models/"):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return "GET", self._model
+        raise HttpError(404, f"no endpoint at {path}", code="unknown_url")
+
+    def _authorize(self, header: bytes | None) -> None:
+        key = self._key
+        if key is None:
+            return
+        if header is None:
+            raise _unauthorized("no API key: send the header 'Authorization: Bearer <master key>'")
+        scheme, _, token = header.partition(b" ")
+        # Constant time, so the key cannot be guessed byte by byte from response times.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), key):
+            raise _unauthorized("incorrect API key provided")
+
+    # -- chat ---------------------------------------------------------------------------
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        request_id = _request_id(head.request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            raw = await read_body(receive, head.content_length, self._settings.max_body_bytes)
+            parsed = parse_chat(parse_body(raw), request_id)
+        except ClientGone:
+            return
+        except HttpError as err:
+            await send_error(send, err, id_header)
+            return
+        if parsed.stream:
+            await self._stream(receive, send, parsed, id_header)
+        else:
+            await self._complete(receive, send, parsed, id_header)
+
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        parsed: ParsedChat,
+        id_header: tuple[bytes, bytes],
+    ) -> None:
+        request = parsed.request
+        watch = DisconnectWatch(receive)
+        stream: AnswerStream | None = None
+        started = False
+        try:
+            stream = self._backend.stream(request, parsed.timeout)
+            first = await stream.__anext__()
+            writer = StreamWriter(
+                f"chatcmpl-{request.request_id}",
+                int(time.time()),
+                request.model,
+                parsed.include_usage,
+            )
+            headers = [*_SSE_HEADERS, *_route_headers(stream.route), id_header]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            started = True
+            await send(
+                {"type": "http.response.body", "body": writer.first(first), "more_body": True}
+            )
+            async for chunk in stream:
+                frames = writer.chunk(chunk)
+                if frames:
+                    await send({"type": "http.response.body", "body": frames, "more_body": True})
+            watch.close()
+            await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            log.info("request %s: the client went away; upstream closed", request.request_id)
+        except Exception as exc:
+            err = _as_http_error(exc, f"request {request.request_id}")
+            watch.close()
+            if started:
+                frame = error_frame(err.payload())
+                await send({"type": "http.response.body", "body": frame, "more_body": False})
+            else:
+                await send_error(send, err, id_header)
+        finally:
+            watch.close()
+            if stream is not None:
+                await stream.aclose()
+
+    async def _complete(
+        self,
+        receive: Receive,
+        send: Send,
+        parsed: ParsedChat,
+        id_header: tuple[bytes, bytes],
+    ) -> None:
+        request = parsed.request
+        watch = DisconnectWatch(receive)
+        try:
+            answer = await self._backend.complete(request, parsed.timeout)
+            body = completion_body(
+                f"chatcmpl-{request.request_id}", int(time.time()), request.model, answer
+            )
+            watch.close()
+            headers = [JSON, *_route_headers(answer.route), id_header]
+            await _send_body(send, 200, body, headers)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            log.info("request %s: the client went away; upstream closed", request.request_id)
+        except Exception as exc:
+            watch.close()
+            await send_error(send, _as_http_error(exc, f"request {request.request_id}"), id_header)
+        finally:
+            watch.close()
+
+    # -- models and health --------------------------------------------------------------
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        models = await self._call(self._backend.models())
+        await _send_body(send, 200, models_body(models, self._started), [JSON])
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        name = scope["path"].partition("/models/")[2]
+        models = await self._call(self._backend.models())
+        for model in models:
+            if model.name == name:
+                body = orjson.dumps(model_object(model, self._started))
+                await _send_body(send, 200, body, [JSON])
+                return
+        known = ", ".join(m.name for m in models) or "(none configured)"
+        raise HttpError(
+            404,
+            f"unknown model {name!r}; known models: {known}",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        models = await self._call(self._backend.models())
+        await _send_body(send, 200, health_body(self._backend.mode, models), [JSON])
+
+    async def _liveliness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        await _send_body(send, 200, b'"I\'m alive!"', [JSON])
+
+    async def _readiness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        reason = "shutting down" if self.draining else await self._backend.ready()
+        if reason is None:
+            body = orjson.dumps({"status": "healthy", "mode": self._backend.mode})
+            await _send_body(send, 200, body, [JSON])
+        else:
+            body = orjson.dumps(
+                {"status": "unhealthy", "mode": self._backend.mode, "reason": reason}
+            )
+            await _send_body(send, 503, body, [JSON])
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except SidecarError as exc:
+            raise http_error(exc) from None
+
+
+async def send_error(send: Send, err: HttpError, *extra: tuple[bytes, bytes]) -> None:
+    await _send_body(send, err.status, err.body(), [JSON, *err.headers, *extra])
+
+
+async def _send_body(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _route_headers(route: RouteTaken | None) -> list[tuple[bytes, bytes]]:
+    if route is None:
+        return []
+    return [
+        (b"x-sidecar-deployment", route.deployment.encode()),
+        (b"x-sidecar-locality", route.locality.value.encode()),
+        (b"x-sidecar-attempts", str(route.attempts).encode()),
+    ]
+
+
+def _request_id(given: bytes | None) -> str:
+    """The caller's id when it is a sane token, else a fresh one."""
+    if given is None:
+        return uuid.uuid4().hex
+    if not 0 < len(given) <= _REQUEST_ID_MAX or not all(0x21 <= b <= 0x7E for b in given):
+        raise HttpError(
+            400,
+            f"x-request-id: expected 1 to {_REQUEST_ID_MAX} printable ASCII characters "
+            "without spaces",
+            param="x-request-id",
+        )
+    return given.decode("ascii")
+
+
+def _as_http_error(exc: Exception, what: str) -> HttpError:
+    if isinstance(exc, HttpError):
+        return exc
+    if isinstance(exc, SidecarError):
+        log.info("%s failed: %s", what, exc.message)
+        return http_error(exc)
+    # A bug of ours: say so plainly, keep the details in the log.
+    log.exception("%s: unexpected error in the bridge", what)
+    return HttpError(
+        500, f"internal error in the bridge: {type(exc).__name__}", type_="server_error"
+    )
+
+
+def _unauthorized(message: str) -> HttpError:
+    return HttpError(
+        401,
+        message,
+        code="invalid_api_key",
+        headers=[(b"www-authenticate", b"Bearer")],
+    )

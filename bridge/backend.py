@@ -1,0 +1,81 @@
+"""The one interface the HTTP app calls, and its in-process implementation.
+
+    Backend            stream / complete / models / ready, plus start and aclose
+    ├── InProcessBackend   calls the Engine in this process (`llm-sidecar serve`)
+    └── RemoteBackend      speaks gRPC to a sidecar elsewhere (bridge/remote.py)
+
+Both raise `SidecarError`s with the engine's error codes, so the app maps one
+set of failures to HTTP whatever is behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bridge.catalogue import ModelView, from_config
+from sidecar.engine import Engine
+from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
+
+
+class AnswerStream(Protocol):
+    """One call in progress. `route` is set once the first chunk arrived; always aclose()."""
+
+    route: RouteTaken | None
+
+    def __aiter__(self) -> AnswerStream: ...
+
+    async def __anext__(self) -> Chunk: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    mode: str
+
+    async def start(self) -> None: ...
+
+    def stream(self, request: ChatRequest, remaining: float | None) -> AnswerStream:
+        """Start a call with `remaining` seconds to live (None: no limit of the caller's).
+
+        Errors known before anything is sent upstream may raise here.
+        """
+        ...
+
+    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse: ...
+
+    async def models(self) -> tuple[ModelView, ...]: ...
+
+    async def ready(self) -> str | None:
+        """None when calls can be served, else why not."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class InProcessBackend:
+    """The engine of this process. It does not own the engine: its server closes it."""
+
+    mode = "in-process"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        # The configuration is frozen, so its views are built once.
+        self._models = from_config(engine.config)
+
+    async def start(self) -> None:
+        return None
+
+    def stream(self, request: ChatRequest, remaining: float | None) -> AnswerStream:
+        return self._engine.stream(request, remaining)
+
+    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
+        return await self._engine.complete(request, remaining)
+
+    async def models(self) -> tuple[ModelView, ...]:
+        return self._models
+
+    async def ready(self) -> str | None:
+        return None if self._models else "no models are configured"
+
+    async def aclose(self) -> None:
+        return None

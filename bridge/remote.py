@@ -1,0 +1,165 @@
+"""The backend for a bridge running alone in front of a sidecar reached over gRPC.
+
+It speaks the same contract as any gRPC caller (proto/llmsidecar/v1/router.proto)
+through the shared codec, and turns gRPC statuses back into the engine's error
+codes, so the HTTP app answers exactly as it does in-process. The route comes
+with the first chunk of a stream and with a unary answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge.catalogue import ModelView, from_pb
+from bridge.errors import HttpError
+from sidecar.api import router_pb2 as pb
+from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.errors import ErrorCode, SidecarError
+from sidecar.grpc_codec import decode_chunk, decode_response, encode_request
+from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
+
+_CODES: Final = {
+    grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
+    grpc.StatusCode.OUT_OF_RANGE: ErrorCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: ErrorCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: ErrorCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
+    # The sidecar cancels calls only when it shuts down: try again elsewhere or later.
+    grpc.StatusCode.CANCELLED: ErrorCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED: ErrorCode.UNIMPLEMENTED,
+}
+# InvalidRequest messages start with the field they name ("messages[0].role: ...").
+_FIELD: Final = re.compile(r"([A-Za-z_][\w.\[\]]*): ")
+_METADATA_TIMEOUT: Final = 5.0
+_HEALTH_TIMEOUT: Final = 2.0
+# A unary answer can be long; gRPC's default 4 MiB receive limit is for requests.
+_CHANNEL_OPTIONS: Final = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+
+
+class RemoteError(SidecarError):
+    """A failure the remote sidecar reported, with its code and, when known, the field."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+class RemoteBackend:
+    mode = "remote"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel: Any = None
+        self._stub: Any = None
+        self._health: Any = None
+
+    async def start(self) -> None:
+        # grpc.aio binds a channel to the running loop, so it is made here, not in __init__.
+        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.RouterStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def stream(self, request: ChatRequest, remaining: float | None) -> RemoteStream:
+        call = self._stub.StreamChat(encode_request(request), timeout=remaining)
+        return RemoteStream(call, self.target)
+
+    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
+        try:
+            answer = await self._stub.Chat(encode_request(request), timeout=remaining)
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        return decode_response(answer)
+
+    async def models(self) -> tuple[ModelView, ...]:
+        try:
+            listed = await self._stub.ListModels(pb.ListModelsRequest(), timeout=_METADATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        return from_pb(listed)
+
+    async def ready(self) -> str | None:
+        try:
+            answer = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=_HEALTH_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            return f"sidecar at {self.target}: {exc.code().name}: {exc.details()}"
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            return f"sidecar at {self.target} reports {status}"
+        return None
+
+    async def aclose(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+
+class RemoteStream:
+    """A StreamChat call read chunk by chunk; closing it early cancels the call."""
+
+    __slots__ = ("_call", "_done", "_target", "route")
+
+    def __init__(self, call: Any, target: str) -> None:
+        self._call = call
+        self._target = target
+        self._done = False
+        self.route: RouteTaken | None = None
+
+    def __aiter__(self) -> RemoteStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            message = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._done = True
+            raise remote_error(exc, self._target) from None
+        if message is grpc.aio.EOF:
+            self._done = True
+            if self.route is None:
+                raise RemoteError(
+                    ErrorCode.INTERNAL, f"sidecar at {self._target} ended the stream with no answer"
+                )
+            raise StopAsyncIteration
+        chunk = decode_chunk(message)
+        if chunk.route is not None:
+            self.route = chunk.route
+        return chunk
+
+    async def aclose(self) -> None:
+        self._done = True
+        if not self._call.done():
+            self._call.cancel()
+
+
+def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
+    """The engine-side error a failed gRPC call stands for."""
+    status = exc.code()
+    details: str = exc.details() or status.name
+    if status is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return HttpError(413, f"the request is too large for the sidecar: {details}")
+    code = _CODES.get(status)
+    if code is None:
+        # UNKNOWN, INTERNAL, UNAUTHENTICATED...: the sidecar or the link to it failed.
+        return RemoteError(ErrorCode.INTERNAL, f"sidecar at {target}: {status.name}: {details}")
+    if status is grpc.StatusCode.UNAVAILABLE and _is_transport(details):
+        details = f"sidecar at {target} is unreachable: {details}"
+    field = None
+    if code is ErrorCode.INVALID_ARGUMENT:
+        match = _FIELD.match(details)
+        field = match.group(1) if match else None
+    return RemoteError(code, details, field)
+
+
+def _is_transport(details: str) -> bool:
+    return "failed to connect" in details.lower() or "connection" in details.lower()

@@ -1,0 +1,190 @@
+"""Canonical answers -> OpenAI response bodies and SSE frames (protocols.md §2.3-2.6).
+
+The stream writer builds each `chat.completion.chunk` from two constant byte
+strings around the delta, computed once per stream, so a relayed token costs one
+small orjson call and a join. `model` is always the alias the caller asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import orjson
+
+from bridge.catalogue import ModelView
+from sidecar.engine import merge_tool_calls
+from sidecar.types import ChatResponse, Chunk, ToolCall, Usage
+
+DONE: Final = b"data: [DONE]\n\n"
+_ROLE_DELTA: Final = b'{"role":"assistant","content":""}'
+OWNER: Final = "llm-sidecar"
+
+
+class StreamWriter:
+    """Renders the chunks of one streamed answer, in order, as SSE bytes."""
+
+    __slots__ = ("_head", "_include_usage", "_prefix", "_tail", "_usage")
+
+    def __init__(self, response_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._prefix = (
+            b'data: {"id":'
+            + orjson.dumps(response_id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created).encode()
+            + b',"model":'
+            + orjson.dumps(model)
+        )
+        self._head = self._prefix + b',"choices":[{"index":0,"delta":'
+        usage = b',"usage":null' if include_usage else b""
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + usage + b"}\n\n"
+        self._include_usage = include_usage
+        self._usage: Usage | None = None
+
+    def first(self, chunk: Chunk) -> bytes:
+        """The role frame OpenAI opens every stream with, then the first chunk."""
+        return self._head + _ROLE_DELTA + self._tail + self.chunk(chunk)
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        content = chunk.content
+        calls = chunk.tool_calls
+        if calls:
+            if len(calls) > 1:
+                # Fragments coalesced into one chunk become one entry per call, as OpenAI sends.
+                calls = merge_tool_calls(calls)
+            delta: dict[str, Any] = {"content": content} if content else {}
+            delta["tool_calls"] = [_call_delta(c) for c in calls]
+            frames = self._head + orjson.dumps(delta) + self._tail
+        elif content:
+            frames = self._head + b'{"content":' + orjson.dumps(content) + b"}" + self._tail
+        else:
+            frames = b""
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.finish_reason:
+            frames += self._finish(chunk.finish_reason)
+        return frames
+
+    def end(self) -> bytes:
+        """The usage frame when the caller asked for it, then [DONE]."""
+        if not self._include_usage:
+            return DONE
+        usage = orjson.dumps(usage_object(self._usage))
+        return self._prefix + b',"choices":[],"usage":' + usage + b"}\n\n" + DONE
+
+    def _finish(self, reason: str) -> bytes:
+        usage = b',"usage":null' if self._include_usage else b""
+        return (
+            self._head
+            + b'{},"logprobs":null,"finish_reason":'
+            + orjson.dumps(reason)
+            + b"}]"
+            + usage
+            + b"}\n\n"
+        )
+
+
+def error_frame(payload: dict[str, Any]) -> bytes:
+    """The event that ends a stream which failed after it started (no [DONE] follows)."""
+    return b"data: " + orjson.dumps({"error": payload}) + b"\n\n"
+
+
+def completion_body(response_id: str, created: int, model: str, answer: ChatResponse) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
+    if answer.tool_calls:
+        message["tool_calls"] = [_call(c) for c in answer.tool_calls]
+        message["content"] = answer.content or None
+    return orjson.dumps(
+        {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason or "stop",
+                }
+            ],
+            "usage": usage_object(answer.usage),
+        }
+    )
+
+
+def usage_object(usage: Usage | None) -> dict[str, int]:
+    """OpenAI's usage; a count the upstream did not report is given as 0."""
+    prompt = (usage.prompt_tokens if usage else None) or 0
+    completion = (usage.completion_tokens if usage else None) or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def models_body(models: Iterable[ModelView], created: int) -> bytes:
+    return orjson.dumps({"object": "list", "data": [model_object(m, created) for m in models]})
+
+
+def model_object(model: ModelView, created: int) -> dict[str, Any]:
+    """OpenAI's Model object plus where the alias runs, for dropdowns and dashboards."""
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNER,
+        "locality": model.locality,
+        "simulated": model.simulated,
+        "description": model.description,
+        "deployments": len(model.deployments),
+    }
+
+
+def health_body(mode: str, models: Sequence[ModelView]) -> bytes:
+    """Every deployment as the sidecar knows it; no upstream is called to build this."""
+    deployments = [
+        {
+            "deployment": d.id,
+            "model": m.name,
+            "provider": d.provider,
+            "upstream_model": d.upstream_model,
+            "locality": d.locality.value,
+            "api_base": d.api_base,
+            "context_window": d.context_window,
+            "simulated": d.simulated,
+            # No active probing yet: the sidecar has not checked this deployment itself.
+            "status": "unchecked",
+        }
+        for m in models
+        for d in m.deployments
+    ]
+    return orjson.dumps(
+        {
+            "status": "ok",
+            "mode": mode,
+            "models": len(models),
+            "simulated": any(m.simulated for m in models),
+            "deployments": deployments,
+        }
+    )
+
+
+def _call_delta(call: ToolCall) -> dict[str, Any]:
+    if call.id or call.name:
+        return {
+            "index": call.index,
+            "id": call.id or f"call_{call.index}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+    return {"index": call.index, "function": {"arguments": call.arguments}}
+
+
+def _call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id or f"call_{call.index}",
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments or "{}"},
+    }

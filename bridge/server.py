@@ -1,0 +1,158 @@
+"""The HTTP bridge's lifecycle: listen, serve on the running loop, drain, stop.
+
+uvicorn's httptools protocol runs the app, but not uvicorn's `Server`: that one
+installs its own signal handlers and sleeps in 0.1 s steps while stopping, and
+here the bridge shares the loop (and the signals) with the gRPC server. So the
+listener is made with `loop.create_server` and the drain waits on the request
+tasks themselves. Responses carry no Date header (nothing needs it, and keeping
+one fresh takes a timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import TracebackType
+from typing import Final
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from bridge.app import BridgeApp, BridgeSettings
+from bridge.backend import Backend
+
+log = logging.getLogger("bridge.server")
+
+# Longer than clients keep idle connections (httpx: 5 s), so the client closes first and
+# never sends a request down a connection the server is closing at that moment.
+_KEEP_ALIVE: Final = 65
+_BACKLOG: Final = 2048
+# After the drain's grace, how long requests get to close their upstreams once cut off.
+_CUTOFF_GRACE: Final = 1.0
+
+
+class BridgeServer:
+    """Serves `BridgeApp` over HTTP/1.1; `port` is the bound port once started."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4000,
+        settings: BridgeSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self.host = host
+        self.port = port
+        self.app = BridgeApp(backend, settings)
+        self._server: asyncio.Server | None = None
+        self._state = ServerState()
+        self._stopping: asyncio.Event | None = None  # set once stop() has finished
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.app,
+            loop="none",
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=_KEEP_ALIVE,
+        )
+        config.load()
+        state = self._state
+        state.default_headers = config.encoded_headers
+        loop = asyncio.get_running_loop()
+
+        def connection() -> HttpToolsProtocol:
+            return HttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+
+        sock = _listen(self.host, self.port)
+        await self.backend.start()
+        try:
+            self._server = await loop.create_server(connection, sock=sock, backlog=_BACKLOG)
+        except BaseException:
+            sock.close()
+            await self.backend.aclose()
+            raise
+        self.port = sock.getsockname()[1]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Refuse new requests, let those in flight finish for `grace` s, then cut them off.
+
+        A second call while the first is draining cuts off after its own, shorter grace.
+        """
+        if self._stopping is not None:
+            await self._cut_off_after(grace)
+            await self._stopping.wait()
+            return
+        server = self._server
+        if server is None:
+            return
+        self._stopping = asyncio.Event()
+        self.app.draining = True
+        server.close()
+        state = self._state
+        # Idle keep-alive connections close now, busy ones as soon as their response ends.
+        for connection in list(state.connections):
+            connection.shutdown()
+        await self._cut_off_after(grace)
+        await server.wait_closed()
+        await self.backend.aclose()
+        self._server = None
+        self._stopping.set()
+
+    async def _cut_off_after(self, grace: float) -> None:
+        """Wait up to `grace` s for the requests in flight, then close their connections."""
+        pending = set(self._state.tasks)
+        if pending and grace > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        pending = {task for task in pending if not task.done()}
+        if not pending:
+            return
+        log.warning("cutting off %d request(s) still running", len(pending))
+        # To a request, a closed connection is a caller who left: it closes its upstream.
+        for connection in list(self._state.connections):
+            connection.transport.abort()
+        _, pending = await asyncio.wait(pending, timeout=_CUTOFF_GRACE)
+        for task in pending:
+            task.cancel("the HTTP bridge stopped")
+        if pending:
+            await asyncio.wait(pending, timeout=_CUTOFF_GRACE)
+
+    async def __aenter__(self) -> BridgeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(grace=1.0)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it a response's header and body writes wait on delayed ACKs (40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"cannot listen for HTTP on {host}:{port}: {exc.strerror}"
+        ) from exc
+    return sock

@@ -1,0 +1,61 @@
+"""`llm-sidecar bridge`: the HTTP bridge alone, in front of a sidecar reached over gRPC.
+
+It needs no configuration: the models and the answers come from the sidecar.
+The master key comes from --master-key, else $LLM_SIDECAR_MASTER_KEY, else the
+general_settings.master_key of --config; with none of them the bridge is open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from bridge.app import BridgeSettings, MiB
+from bridge.remote import RemoteBackend
+from bridge.server import BridgeServer
+from sidecar.config import load_config
+from sidecar.errors import ConfigError
+from sidecar.server import run_until_signalled
+
+log = logging.getLogger("bridge")
+
+KEY_ENV = "LLM_SIDECAR_MASTER_KEY"
+
+
+async def run_bridge(args: argparse.Namespace) -> int:
+    target = args.sidecar
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError([f"--sidecar: expected HOST:PORT, got {target!r}"], "command line")
+    settings = BridgeSettings(
+        master_key=master_key(args), max_body_bytes=int(args.max_request_mb * MiB)
+    )
+    backend = RemoteBackend(target)
+    server = BridgeServer(backend, host=args.host, port=args.http_port, settings=settings)
+    await server.start()
+    unready = await backend.ready()
+    if unready is not None:
+        # Not fatal: the sidecar may come up after the bridge; readiness reports it meanwhile.
+        log.warning("the sidecar is not ready yet: %s", unready)
+    host_shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host_shown}:{server.port}"
+    key = "master key required" if settings.master_key else "no key"
+    print(
+        f"llm-sidecar bridge serving HTTP on {url} (OpenAI base_url {url}/v1, {key}) "
+        f"in front of the sidecar at {target}",
+        flush=True,
+    )
+    await run_until_signalled(server.stop, args.drain_seconds)
+    return 0
+
+
+def master_key(args: argparse.Namespace) -> str | None:
+    if args.master_key:
+        return str(args.master_key)
+    from_env = os.environ.get(KEY_ENV)
+    if from_env:
+        return from_env
+    if args.config:
+        return load_config(args.config).general_settings.master_key
+    return None

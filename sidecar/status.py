@@ -1,0 +1,56 @@
+"""`llm-sidecar status`: ask a running sidecar how its backends are doing."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar.api import router_pb2 as pb
+from sidecar.api import router_pb2_grpc as pb_grpc
+
+_LOCALITY = {pb.LOCALITY_LOCAL: "local", pb.LOCALITY_CLOUD: "cloud"}
+
+
+async def fetch_status(address: str, timeout: float = 5.0) -> str:
+    """The health table of the sidecar at host:port, as text."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        models = await pb_grpc.RouterStub(channel).ListModels(
+            pb.ListModelsRequest(), timeout=timeout
+        )
+    return render_status(address, overall.status, models)
+
+
+def render_status(address: str, overall: int, models: pb.ListModelsResponse) -> str:
+    state = health_pb2.HealthCheckResponse.ServingStatus.Name(overall)
+    lines = [f"sidecar {address}: {state}"]
+    if models.simulated:
+        lines.append("SIMULATED BACKENDS in use (see the deployments marked simulated)")
+    rows = [("alias", "deployment", "locality", "state", "in flight", "ttft", "detail")]
+    for model in models.models:
+        for d in model.deployments:
+            h = d.health
+            detail = h.reason
+            if h.cooldown_seconds:
+                detail = f"{detail} ({h.cooldown_seconds:.1f}s left)"
+            if h.last_error and h.state != "up":
+                detail = f"{detail}; last error: {h.last_error}"
+            if d.simulated:
+                detail = f"simulated; {detail}" if detail else "simulated"
+            rows.append(
+                (
+                    model.name,
+                    d.deployment,
+                    _LOCALITY.get(d.locality, "?"),
+                    h.state or "?",
+                    str(h.in_flight),
+                    f"{h.ttft_ms:.0f} ms" if h.ttft_ms else "-",
+                    detail,
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
