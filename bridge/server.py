@@ -53,6 +53,8 @@ class BridgeServer:
         self._stopping: asyncio.Event | None = None  # set once stop() has finished
 
     async def start(self) -> None:
+        if self._server is not None or self._stopping is not None:
+            raise RuntimeError("a BridgeServer starts once")
         config = uvicorn.Config(
             self.app,
             loop="none",
@@ -75,12 +77,15 @@ class BridgeServer:
         def connection() -> HttpToolsProtocol:
             return HttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
 
-        sock = _listen(self.host, self.port)
         await self.backend.start()
         try:
-            self._server = await loop.create_server(connection, sock=sock, backlog=_BACKLOG)
+            sock = _listen(self.host, self.port)
+            try:
+                self._server = await loop.create_server(connection, sock=sock, backlog=_BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
         except BaseException:
-            sock.close()
             await self.backend.aclose()
             raise
         self.port = sock.getsockname()[1]

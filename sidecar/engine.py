@@ -222,7 +222,12 @@ class ChatStream:
             raise PrivacyBlocked(
                 f"request held back for privacy: no local deployment of {self.plan.model!r}"
             )
-        raise NoDeploymentAvailable(self.plan.model, failures)
+        note = (
+            " and the request was held back for privacy: cloud deployments are excluded"
+            if self.plan.sensitive
+            else ""
+        )
+        raise NoDeploymentAvailable(self.plan.model, failures, note)
 
     async def resume(self, failure: UpstreamError) -> bool:
         """After `failure` mid-stream, move on to the next candidate if one is left.

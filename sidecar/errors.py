@@ -81,9 +81,9 @@ class NoDeploymentAvailable(SidecarError):
 
     code = ErrorCode.UNAVAILABLE
 
-    def __init__(self, model: str, failures: Sequence[UpstreamError]) -> None:
+    def __init__(self, model: str, failures: Sequence[UpstreamError], note: str = "") -> None:
         detail = "; ".join(f.message for f in failures) or "no candidate deployment"
-        super().__init__(f"no deployment of {model!r} could answer: {detail}")
+        super().__init__(f"no deployment of {model!r} could answer{note}: {detail}")
         self.failures = tuple(failures)
         # The most telling failure decides the status: a timeout everywhere is a
         # timeout, anything else is unavailability.

@@ -4,6 +4,7 @@ input, body limits, and draining on stop. Both modes unless the test is about on
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,9 @@ from bridge.app import BridgeSettings
 from bridge.backend import AnswerStream
 from bridge.catalogue import ModelView
 from bridge.server import BridgeServer
+from sidecar.engine import Engine
 from sidecar.errors import ErrorCode, SidecarError
+from sidecar.server import SidecarServer
 from sidecar.simulate import OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
 from sidecar.types import ChatRequest, ChatResponse
 from tests.bridge_harness import (
@@ -412,3 +415,17 @@ async def test_stop_cuts_off_streams_after_the_grace(
 async def test_settings_default_to_eight_mebibytes() -> None:
     assert BridgeSettings().max_body_bytes == 8 * 1024 * 1024
     assert "sk-" not in repr(BridgeSettings(master_key="sk-secret"))
+
+
+async def test_http_port_in_use_is_a_clear_error(
+    ollama: OllamaSimulator, openai_sim: OpenAISimulator
+) -> None:
+    config = standard_config(ollama, openai_sim)
+    async with running_bridge(config, "in-process") as bridge:
+        taken = bridge.sidecar.http_port
+        second = SidecarServer(Engine(config), grpc_port=0, http_port=taken)
+        with pytest.raises(OSError, match=f"cannot listen for HTTP on 127.0.0.1:{taken}"):
+            await second.start()
+        # The half-started sidecar let its gRPC port go again.
+        with socket.create_server(("127.0.0.1", second.grpc_port)):
+            pass

@@ -19,8 +19,13 @@ The steps, each leaving a reason or a note in the plan:
    silently truncates it), those whose known window cannot hold the estimated
    prompt plus the output room are skipped, and when none is left the
    `context_window_fallbacks` chain is followed (not with `no_fallback`).
-   A weighted shuffle orders the rest; deployments the health view reports
-   down go last.
+   The routing strategy orders the rest (weighted shuffle, least busy, or
+   lowest time to first token with some exploration).
+4. Resilience: the group again for each retry (`num_retries`), then its
+   failure fallbacks (the group's retry policy, else `fallbacks`, else
+   `default_fallbacks`), filtered by the same privacy and context rules, and
+   none with `no_fallback`. Deployments the health view reports down go last,
+   or are left out with `enable_pre_call_checks`.
 """
 
 from __future__ import annotations
