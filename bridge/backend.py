@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bridge.catalogue import ModelView, from_config
+from bridge.catalogue import ModelView, from_pb
 from sidecar.engine import Engine
+from sidecar.grpc_codec import encode_models
 from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
 
 
@@ -59,8 +60,6 @@ class InProcessBackend:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        # The configuration is frozen, so its views are built once.
-        self._models = from_config(engine.config)
 
     async def start(self) -> None:
         return None
@@ -72,10 +71,10 @@ class InProcessBackend:
         return await self._engine.complete(request, remaining)
 
     async def models(self) -> tuple[ModelView, ...]:
-        return self._models
+        return from_pb(encode_models(self._engine.config, self._engine.health))
 
     async def ready(self) -> str | None:
-        return None if self._models else "no models are configured"
+        return None if self._engine.config.groups else "no models are configured"
 
     async def aclose(self) -> None:
         return None

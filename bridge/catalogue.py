@@ -1,8 +1,8 @@
 """What the bridge can say about the models behind it, whichever backend it talks to.
 
-In-process it is read from the configuration; in front of a remote sidecar from
-its ListModels answer. Both give the same views, so /v1/models and /health look
-the same in either mode.
+Both backends go through the gRPC ListModels message (in-process it is built
+from the engine's configuration and health tracker without leaving the
+process), so /v1/models and /health look the same in either mode.
 """
 
 from __future__ import annotations
@@ -10,10 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sidecar.api import router_pb2 as pb
-from sidecar.config.model import SidecarConfig
 from sidecar.types import Locality
 
 _LOCALITY_FROM_PB = {pb.LOCALITY_LOCAL: Locality.LOCAL, pb.LOCALITY_CLOUD: Locality.CLOUD}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """The health tracker's view of one deployment (sidecar/health.py)."""
+
+    state: str  # up | cooling | half_open | busy
+    reason: str
+    in_flight: int
+    ttft_ms: float | None  # moving average; None before the first answer
+    cooldown_seconds: float
+    last_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,7 @@ class DeploymentView:
     api_base: str
     context_window: int | None
     simulated: bool
+    health: HealthView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,28 +58,6 @@ class ModelView:
         return any(d.simulated for d in self.deployments)
 
 
-def from_config(config: SidecarConfig) -> tuple[ModelView, ...]:
-    return tuple(
-        ModelView(
-            name=group.name,
-            description=group.description,
-            deployments=tuple(
-                DeploymentView(
-                    id=d.id,
-                    provider=d.provider.value,
-                    upstream_model=d.upstream_model,
-                    locality=d.locality,
-                    api_base=d.api_base,
-                    context_window=d.context_window,
-                    simulated=d.simulated,
-                )
-                for d in group.deployments
-            ),
-        )
-        for group in config.groups.values()
-    )
-
-
 def from_pb(message: pb.ListModelsResponse) -> tuple[ModelView, ...]:
     return tuple(
         ModelView(
@@ -82,9 +72,21 @@ def from_pb(message: pb.ListModelsResponse) -> tuple[ModelView, ...]:
                     api_base=d.api_base,
                     context_window=d.context_window or None,
                     simulated=d.simulated,
+                    health=_health(d.health) if d.HasField("health") else None,
                 )
                 for d in model.deployments
             ),
         )
         for model in message.models
+    )
+
+
+def _health(message: pb.DeploymentHealth) -> HealthView:
+    return HealthView(
+        state=message.state,
+        reason=message.reason,
+        in_flight=message.in_flight,
+        ttft_ms=message.ttft_ms or None,
+        cooldown_seconds=message.cooldown_seconds,
+        last_error=message.last_error,
     )

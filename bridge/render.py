@@ -12,13 +12,15 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.catalogue import ModelView
+from bridge.catalogue import DeploymentView, ModelView
 from sidecar.engine import merge_tool_calls
 from sidecar.types import ChatResponse, Chunk, ToolCall, Usage
 
 DONE: Final = b"data: [DONE]\n\n"
 _ROLE_DELTA: Final = b'{"role":"assistant","content":""}'
 OWNER: Final = "llm-sidecar"
+# Health states in which a deployment takes calls (a half-open one takes its probe call).
+_SERVING: Final = frozenset({"up", "half_open", "busy", "unknown"})
 
 
 class StreamWriter:
@@ -144,31 +146,43 @@ def model_object(model: ModelView, created: int) -> dict[str, Any]:
 
 def health_body(mode: str, models: Sequence[ModelView]) -> bytes:
     """Every deployment as the sidecar knows it; no upstream is called to build this."""
-    deployments = [
-        {
-            "deployment": d.id,
-            "model": m.name,
-            "provider": d.provider,
-            "upstream_model": d.upstream_model,
-            "locality": d.locality.value,
-            "api_base": d.api_base,
-            "context_window": d.context_window,
-            "simulated": d.simulated,
-            # No active probing yet: the sidecar has not checked this deployment itself.
-            "status": "unchecked",
-        }
-        for m in models
-        for d in m.deployments
-    ]
+    deployments = [_deployment_health(m, d) for m in models for d in m.deployments]
+    healthy = sum(d["status"] in _SERVING for d in deployments)
     return orjson.dumps(
         {
-            "status": "ok",
+            "status": "ok" if healthy == len(deployments) else "degraded" if healthy else "down",
             "mode": mode,
             "models": len(models),
             "simulated": any(m.simulated for m in models),
+            "healthy_count": healthy,
+            "unhealthy_count": len(deployments) - healthy,
             "deployments": deployments,
         }
     )
+
+
+def _deployment_health(model: ModelView, d: DeploymentView) -> dict[str, Any]:
+    h = d.health
+    out: dict[str, Any] = {
+        "deployment": d.id,
+        "model": model.name,
+        "provider": d.provider,
+        "upstream_model": d.upstream_model,
+        "locality": d.locality.value,
+        "api_base": d.api_base,
+        "context_window": d.context_window,
+        "simulated": d.simulated,
+        "status": h.state if h is not None else "unknown",
+    }
+    if h is not None:
+        out.update(
+            reason=h.reason,
+            in_flight=h.in_flight,
+            ttft_ms=h.ttft_ms,
+            cooldown_seconds=h.cooldown_seconds,
+            last_error=h.last_error,
+        )
+    return out
 
 
 def _call_delta(call: ToolCall) -> dict[str, Any]:

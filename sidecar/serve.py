@@ -8,7 +8,9 @@ import logging
 from bridge.app import BridgeSettings, MiB
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
+from sidecar.discovery import discover_context_windows
 from sidecar.engine import Engine
+from sidecar.providers import ProviderRegistry
 from sidecar.server import SidecarServer
 from sidecar.standins import StandIns
 
@@ -23,8 +25,10 @@ async def serve(args: argparse.Namespace) -> int:
             master_key=config.general_settings.master_key,
             max_body_bytes=int(args.max_request_mb * MiB),
         )
+        providers = ProviderRegistry()
+        config = await discover_context_windows(config, providers.pool)
         server = SidecarServer(
-            Engine(config),
+            Engine(config, providers),
             host=args.host,
             grpc_port=args.grpc_port,
             http_port=None if args.no_http else args.http_port,

@@ -20,7 +20,7 @@ from bridge.server import BridgeServer
 from sidecar.engine import Engine
 from sidecar.errors import ErrorCode, SidecarError
 from sidecar.server import SidecarServer
-from sidecar.simulate import OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
+from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
 from sidecar.types import ChatRequest, ChatResponse
 from tests.bridge_harness import (
     EXPECTED,
@@ -296,17 +296,29 @@ async def test_unknown_path_and_wrong_method(bridge: Bridge, http: aiohttp.Clien
         assert r.status == 200
 
 
-async def test_health_endpoints(bridge: Bridge, http: aiohttp.ClientSession) -> None:
+async def test_health_endpoints(
+    bridge: Bridge, http: aiohttp.ClientSession, ollama: OllamaSimulator
+) -> None:
     async with http.get(bridge.root + "/health") as r:
         assert r.status == 200
         health = await r.json()
-    assert health["status"] == "ok"
+    assert (health["status"], health["healthy_count"], health["unhealthy_count"]) == ("ok", 4, 0)
     assert health["mode"] == bridge.mode
     assert health["simulated"] is False
     deployments = {d["deployment"]: d for d in health["deployments"]}
     assert set(deployments) == {"fast-local/0", "vllm-local/0", "cloud-fast/0", "claude/0"}
     assert deployments["cloud-fast/0"]["locality"] == "cloud"
     assert deployments["fast-local/0"]["provider"] == "ollama"
+    assert deployments["fast-local/0"]["status"] == "up"
+    # What the health tracker learnt from a failed call shows, without calling any upstream.
+    requests = ollama.stats.requests
+    ollama.fault = Fault("http_503", count=1)
+    async with http.post(f"{bridge.base_url}/chat/completions", json=chat()) as r:
+        assert r.status == 503
+    async with http.get(bridge.root + "/health") as r:
+        fast = {d["deployment"]: d for d in (await r.json())["deployments"]}["fast-local/0"]
+    assert "HTTP 503" in fast["last_error"]
+    assert ollama.stats.requests == requests + 1
     async with http.get(bridge.root + "/health/liveliness") as r:
         assert await r.json() == "I'm alive!"
     async with http.get(bridge.root + "/health/readiness") as r:

@@ -46,6 +46,8 @@ class Deployment:
     locality: Locality = Locality.LOCAL
     # Tokens the model can hold (prompt + output); None when unknown.
     context_window: int | None = None
+    # The window was asked of the upstream at start-up rather than configured.
+    discovered_window: bool = False
     # Default output cap (litellm_params.max_tokens), used when a request sets none.
     max_output_tokens: int | None = None
     timeouts: Timeouts = Timeouts()

@@ -105,31 +105,35 @@ async def drain(response: aiohttp.ClientResponse) -> None:
         pass
 
 
-async def get_json(
+async def fetch_json(
     pool: HttpPool,
     deployment: Deployment,
+    method: str,
     path: str,
+    *,
+    body: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """GET a small JSON document from the upstream (health probes, model discovery).
+    """Fetch a small JSON document from the upstream (health probes, model discovery).
 
     The caller bounds the time it may take."""
     session = pool.session(deployment.api_base)
     url = deployment.api_base + path
     try:
-        async with session.get(url, headers=headers) as response:
+        data = None if body is None else orjson.dumps(body)
+        async with session.request(method, url, data=data, headers=headers) as response:
             if response.status != 200:
                 raise await status_error(deployment, response)
             raw = await response.content.read(_MAX_ERROR_BODY * 16)
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(deployment.id, f"GET {url} failed: {exc}") from exc
+        raise UpstreamUnavailable(deployment.id, f"{method} {url} failed: {exc}") from exc
     try:
-        data = orjson.loads(raw)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise malformed(deployment, f"reply to GET {path}", raw) from exc
-    if not isinstance(data, dict):
-        raise malformed(deployment, f"reply to GET {path}", raw)
-    return data
+        raise malformed(deployment, f"reply to {method} {path}", raw) from exc
+    if not isinstance(document, dict):
+        raise malformed(deployment, f"reply to {method} {path}", raw)
+    return document
 
 
 async def status_error(deployment: Deployment, response: aiohttp.ClientResponse) -> UpstreamError:

@@ -10,7 +10,7 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import LineSplitter, ProbeResult
-from sidecar.providers.http import HttpPool, drain, get_json, malformed, open_stream
+from sidecar.providers.http import HttpPool, drain, fetch_json, malformed, open_stream
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
@@ -116,8 +116,10 @@ def build_body(deployment: Deployment, request: ChatRequest) -> dict[str, Any]:
     max_tokens = params.max_tokens or deployment.max_output_tokens
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    if deployment.context_window is not None:
+    if deployment.context_window is not None and not deployment.discovered_window:
         # Without num_ctx Ollama silently truncates the prompt to its default window.
+        # A window discovered from Ollama itself is what it already uses: resending
+        # it could only force a reload.
         options.setdefault("num_ctx", deployment.context_window)
     if params.temperature is not None:
         options["temperature"] = params.temperature
@@ -190,13 +192,13 @@ async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
     A pulled model that is not loaded yet answers its first request only after
     loading it, so it counts as busy rather than down.
     """
-    tags = await get_json(pool, deployment, "/api/tags")
+    tags = await fetch_json(pool, deployment, "GET", "/api/tags")
     names = {m.get("name") for m in tags.get("models") or () if isinstance(m, dict)}
     model = deployment.upstream_model
     wanted = {model, model if ":" in model else f"{model}:latest"}
     if names and not wanted & names:
         return ProbeResult(False, f"model {model!r} is not pulled on {deployment.api_base}")
-    loaded = await get_json(pool, deployment, "/api/ps")
+    loaded = await fetch_json(pool, deployment, "GET", "/api/ps")
     running = {m.get("name") for m in loaded.get("models") or () if isinstance(m, dict)}
     if not wanted & running:
         return ProbeResult(True, f"model {model!r} is not loaded yet", busy=True)

@@ -17,7 +17,7 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import LineSplitter, ProbeResult
-from sidecar.providers.http import HttpPool, drain, get_json, malformed, open_stream
+from sidecar.providers.http import HttpPool, drain, fetch_json, malformed, open_stream
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
@@ -209,5 +209,5 @@ def _data_url(image: str) -> str:
 async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
     """`GET /models` answers without generating anything, so it costs no tokens."""
     headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
-    await get_json(pool, deployment, "/models", headers)
+    await fetch_json(pool, deployment, "GET", "/models", headers=headers)
     return ProbeResult(True)
