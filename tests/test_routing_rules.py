@@ -168,7 +168,7 @@ BROKEN = [
     ({"privacy": {"enabled": "no"}}, "privacy.enabled: expected true or false, got str 'no'"),
     (
         {"privacy": {"engine": "re2"}},
-        "privacy.engine: expected one of auto, python, hyperscan, got 're2'",
+        "privacy.engine: expected one of 'auto', 'python', 'hyperscan', got 're2'",
     ),
     (
         {"privacy": {"detectors": {"phone": True}}},

@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import yaml
 
@@ -36,13 +34,13 @@ from sidecar.config.providers import (
     normalize_api_base,
     resolve_model,
 )
+from sidecar.config.reader import ENV_PREFIX, Findings, Section, describe
 from sidecar.errors import ConfigError
 from sidecar.types import Locality
 
 _log = logging.getLogger("sidecar.config")
 _T = TypeVar("_T")
 
-ENV_PREFIX = "os.environ/"
 ROUTING_STRATEGIES = (
     "simple-shuffle",
     "least-busy",
@@ -51,8 +49,6 @@ ROUTING_STRATEGIES = (
     "usage-based-routing-v2",
     "cost-based-routing",
 )
-# LiteLLM's duration grammar: a count and a unit (seconds, minutes, hours, days, weeks, months).
-_DURATION = re.compile(r"[1-9][0-9]*(s|m|h|d|w|mo)")
 
 _TOP_KEYS = frozenset(
     {
@@ -248,15 +244,15 @@ def parse_config(
     `env` resolves `os.environ/NAME` values (default: the process environment);
     `catalogue` supplies known context windows (default: the bundled one).
     """
-    findings = _Findings()
+    findings = Findings()
     config: SidecarConfig | None = None
     if data is None:
         findings.error("", "expected a mapping, got an empty document")
     elif not isinstance(data, Mapping):
-        findings.error("", f"expected a mapping, got {_describe(data)}")
+        findings.error("", f"expected a mapping, got {describe(data)}")
     else:
         config = _parse_top(
-            _Section(data, "", findings),
+            Section(data, "", findings),
             os.environ if env is None else env,
             load_catalogue() if catalogue is None else catalogue,
             source,
@@ -269,7 +265,7 @@ def parse_config(
 
 
 def _parse_top(
-    top: _Section, env: Mapping[str, str], catalogue: Catalogue, source: str
+    top: Section, env: Mapping[str, str], catalogue: Catalogue, source: str
 ) -> SidecarConfig:
     top.check_keys(_TOP_KEYS)
     litellm = _litellm_settings(top.section("litellm_settings"))
@@ -297,7 +293,7 @@ def _parse_top(
 
 
 def _model_list(
-    top: _Section,
+    top: Section,
     env: Mapping[str, str],
     catalogue: Catalogue,
     timeouts: Timeouts,
@@ -310,7 +306,7 @@ def _model_list(
         top.findings.error(path, "required")
         return {}, frozenset()
     if not isinstance(entries, list):
-        top.findings.error(path, f"expected a list, got {_describe(entries)}")
+        top.findings.error(path, f"expected a list, got {describe(entries)}")
         return {}, frozenset()
     if not entries:
         top.findings.error(path, "must not be empty")
@@ -320,9 +316,9 @@ def _model_list(
     for index, raw in enumerate(entries):
         entry_path = f"{path}[{index}]"
         if not isinstance(raw, Mapping):
-            top.findings.error(entry_path, f"expected a mapping, got {_describe(raw)}")
+            top.findings.error(entry_path, f"expected a mapping, got {describe(raw)}")
             continue
-        entry = _Section(raw, entry_path, top.findings)
+        entry = Section(raw, entry_path, top.findings)
         name = entry.string("model_name", required=True)
         if name is not None and not name.strip():
             entry.error("model_name", "must not be empty")
@@ -348,7 +344,7 @@ def _model_list(
 
 
 def _deployment(
-    entry: _Section,
+    entry: Section,
     name: str | None,
     index: int,
     env: Mapping[str, str],
@@ -448,7 +444,7 @@ def _deployment(
 
 
 def _api_base(
-    params: _Section, resolved: ResolvedModel | None, env: Mapping[str, str]
+    params: Section, resolved: ResolvedModel | None, env: Mapping[str, str]
 ) -> str | None:
     raw = params.string("api_base")
     if raw is not None and raw.startswith(ENV_PREFIX):
@@ -472,7 +468,7 @@ def _api_base(
     return resolved.default_api_base
 
 
-def _litellm_settings(section: _Section) -> LitellmSettings:
+def _litellm_settings(section: Section) -> LitellmSettings:
     section.check_keys(_LITELLM_KEYS, quiet=_QUIET_LITELLM)
     return LitellmSettings(
         request_timeout=section.number("request_timeout", gt=0),
@@ -484,7 +480,7 @@ def _litellm_settings(section: _Section) -> LitellmSettings:
 
 
 def _timeouts(
-    section: _Section, request_timeout: float | None, base: Timeouts | None = None
+    section: Section, request_timeout: float | None, base: Timeouts | None = None
 ) -> Timeouts:
     section.check_keys(_TIMEOUT_KEYS)
     base = base or Timeouts()
@@ -499,7 +495,7 @@ def _timeouts(
     )
 
 
-def _health(section: _Section) -> HealthConfig:
+def _health(section: Section) -> HealthConfig:
     section.check_keys(_HEALTH_KEYS)
     base = HealthConfig()
     return HealthConfig(
@@ -515,7 +511,7 @@ def _health(section: _Section) -> HealthConfig:
     )
 
 
-def _router_settings(section: _Section, timeouts: Timeouts) -> RouterSettings:
+def _router_settings(section: Section, timeouts: Timeouts) -> RouterSettings:
     section.check_keys(_ROUTER_KEYS, quiet=_QUIET_ROUTER)
     strategy = section.choice("routing_strategy", ROUTING_STRATEGIES)
     policies: dict[str, RetryPolicy] = {}
@@ -542,7 +538,7 @@ def _router_settings(section: _Section, timeouts: Timeouts) -> RouterSettings:
     )
 
 
-def _general_settings(section: _Section, env: Mapping[str, str]) -> GeneralSettings:
+def _general_settings(section: Section, env: Mapping[str, str]) -> GeneralSettings:
     section.check_keys(_GENERAL_KEYS, quiet=_QUIET_GENERAL)
     return GeneralSettings(
         master_key=section.secret("master_key", env),
@@ -558,247 +554,3 @@ def _first(*values: _T | None) -> _T | None:
 
 def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
-
-
-@dataclass(slots=True)
-class _Findings:
-    """Problems and warnings of one parse, plus alias references checked at the end."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    # (key path, alias) for every alias named outside model_list
-    references: list[tuple[str, str]] = field(default_factory=list)
-
-    def error(self, path: str, problem: str) -> None:
-        self.errors.append(f"{path or '(top level)'}: {problem}")
-
-    def warn(self, path: str, problem: str) -> None:
-        self.warnings.append(f"{path or '(top level)'}: {problem}")
-
-    def check_aliases(self, known: frozenset[str]) -> None:
-        listed = ", ".join(sorted(known))
-        for path, alias in self.references:
-            if alias not in known:
-                self.error(path, f"unknown model {alias!r} (known: {listed})")
-
-
-@dataclass(slots=True)
-class _Section:
-    """One YAML mapping under a key path; typed getters record problems instead of raising.
-
-    A getter returns None when the key is absent, null, or wrong (the problem is then
-    recorded), so parsing carries on and every problem of the file is reported at once.
-    """
-
-    data: Mapping[Any, Any]
-    path: str
-    findings: _Findings
-    # False when the mapping was missing or not a mapping (already reported), so its
-    # required keys are not reported missing on top.
-    present: bool = True
-
-    def path_of(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error(self, key: str, problem: str) -> None:
-        self.findings.error(self.path_of(key), problem)
-
-    def check_keys(
-        self,
-        known: frozenset[str],
-        *,
-        quiet: frozenset[str] = frozenset(),
-        quiet_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        for key in self.data:
-            if isinstance(key, str) and (
-                key in known or key in quiet or any(key.startswith(p) for p in quiet_prefixes)
-            ):
-                continue
-            self.findings.warn(self.path, f"unknown key {key!r} ignored")
-
-    def section(self, key: str, *, required: bool = False) -> _Section:
-        """The mapping under key; an empty section when absent or wrong."""
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                self.error(key, "required")
-            return _Section({}, self.path_of(key), self.findings, present=not required)
-        if not isinstance(value, Mapping):
-            self.error(key, f"expected a mapping, got {_describe(value)}")
-            return _Section({}, self.path_of(key), self.findings, present=False)
-        return _Section(value, self.path_of(key), self.findings)
-
-    def keyed_sections(self, key: str) -> list[tuple[str, _Section]]:
-        """A mapping of alias -> mapping; each alias is checked against model_list."""
-        outer = self.section(key)
-        result: list[tuple[str, _Section]] = []
-        for alias in outer.data:
-            if not isinstance(alias, str):
-                outer.findings.error(outer.path, f"expected a model name, got {_describe(alias)}")
-                continue
-            self.findings.references.append((outer.path, alias))
-            result.append((alias, outer.section(alias)))
-        return result
-
-    def raw_mapping(self, key: str) -> dict[str, Any]:
-        """A section kept unparsed for a later feature; only its shape is checked."""
-        return dict(self.section(key).data)
-
-    def string(self, key: str, *, required: bool = False) -> str | None:
-        value = self.data.get(key)
-        if value is None:
-            if required and self.present:
-                self.error(key, "required")
-            return None
-        if not isinstance(value, str):
-            self.error(key, f"expected a string, got {_describe(value)}")
-            return None
-        return value
-
-    def integer(self, key: str, *, gt: int | None = None, ge: int | None = None) -> int | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, f"expected an integer, got {_describe(value)}")
-            return None
-        return value if self._in_range(key, value, gt, ge) else None
-
-    def number(self, key: str, *, gt: float | None = None, ge: float | None = None) -> float | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(key, f"expected a number, got {_describe(value)}")
-            return None
-        return float(value) if self._in_range(key, value, gt, ge) else None
-
-    def _in_range(self, key: str, value: float, gt: float | None, ge: float | None) -> bool:
-        if gt is not None and not value > gt:
-            self.error(key, f"must be > {gt}, got {value}")
-            return False
-        if ge is not None and not value >= ge:
-            self.error(key, f"must be >= {ge}, got {value}")
-            return False
-        return True
-
-    def boolean(self, key: str) -> bool | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            self.error(key, f"expected true or false, got {_describe(value)}")
-            return None
-        return value
-
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
-        value = self.string(key)
-        if value is None:
-            return None
-        if value not in allowed:
-            listed = ", ".join(repr(a) for a in allowed)
-            self.error(key, f"expected one of {listed}, got {value!r}")
-            return None
-        return value
-
-    def duration(self, key: str) -> str | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not _DURATION.fullmatch(value):
-            self.error(
-                key,
-                "expected a duration such as '30d', '12h' or '1mo' (a count followed by "
-                f"s, m, h, d, w or mo), got {_describe(value)}",
-            )
-            return None
-        return value
-
-    def secret(self, key: str, env: Mapping[str, str]) -> str | None:
-        """A literal value, or `os.environ/NAME` read from env; unset is only a warning
-        so that a config runs (on simulators) before its keys are provisioned."""
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            # The value itself is not echoed: it may be a secret.
-            self.error(key, f"expected a string, got {type(value).__name__}")
-            return None
-        if not value.startswith(ENV_PREFIX):
-            return value
-        name = value[len(ENV_PREFIX) :].strip()
-        if not name:
-            self.error(key, f"{ENV_PREFIX!r} must be followed by a variable name")
-            return None
-        resolved = env.get(name)
-        if not resolved:
-            self.findings.warn(self.path_of(key), f"environment variable {name} is not set")
-            return None
-        return resolved
-
-    def aliases(self, key: str) -> tuple[str, ...]:
-        return self._alias_list(self.data.get(key), self.path_of(key))
-
-    def _alias_list(self, value: object, path: str) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.findings.error(path, f"expected a list of model names, got {_describe(value)}")
-            return ()
-        aliases: list[str] = []
-        for index, alias in enumerate(value):
-            item_path = f"{path}[{index}]"
-            if not isinstance(alias, str):
-                self.findings.error(item_path, f"expected a model name, got {_describe(alias)}")
-                continue
-            self.findings.references.append((item_path, alias))
-            aliases.append(alias)
-        return tuple(aliases)
-
-    def fallback_map(self, key: str) -> dict[str, tuple[str, ...]]:
-        """LiteLLM's `[{alias: [fallbacks]}, ...]`, or a plain `{alias: [fallbacks]}`."""
-        value = self.data.get(key)
-        path = self.path_of(key)
-        pairs: list[tuple[object, object, str]] = []
-        if value is None:
-            return {}
-        if isinstance(value, Mapping):
-            pairs = [(alias, targets, path) for alias, targets in value.items()]
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                item_path = f"{path}[{index}]"
-                if isinstance(item, Mapping) and item:
-                    pairs.extend((alias, targets, item_path) for alias, targets in item.items())
-                else:
-                    self.findings.error(
-                        item_path,
-                        f"expected a mapping of model name to fallbacks, got {_describe(item)}",
-                    )
-        else:
-            self.error(key, f"expected a mapping or a list of mappings, got {_describe(value)}")
-        result: dict[str, tuple[str, ...]] = {}
-        for alias, targets, where in pairs:
-            if not isinstance(alias, str):
-                self.findings.error(where, f"expected a model name, got {_describe(alias)}")
-                continue
-            if alias in result:
-                self.findings.error(where, f"fallbacks for {alias!r} are given twice")
-                continue
-            self.findings.references.append((where, alias))
-            result[alias] = self._alias_list(targets, f"{where}.{alias}")
-        return result
-
-
-def _describe(value: object) -> str:
-    """A value's YAML type, and the value when it is short, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"

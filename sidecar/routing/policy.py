@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sidecar.config.model import SidecarConfig
+from sidecar.config.reader import Findings
 from sidecar.errors import ConfigError
 from sidecar.routing.complexity import ComplexityScorer
 from sidecar.routing.privacy import (
@@ -28,7 +29,6 @@ from sidecar.routing.privacy import (
 )
 from sidecar.routing.privacy_hyperscan import HyperscanScan, load_hyperscan
 from sidecar.routing.rules import (
-    Findings,
     PrivacySettings,
     RoutingRules,
     Tier,
@@ -84,9 +84,7 @@ def compile_routing(config: SidecarConfig) -> RoutingPolicy:
     rules = parse_routing_rules(config.routing_rules, aliases, findings)
     privacy = parse_privacy(config.privacy, findings)
     if privacy.engine == "hyperscan" and load_hyperscan() is None:
-        findings.errors.append(
-            "privacy.engine: 'hyperscan' is not installed (pip install hyperscan)"
-        )
+        findings.error("privacy.engine", "'hyperscan' is not installed (pip install hyperscan)")
     if findings.errors:
         raise ConfigError(findings.errors, config.source)
     local = frozenset(

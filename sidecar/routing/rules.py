@@ -43,9 +43,12 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from sidecar.config.reader import Findings, Section, describe
 from sidecar.routing.privacy import DETECTORS, ENGINES
+
+_T = TypeVar("_T")
 
 
 class Tier(enum.StrEnum):
@@ -112,110 +115,101 @@ class PrivacySettings:
     patterns: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Findings:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 def parse_routing_rules(
     raw: Mapping[str, Any], aliases: frozenset[str], findings: Findings
 ) -> RoutingRules:
-    top = _Reader(raw, "routing_rules", findings)
-    top.check_keys({"tasks", "auto", "context"})
+    top = Section(raw, "routing_rules", findings)
+    top.check_keys(frozenset({"tasks", "auto", "context"}))
     auto = _auto_rules(top.section("auto"), aliases)
     known = aliases | {auto.alias}
     tasks: dict[str, str] = {}
-    for task, alias in top.section("tasks").items():
-        path = f"routing_rules.tasks.{task}"
+    task_section = top.section("tasks")
+    for task, alias in task_section.data.items():
         if not isinstance(alias, str):
-            findings.errors.append(f"{path}: expected a model name, got {_describe(alias)}")
+            task_section.error(str(task), f"expected a model name, got {describe(alias)}")
         elif alias not in known:
-            findings.errors.append(f"{path}: unknown model {alias!r} (known: {_listed(known)})")
+            task_section.error(str(task), f"unknown model {alias!r} (known: {_listed(known)})")
         else:
-            tasks[task] = alias
+            tasks[str(task)] = alias
     context = top.section("context")
-    context.check_keys({"checks", "default_output_tokens"})
+    context.check_keys(frozenset({"checks", "default_output_tokens"}))
     return RoutingRules(
         tasks=tasks,
         auto=auto,
         context=ContextRules(
-            checks=context.boolean("checks", True),
-            default_output_tokens=context.integer("default_output_tokens", 256, minimum=1),
+            checks=_or(context.boolean("checks"), True),
+            default_output_tokens=_or(context.integer("default_output_tokens", ge=1), 256),
         ),
     )
 
 
-def _auto_rules(section: _Reader, aliases: frozenset[str]) -> AutoRules:
-    section.check_keys({"alias", "thresholds", "analysis_words", "code", "tiers"})
-    alias = section.string("alias", "auto")
+def _auto_rules(section: Section, aliases: frozenset[str]) -> AutoRules:
+    section.check_keys(frozenset({"alias", "thresholds", "analysis_words", "code", "tiers"}))
+    alias = _or(_non_empty(section, "alias"), "auto")
     if alias in aliases:
         section.error("alias", f"{alias!r} is also a model_name; choose another auto alias")
     limits = section.section("thresholds")
-    limits.check_keys({"cloud_tokens", "strong_tokens", "multi_turn_messages"})
+    limits.check_keys(frozenset({"cloud_tokens", "strong_tokens", "multi_turn_messages"}))
     code = section.section("code")
-    code.check_keys({"fences", "syntax", "keyword"})
+    code.check_keys(frozenset({"fences", "syntax", "keyword"}))
     tiers = dict(DEFAULT_TIERS)
     tier_section = section.section("tiers")
-    tier_section.check_keys({t.value for t in Tier})
+    tier_section.check_keys(frozenset(t.value for t in Tier))
     for tier in Tier:
-        if tier.value not in tier_section.data:
-            continue
-        target = tier_section.string(tier.value, "")
-        if target and target not in aliases:
+        target = _non_empty(tier_section, tier.value)
+        if target is not None and target not in aliases:
             tier_section.error(tier.value, f"unknown model {target!r} (known: {_listed(aliases)})")
-        elif target:
+        elif target is not None:
             tiers[tier] = target
-    words = section.string_list("analysis_words", SEED_ANALYSIS_WORDS)
+    words = _or(section.string_list("analysis_words"), SEED_ANALYSIS_WORDS)
     return AutoRules(
         alias=alias,
         thresholds=Thresholds(
-            cloud_tokens=limits.integer("cloud_tokens", 8000, minimum=0),
-            strong_tokens=limits.integer("strong_tokens", 2000, minimum=0),
-            multi_turn_messages=limits.integer("multi_turn_messages", 4, minimum=0),
+            cloud_tokens=_or(limits.integer("cloud_tokens", ge=0), 8000),
+            strong_tokens=_or(limits.integer("strong_tokens", ge=0), 2000),
+            multi_turn_messages=_or(limits.integer("multi_turn_messages", ge=0), 4),
         ),
         analysis_words=tuple(w.lower() for w in words),
         code=CodeSignals(
-            fences=code.boolean("fences", True),
-            syntax=code.boolean("syntax", True),
-            keyword=code.boolean("keyword", True),
+            fences=_or(code.boolean("fences"), True),
+            syntax=_or(code.boolean("syntax"), True),
+            keyword=_or(code.boolean("keyword"), True),
         ),
         tiers=tiers,
     )
 
 
 def parse_privacy(raw: Mapping[str, Any], findings: Findings) -> PrivacySettings:
-    top = _Reader(raw, "privacy", findings)
+    top = Section(raw, "privacy", findings)
     top.check_keys(
-        {"enabled", "engine", "no_fallback_means_local", "detectors", "terms", "patterns"}
+        frozenset(
+            {"enabled", "engine", "no_fallback_means_local", "detectors", "terms", "patterns"}
+        )
     )
-    engine = top.string("engine", "auto")
-    if engine not in ENGINES:
-        top.error("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
-        engine = "auto"
+    engine = _or(top.choice("engine", ENGINES), "auto")
     detectors = set(DETECTORS)
     switches = top.section("detectors")
     for name in switches.data:
         if name not in DETECTORS:
             switches.error(str(name), f"unknown detector (known: {', '.join(DETECTORS)})")
-        elif not switches.boolean(name, True):
+        elif switches.boolean(name) is False:
             detectors.discard(name)
     return PrivacySettings(
-        enabled=top.boolean("enabled", True),
+        enabled=_or(top.boolean("enabled"), True),
         engine=engine,
-        no_fallback_means_local=top.boolean("no_fallback_means_local", True),
+        no_fallback_means_local=_or(top.boolean("no_fallback_means_local"), True),
         detectors=frozenset(detectors),
         terms=_named_lists(top, "terms"),
         patterns=_named_patterns(top),
     )
 
 
-def _named_lists(top: _Reader, key: str) -> dict[str, tuple[str, ...]]:
+def _named_lists(top: Section, key: str) -> dict[str, tuple[str, ...]]:
     value = top.data.get(key)
     if value is None:
         return {}
     if isinstance(value, list):
-        terms = top.string_list(key, ())
+        terms = top.string_list(key)
         return {key: terms} if terms else {}
     lists: dict[str, tuple[str, ...]] = {}
     section = top.section(key)
@@ -223,13 +217,13 @@ def _named_lists(top: _Reader, key: str) -> dict[str, tuple[str, ...]]:
         if str(name) in DETECTORS:
             section.error(str(name), "a built-in detector's name; choose another list name")
             continue
-        terms = section.string_list(str(name), ())
+        terms = section.string_list(str(name))
         if terms:
             lists[str(name)] = terms
     return lists
 
 
-def _named_patterns(top: _Reader) -> dict[str, str]:
+def _named_patterns(top: Section) -> dict[str, str]:
     value = top.data.get("patterns")
     named: list[tuple[str, object]]
     if value is None:
@@ -241,108 +235,33 @@ def _named_patterns(top: _Reader) -> dict[str, str]:
         named = [(str(k), p) for k, p in value.items()]
         where = [f"privacy.patterns.{k}" for k, _ in named]
     else:
-        top.error("patterns", f"expected a list or a mapping of regexes, got {_describe(value)}")
+        top.error("patterns", f"expected a list or a mapping of regexes, got {describe(value)}")
         return {}
     patterns: dict[str, str] = {}
     for (name, pattern), path in zip(named, where, strict=True):
         if not isinstance(pattern, str) or not pattern:
-            top.findings.errors.append(f"{path}: expected a regex, got {_describe(pattern)}")
+            top.findings.error(path, f"expected a regex, got {describe(pattern)}")
             continue
         try:
             re.compile(pattern)
         except re.error as exc:
-            top.findings.errors.append(f"{path}: invalid regular expression: {exc}")
+            top.findings.error(path, f"invalid regular expression: {exc}")
             continue
         patterns[f"pattern:{name}"] = pattern
     return patterns
 
 
-class _Reader:
-    """A mapping under a key path; getters record problems and return the default."""
+def _non_empty(section: Section, key: str) -> str | None:
+    value = section.string(key)
+    if value is not None and not value:
+        section.error(key, "expected a non-empty string, got str ''")
+        return None
+    return value
 
-    def __init__(self, data: object, path: str, findings: Findings) -> None:
-        self.path = path
-        self.findings = findings
-        if isinstance(data, Mapping):
-            self.data: Mapping[Any, Any] = data
-        else:
-            self.data = {}
-            if data is not None:
-                findings.errors.append(f"{path}: expected a mapping, got {_describe(data)}")
 
-    def error(self, key: str, problem: str) -> None:
-        self.findings.errors.append(f"{self.path}.{key}: {problem}")
-
-    def check_keys(self, known: set[str]) -> None:
-        for key in self.data:
-            if key not in known:
-                self.findings.warnings.append(f"{self.path}: unknown key {key!r} ignored")
-
-    def items(self) -> list[tuple[str, object]]:
-        return [(str(k), v) for k, v in self.data.items()]
-
-    def section(self, key: str) -> _Reader:
-        return _Reader(self.data.get(key), f"{self.path}.{key}", self.findings)
-
-    def string(self, key: str, default: str) -> str:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value:
-            self.error(key, f"expected a non-empty string, got {_describe(value)}")
-            return default
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.error(key, f"expected true or false, got {_describe(value)}")
-            return default
-        return value
-
-    def integer(self, key: str, default: int, *, minimum: int) -> int:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, f"expected an integer, got {_describe(value)}")
-            return default
-        if value < minimum:
-            self.error(key, f"must be >= {minimum}, got {value}")
-            return default
-        return value
-
-    def string_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, list):
-            self.error(key, f"expected a list of strings, got {_describe(value)}")
-            return default
-        items: list[str] = []
-        for index, item in enumerate(value):
-            if isinstance(item, str) and item.strip():
-                items.append(item.strip())
-            else:
-                self.error(f"{key}[{index}]", f"expected a non-empty string, got {_describe(item)}")
-        return tuple(items)
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 def _listed(names: frozenset[str]) -> str:
     return ", ".join(sorted(names)) or "(none configured)"
-
-
-def _describe(value: object) -> str:
-    """A value's YAML type, and the value when it is short, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
