@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--task", help="task tag, as metadata.task")
     route.add_argument("--local-only", action="store_true", help="mark the request sensitive")
 
+    status = commands.add_parser("status", help="show a running sidecar's backend health")
+    status.add_argument(
+        "--sidecar", default="127.0.0.1:50051", metavar="HOST:PORT", help="its gRPC address"
+    )
+
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
     return parser
@@ -90,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sidecar.explain import explain_route
 
             print(explain_route(args))
+            return 0
+        if args.command == "status":
+            from sidecar.status import fetch_status
+
+            print(uvloop.run(fetch_status(args.sidecar)))
             return 0
         if args.command == "serve":
             from sidecar.serve import serve  # imported here: it pulls in grpc

@@ -7,18 +7,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.api import router_pb2 as pb
 from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.errors import SidecarError
 
 _LOCALITY = {pb.LOCALITY_LOCAL: "local", pb.LOCALITY_CLOUD: "cloud"}
 
 
 async def fetch_status(address: str, timeout: float = 5.0) -> str:
     """The health table of the sidecar at host:port, as text."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        models = await pb_grpc.RouterStub(channel).ListModels(
-            pb.ListModelsRequest(), timeout=timeout
-        )
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="")
+            overall = await health.Check(request, timeout=timeout)
+            models = await pb_grpc.RouterStub(channel).ListModels(
+                pb.ListModelsRequest(), timeout=timeout
+            )
+    except grpc.aio.AioRpcError as exc:
+        raise SidecarError(f"cannot reach the sidecar at {address}: {exc.details()}") from exc
     return render_status(address, overall.status, models)
 
 

@@ -119,6 +119,10 @@ async def test_serve_with_simulated_backends_answers_and_drains() -> None:
             chunks = [c async for c in stub.StreamChat(request, timeout=10)]
             assert "".join(c.delta for c in chunks).split()[0] == "tok0"
             assert chunks[0].route.deployment == "fast-local/0"
+        status = await asyncio.to_thread(run_cli, "status", "--sidecar", address)
+        assert status.returncode == 0, status.stderr
+        assert "SERVING" in status.stdout
+        assert re.search(r"fast-local\s+fast-local/0\s+local\s+up", status.stdout)
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             assert await process.wait() == 0
@@ -158,3 +162,9 @@ async def test_simulate_command_serves_ollama() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+def test_status_of_an_absent_sidecar_is_a_clear_error() -> None:
+    result = run_cli("status", "--sidecar", "127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot reach the sidecar at 127.0.0.1:9" in result.stderr
