@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import ErrorCode, NoDeploymentAvailable, SidecarError
+from sidecar.errors import ErrorCode, SidecarError
 
 # (status, OpenAI error type, OpenAI error code) per sidecar error code.
 _BY_CODE: dict[ErrorCode, tuple[int, str, str | None]] = {
@@ -83,9 +83,5 @@ def http_error(exc: SidecarError) -> HttpError:
 
 
 def _retry_after(exc: SidecarError) -> float | None:
-    if isinstance(exc, NoDeploymentAvailable):
-        # The soonest any failed deployment said it could take a call again.
-        hints = [f.retry_after for f in exc.failures if f.retry_after is not None]
-        return min(hints) if hints else None
     value = getattr(exc, "retry_after", None)
     return float(value) if isinstance(value, int | float) else None

@@ -19,7 +19,12 @@ from bridge.errors import HttpError
 from sidecar.api import router_pb2 as pb
 from sidecar.api import router_pb2_grpc as pb_grpc
 from sidecar.errors import ErrorCode, SidecarError
-from sidecar.grpc_codec import decode_chunk, decode_response, encode_request
+from sidecar.grpc_codec import (
+    MAX_MESSAGE_BYTES,
+    decode_chunk,
+    decode_response,
+    encode_request,
+)
 from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
 
 _CODES: Final = {
@@ -39,16 +44,26 @@ _FIELD: Final = re.compile(r"([A-Za-z_][\w.\[\]]*): ")
 _METADATA_TIMEOUT: Final = 5.0
 _HEALTH_TIMEOUT: Final = 2.0
 # A unary answer can be long; gRPC's default 4 MiB receive limit is for requests.
-_CHANNEL_OPTIONS: Final = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+_CHANNEL_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 class RemoteError(SidecarError):
     """A failure the remote sidecar reported, with its code and, when known, the field."""
 
-    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.field = field
+        self.retry_after = retry_after
 
 
 class RemoteBackend:
@@ -158,7 +173,18 @@ def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
     if code is ErrorCode.INVALID_ARGUMENT:
         match = _FIELD.match(details)
         field = match.group(1) if match else None
-    return RemoteError(code, details, field)
+    return RemoteError(code, details, field, _retry_after(exc))
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The sidecar's retry-after trailer, in seconds."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _is_transport(details: str) -> bool:

@@ -7,7 +7,8 @@
     ├── PrivacyBlocked            sensitive request and no local deployment left
     ├── NoDeploymentAvailable     every candidate failed before its first token
     └── UpstreamError             one deployment failed (names it)
-        ├── UpstreamUnavailable   refused, reset, 5xx, 429
+        ├── UpstreamUnavailable   refused, reset, 5xx
+        │   └── UpstreamRateLimited  429: the upstream asked us to slow down
         ├── UpstreamTimeout       connect / first token / idle gap / total
         ├── UpstreamMalformed     a reply that is not the protocol it should be
         ├── UpstreamRejected      a 4xx that retrying elsewhere will not fix
@@ -85,12 +86,14 @@ class NoDeploymentAvailable(SidecarError):
         detail = "; ".join(f.message for f in failures) or "no candidate deployment"
         super().__init__(f"no deployment of {model!r} could answer{note}: {detail}")
         self.failures = tuple(failures)
-        # The most telling failure decides the status: a timeout everywhere is a
-        # timeout, anything else is unavailability.
-        if failures and all(isinstance(f, UpstreamTimeout) for f in failures):
-            self.code = ErrorCode.DEADLINE_EXCEEDED
-        elif len(failures) == 1:
-            self.code = failures[0].code
+        # When every candidate failed the same way, that is the answer's status (all
+        # timed out: a timeout; all rate-limited: a rate limit); otherwise unavailable.
+        codes = {f.code for f in failures}
+        if len(codes) == 1:
+            self.code = codes.pop()
+        hints = [f.retry_after for f in failures if f.retry_after is not None]
+        # The soonest any failed deployment said it could take a call again.
+        self.retry_after = min(hints) if hints else None
 
 
 class UpstreamError(SidecarError):
@@ -104,6 +107,10 @@ class UpstreamError(SidecarError):
 
 class UpstreamUnavailable(UpstreamError):
     code = ErrorCode.UNAVAILABLE
+
+
+class UpstreamRateLimited(UpstreamUnavailable):
+    code = ErrorCode.RESOURCE_EXHAUSTED
 
 
 class UpstreamTimeout(UpstreamError):

@@ -30,6 +30,10 @@ from sidecar.types import (
     Usage,
 )
 
+# The largest message either side accepts: a 100K-token chat with images runs past
+# gRPC's default 4 MiB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
 _LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
 _LOCALITY_FROM_PB = {v: k for k, v in _LOCALITY_TO_PB.items()}
 

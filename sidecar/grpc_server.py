@@ -105,7 +105,12 @@ def _decode(request: pb.ChatRequest) -> ChatRequest:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:
     log.info("call failed: %s", exc.message)
-    await context.abort(STATUS[exc.code], exc.message)
+    trailing: tuple[tuple[str, str], ...] = ()
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        # How long the caller should wait, as the HTTP bridge's retry-after header says it.
+        trailing = (("retry-after", f"{retry_after:.3f}"),)
+    await context.abort(STATUS[exc.code], exc.message, trailing)
     raise AssertionError("context.abort returned")  # abort always raises
 
 

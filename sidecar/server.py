@@ -15,6 +15,7 @@ from bridge.app import BridgeSettings
 from bridge.backend import InProcessBackend
 from bridge.server import BridgeServer
 from sidecar.engine import Engine
+from sidecar.grpc_codec import MAX_MESSAGE_BYTES
 from sidecar.grpc_health import HealthPublisher
 from sidecar.grpc_server import add_services
 
@@ -53,7 +54,12 @@ class SidecarServer:
         self.engine.start()
         # Without this, grpc's default SO_REUSEPORT lets a second sidecar bind the same
         # port silently and steal half the connections.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
         self._health = await add_services(server, self.engine)
         bound = server.add_insecure_port(_address(self.host, self.grpc_port))
         if bound == 0:

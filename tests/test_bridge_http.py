@@ -9,19 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import openai
 import orjson
 import pytest
 
 from bridge.app import BridgeSettings
-from bridge.backend import AnswerStream
-from bridge.catalogue import ModelView
-from bridge.server import BridgeServer
 from sidecar.engine import Engine
-from sidecar.errors import ErrorCode, SidecarError
 from sidecar.server import SidecarServer
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
-from sidecar.types import ChatRequest, ChatResponse
 from tests.bridge_harness import (
     EXPECTED,
     KEY,
@@ -339,52 +333,6 @@ async def test_remote_bridge_reports_an_unreachable_sidecar(
                 assert "sidecar at 127.0.0.1" in (await r.json())["error"]["message"]
             async with http.get(bridge.base_url + "/models") as r:
                 assert r.status == 503
-
-
-# -- statuses no simulator fault produces ------------------------------------------------------
-
-
-class Exhausted(SidecarError):
-    code = ErrorCode.RESOURCE_EXHAUSTED
-
-    def __init__(self) -> None:
-        super().__init__("budget for cloud-fast exhausted")
-        self.retry_after = 2.5
-
-
-class ExhaustedBackend:
-    """A backend whose every call hits a rate limit (no simulator fault maps to 429 yet)."""
-
-    mode = "test"
-
-    async def start(self) -> None:
-        return None
-
-    def stream(self, request: ChatRequest, remaining: float | None) -> AnswerStream:
-        raise Exhausted
-
-    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
-        raise Exhausted
-
-    async def models(self) -> tuple[ModelView, ...]:
-        return ()
-
-    async def ready(self) -> str | None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def test_rate_limit_is_429_with_retry_after() -> None:
-    async with BridgeServer(ExhaustedBackend(), port=0) as server:
-        url = f"http://127.0.0.1:{server.port}/v1"
-        async with openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as sdk:
-            for stream in (False, True):
-                with pytest.raises(openai.RateLimitError) as err:
-                    await sdk.chat.completions.create(model="m", messages=USER, stream=stream)
-                assert err.value.code == "rate_limit_exceeded"
-                assert err.value.response.headers["retry-after"] == "3"
 
 
 # -- draining ----------------------------------------------------------------------------------

@@ -445,3 +445,15 @@ async def test_no_key_configured_means_open(
     ):
         completion = await sdk.chat.completions.create(model="fast-local", messages=USER)
     assert completion.choices[0].message.content == EXPECTED
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_upstream_rate_limit_is_429_with_retry_after(
+    client: openai.AsyncOpenAI, ollama: OllamaSimulator, stream: bool
+) -> None:
+    ollama.fault = Fault("http_429", retry_after=2.5)
+    with pytest.raises(openai.RateLimitError) as err:
+        await client.chat.completions.create(model="fast-local", messages=USER, stream=stream)
+    assert err.value.code == "rate_limit_exceeded"
+    # Rounded up to whole seconds, the form every HTTP client understands.
+    assert err.value.response.headers["retry-after"] == "3"

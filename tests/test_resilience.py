@@ -327,3 +327,16 @@ async def test_max_parallel_requests_spills_to_next_candidate() -> None:
             assert served.count("fast-local/0") == 2
             assert served.count("strong-local/0") == 3
             assert a.stats.requests == 2
+
+
+async def test_rate_limited_everywhere_is_resource_exhausted_with_retry_after(
+    stack: Stack,
+) -> None:
+    stack.a.fault = Fault("http_429", retry_after=2)
+    stack.b.fault = Fault("http_429", retry_after=3)
+    call = stack.sidecar.stub.Chat(chat_request("fast-local"), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The soonest either upstream said it could take a call again.
+    assert dict(err.value.trailing_metadata() or ())["retry-after"] == "2.000"

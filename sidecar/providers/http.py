@@ -23,6 +23,7 @@ from sidecar.config.model import Deployment
 from sidecar.errors import (
     UpstreamError,
     UpstreamMalformed,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -150,8 +151,10 @@ async def status_error(deployment: Deployment, response: aiohttp.ClientResponse)
         return UpstreamTimeout(deployment.id, problem)
     if status in (400, 413, 422):
         return UpstreamRejected(deployment.id, problem)
+    if status == 429:
+        return UpstreamRateLimited(deployment.id, problem, retry_after=retry_after)
     # 401/403/404 mean this deployment is misconfigured (key, model not pulled);
-    # 429 and 5xx are transient. Either way another deployment may answer.
+    # 5xx are transient. Either way another deployment may answer.
     return UpstreamUnavailable(deployment.id, problem, retry_after=retry_after)
 
 
