@@ -30,6 +30,7 @@ from sidecar.health import HealthTracker
 from sidecar.probes import Prober
 from sidecar.providers import ProviderRegistry
 from sidecar.routing import Candidate, RoutePlan, compile_routing, plan
+from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, ChatResponse, Chunk, Locality, RouteTaken, ToolCall, Usage
 from sidecar.validation import validate_request
 from sidecar.watchdog import Watchdog
@@ -40,9 +41,15 @@ log = logging.getLogger("sidecar.engine")
 class Engine:
     """Routes and relays chat requests; shared by every front door."""
 
-    def __init__(self, config: SidecarConfig, providers: ProviderRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: SidecarConfig,
+        providers: ProviderRegistry | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
         self.providers = providers or ProviderRegistry()
+        self.telemetry = telemetry or Telemetry.from_config(config.telemetry)
         self.health = HealthTracker(config.deployments, config.health)
         self.policy = compile_routing(config)
         self._prober: asyncio.Task[None] | None = None
@@ -130,6 +137,7 @@ class Engine:
                 await self._prober
             self._prober = None
         await self.providers.aclose()
+        self.telemetry.shutdown()
 
 
 @dataclass(slots=True)
@@ -140,6 +148,7 @@ class _Opened:
     upstream: AsyncGenerator[Chunk, None]
     first: Chunk
     end: float | None  # loop time by which the whole call must be over
+    ttft: float  # seconds from sending the request to its first chunk
 
 
 class ChatStream:
@@ -160,6 +169,9 @@ class ChatStream:
         self._attempts = 0
         self._next = 0  # index of the next candidate of the plan to try
         self._failures: list[UpstreamError] = []
+        self._ttft: float | None = None
+        self._outcome = "cancelled"  # until the call ends otherwise
+        self._recorded = False
         self.route: RouteTaken | None = None
 
     def __aiter__(self) -> ChatStream:
@@ -188,9 +200,11 @@ class ChatStream:
                 watchdog.waiting_since = None
         except StopAsyncIteration:
             self._done = True
+            self._outcome = "ok"
             raise
         except UpstreamError as exc:
             self._done = True
+            self._outcome = "error"
             self._engine.health.failed(exc.deployment, exc.message, exc.retry_after)
             raise
 
@@ -218,6 +232,7 @@ class ChatStream:
         if opened is not None:
             return self._commit(opened)
         self._done = True
+        self._outcome = "error"
         if not failures and self.plan.sensitive:
             raise PrivacyBlocked(
                 f"request held back for privacy: no local deployment of {self.plan.model!r}"
@@ -241,6 +256,7 @@ class ChatStream:
         self._failures.append(failure)
         self._watchdog = None
         self._done = False
+        self._outcome = "cancelled"
         self.route = None
         return True
 
@@ -291,8 +307,9 @@ class ChatStream:
             health.end(deployment.id)
             raise
         else:
-            health.succeeded(deployment.id, loop.time() - started)
-            return _Opened(deployment, upstream, first, end)
+            ttft = loop.time() - started
+            health.succeeded(deployment.id, ttft)
+            return _Opened(deployment, upstream, first, end, ttft)
         await upstream.aclose()
         health.failed(deployment.id, failure.message, failure.retry_after)
         health.end(deployment.id)
@@ -363,6 +380,7 @@ class ChatStream:
         self._upstream = opened.upstream
         self._deployment = deployment
         self._watchdog = Watchdog(deployment.timeouts.idle, opened.end)
+        self._ttft = opened.ttft
         self.route = RouteTaken(
             deployment=deployment.id,
             model_group=deployment.model_group,
@@ -388,6 +406,11 @@ class ChatStream:
     async def aclose(self) -> None:
         self._done = True
         await self._drop_upstream()
+        if not self._recorded:
+            self._recorded = True
+            self._engine.telemetry.call_ended(
+                self.plan.model, self.route, self._outcome, self._ttft
+            )
 
     async def _drop_upstream(self) -> None:
         if self._watchdog is not None:

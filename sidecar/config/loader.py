@@ -26,6 +26,7 @@ from sidecar.config.model import (
     RetryPolicy,
     RouterSettings,
     SidecarConfig,
+    TelemetryConfig,
     Timeouts,
 )
 from sidecar.config.providers import (
@@ -58,6 +59,7 @@ _TOP_KEYS = frozenset(
         "general_settings",
         "timeouts",
         "health",
+        "telemetry",
         "routing_rules",
         "privacy",
     }
@@ -273,6 +275,9 @@ def _parse_top(
     router = _router_settings(top.section("router_settings"), timeouts)
     groups, aliases = _model_list(top, env, catalogue, timeouts, router)
     health = _health(top.section("health"))
+    telemetry = top.section("telemetry")
+    telemetry.check_keys(frozenset({"console_interval"}))
+    interval = telemetry.number("console_interval", ge=0)
     general = _general_settings(top.section("general_settings"), env)
     routing_rules = top.raw_mapping("routing_rules")
     privacy = top.raw_mapping("privacy")
@@ -285,6 +290,7 @@ def _parse_top(
         general_settings=general,
         timeouts=timeouts,
         health=health,
+        telemetry=TelemetryConfig(_or(interval, 0.0)),
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,

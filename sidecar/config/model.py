@@ -109,6 +109,13 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """OpenTelemetry metrics (the sidecar's own `telemetry` section)."""
+
+    console_interval: float = 0.0  # seconds between exports to stdout; 0 turns it off
+
+
+@dataclass(frozen=True, slots=True)
 class LitellmSettings:
     request_timeout: float | None = None
     default_fallbacks: tuple[str, ...] = ()
@@ -140,6 +147,7 @@ class SidecarConfig:
     general_settings: GeneralSettings = GeneralSettings()
     timeouts: Timeouts = Timeouts()
     health: HealthConfig = HealthConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     # Sections owned by later features, kept raw until their schema lands.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)
     privacy: Mapping[str, Any] = field(default_factory=dict)

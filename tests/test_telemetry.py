@@ -1,0 +1,79 @@
+"""Per-call metrics, read back through OpenTelemetry's in-memory reader."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from sidecar.engine import Engine
+from sidecar.errors import ConfigError, NoDeploymentAvailable
+from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
+from sidecar.telemetry import Telemetry
+from sidecar.types import ChatRequest, Message
+from tests.harness import make_config
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = list(metric.data.data_points)
+    return found
+
+
+async def test_calls_ttft_and_fallbacks_are_counted() -> None:
+    instant = profile_by_name("instant")
+    async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
+        config = make_config(
+            [
+                ("fast-local", "ollama/llama3.2:8b", {"api_base": a.base_url}),
+                ("strong-local", "ollama/llama3.3:70b", {"api_base": b.base_url}),
+            ],
+            litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
+        )
+        reader = InMemoryMetricReader()
+        engine = Engine(config, telemetry=Telemetry(MeterProvider(metric_readers=[reader])))
+        request = ChatRequest("fast-local", (Message("user", "hi"),))
+        try:
+            await engine.complete(request, 5)
+            a.fault = Fault("http_500")
+            await engine.complete(request, 5)
+            b.fault = Fault("http_500")
+            with pytest.raises(NoDeploymentAvailable):
+                await engine.complete(request, 5)
+            points = _points(reader)
+        finally:
+            await engine.aclose()
+    calls = {
+        (p.attributes.get("deployment"), p.attributes["outcome"]): p.value
+        for p in points["llm_sidecar.calls"]
+    }
+    assert calls == {("fast-local/0", "ok"): 1, ("strong-local/0", "ok"): 1, (None, "error"): 1}
+    ttft = {p.attributes["deployment"]: p.count for p in points["llm_sidecar.time_to_first_token"]}
+    assert ttft == {"fast-local/0": 1, "strong-local/0": 1}
+    [fallback] = points["llm_sidecar.fallbacks"]
+    assert (fallback.attributes["deployment"], fallback.value) == ("strong-local/0", 1)
+
+
+def test_console_export_is_configured_from_yaml() -> None:
+    entries: list[tuple[str, str, Mapping[str, Any]]] = [
+        ("m", "ollama/x", {"api_base": "http://127.0.0.1:9"})
+    ]
+    assert not Telemetry.from_config(make_config(entries).telemetry).exporting
+    telemetry = Telemetry.from_config(
+        make_config(entries, telemetry={"console_interval": 60}).telemetry
+    )
+    try:
+        assert telemetry.exporting
+    finally:
+        telemetry.shutdown()
+    with pytest.raises(ConfigError) as err:
+        make_config(entries, telemetry={"console_interval": -1})
+    assert err.value.problems == ("telemetry.console_interval: must be >= 0, got -1",)
