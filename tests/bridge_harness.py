@@ -21,11 +21,10 @@ from sidecar.config import SidecarConfig
 from sidecar.engine import Engine
 from sidecar.server import SidecarServer
 from sidecar.simulate import OllamaSimulator, OpenAISimulator
-from tests.harness import make_config
+from tests.harness import UPSTREAM_KEY, make_config
 
 MODES = ("in-process", "remote")
 KEY = "sk-master-test"
-UPSTREAM_KEY = "sk-upstream"
 EXPECTED = "".join(f"tok{i} " for i in range(20))
 USER: list[Any] = [{"role": "user", "content": "Say hello"}]
 

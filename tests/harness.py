@@ -17,6 +17,9 @@ from sidecar.config import SidecarConfig, parse_config
 from sidecar.engine import Engine
 from sidecar.server import SidecarServer
 
+# The key the simulated OpenAI-compatible upstreams want from the sidecar.
+UPSTREAM_KEY = "sk-upstream"
+
 
 @dataclass
 class Sidecar:

@@ -15,7 +15,7 @@ import pytest
 from bridge.app import BridgeSettings
 from sidecar.engine import Engine
 from sidecar.server import SidecarServer
-from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
+from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile
 from tests.bridge_harness import (
     EXPECTED,
     KEY,
@@ -30,18 +30,6 @@ from tests.bridge_harness import (
 from tests.harness import wait_until
 
 LIMIT = 64 * 1024
-
-
-@pytest.fixture
-async def ollama() -> AsyncIterator[OllamaSimulator]:
-    async with OllamaSimulator(profile=profile_by_name("instant")) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISimulator]:
-    async with OpenAISimulator(profile=profile_by_name("instant"), api_key="sk-upstream") as sim:
-        yield sim
 
 
 @pytest.fixture(params=MODES)

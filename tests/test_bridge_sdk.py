@@ -37,18 +37,6 @@ TOOLS: list[Any] = [
 SLOW = SimProfile(tokens_per_second=(20.0, 20.0), answer_tokens=200)
 
 
-@pytest.fixture
-async def ollama() -> AsyncIterator[OllamaSimulator]:
-    async with OllamaSimulator(profile=profile_by_name("instant")) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISimulator]:
-    async with OpenAISimulator(profile=profile_by_name("instant"), api_key="sk-upstream") as sim:
-        yield sim
-
-
 @pytest.fixture(params=MODES)
 async def bridge(
     request: pytest.FixtureRequest, ollama: OllamaSimulator, openai_sim: OpenAISimulator

@@ -10,23 +10,18 @@ import orjson
 import pytest
 
 from sidecar.api import router_pb2 as pb
-from sidecar.simulate import Fault, FaultKind, OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.simulate import Fault, FaultKind, OllamaSimulator, OpenAISimulator
 from sidecar.simulate.profile import SimProfile
-from tests.harness import Sidecar, chat_request, make_config, running_sidecar, wait_until
+from tests.harness import (
+    UPSTREAM_KEY,
+    Sidecar,
+    chat_request,
+    make_config,
+    running_sidecar,
+    wait_until,
+)
 
 EXPECTED = "".join(f"tok{i} " for i in range(20))
-
-
-@pytest.fixture
-async def ollama() -> AsyncIterator[OllamaSimulator]:
-    async with OllamaSimulator(profile=profile_by_name("instant")) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISimulator]:
-    async with OpenAISimulator(profile=profile_by_name("instant"), api_key="sk-test") as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -37,14 +32,14 @@ async def sidecar(ollama: OllamaSimulator, openai_sim: OpenAISimulator) -> Async
             (
                 "vllm-local",
                 "openai/qwen2.5",
-                {"api_base": openai_sim.base_url, "api_key": "sk-test"},
+                {"api_base": openai_sim.base_url, "api_key": UPSTREAM_KEY},
             ),
             (
                 "cloud-fast",
                 "openai/gpt-4o-mini",
                 {
                     "api_base": openai_sim.base_url,
-                    "api_key": "sk-test",
+                    "api_key": UPSTREAM_KEY,
                     "model_info": {"locality": "cloud"},
                 },
             ),
