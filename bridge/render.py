@@ -13,8 +13,7 @@ from typing import Any, Final
 import orjson
 
 from bridge.catalogue import DeploymentView, ModelView
-from sidecar.engine import merge_tool_calls
-from sidecar.types import ChatResponse, Chunk, ToolCall, Usage
+from sidecar.types import ChatResponse, Chunk, ToolCall, Usage, merge_tool_calls
 
 DONE: Final = b"data: [DONE]\n\n"
 _ROLE_DELTA: Final = b'{"role":"assistant","content":""}'

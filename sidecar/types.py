@@ -9,6 +9,7 @@ per relayed chunk costs no more than the message itself.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,3 +115,20 @@ class ChatResponse:
     finish_reason: str
     usage: Usage
     route: RouteTaken
+
+
+def merge_tool_calls(fragments: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    """Accumulate streamed tool-call fragments by index into whole calls."""
+    merged: dict[int, ToolCall] = {}
+    for fragment in fragments:
+        previous = merged.get(fragment.index)
+        if previous is None:
+            merged[fragment.index] = fragment
+        else:
+            merged[fragment.index] = ToolCall(
+                id=previous.id or fragment.id,
+                name=previous.name or fragment.name,
+                arguments=previous.arguments + fragment.arguments,
+                index=fragment.index,
+            )
+    return tuple(merged[i] for i in sorted(merged))

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from sidecar.api import router_pb2 as pb
-from sidecar.engine import ChatStream
+from sidecar.call import ChatStream
 from sidecar.errors import PrivacyBlocked
 from sidecar.routing import Candidate
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name

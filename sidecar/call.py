@@ -1,0 +1,322 @@
+"""One call in progress: walk the plan to a first token, then relay.
+
+For each candidate of the plan the call opens the upstream stream and waits
+for the first token under a deadline. Any failure before that token moves on
+to the next candidate (or, with hedging, races the next one); after it, the
+stream is committed and a failure ends the call with an error, never with a
+silent switch or a clean-looking truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sidecar.config.model import Deployment
+from sidecar.errors import (
+    NoDeploymentAvailable,
+    PrivacyBlocked,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from sidecar.routing import Candidate, RoutePlan
+from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken
+from sidecar.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from sidecar.engine import Engine
+
+log = logging.getLogger("sidecar.call")
+
+
+@dataclass(slots=True)
+class _Opened:
+    """An attempt that produced its first chunk."""
+
+    deployment: Deployment
+    upstream: AsyncGenerator[Chunk, None]
+    first: Chunk
+    end: float | None  # loop time by which the whole call must be over
+    ttft: float  # seconds from sending the request to its first chunk
+
+
+class ChatStream:
+    """One call in progress: iterate it for chunks; `route` is set with the first."""
+
+    def __init__(
+        self, engine: Engine, request: ChatRequest, route_plan: RoutePlan, deadline: float | None
+    ) -> None:
+        self._engine = engine
+        self._request = request
+        self.plan = route_plan
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._upstream: AsyncGenerator[Chunk, None] | None = None
+        self._deployment: Deployment | None = None
+        self._watchdog: Watchdog | None = None
+        self._done = False
+        self._attempts = 0
+        self._next = 0  # index of the next candidate of the plan to try
+        self._failures: list[UpstreamError] = []
+        self._ttft: float | None = None
+        self._outcome = "cancelled"  # until the call ends otherwise
+        self._recorded = False
+        self.route: RouteTaken | None = None
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        watchdog = self._watchdog
+        if watchdog is None:
+            if self._done:
+                raise StopAsyncIteration
+            return await self._first()
+        upstream = self._upstream
+        if upstream is None or self._done:
+            raise StopAsyncIteration
+        try:
+            if watchdog.expired is not None:
+                raise self._timeout(watchdog.expired)
+            watchdog.waiting_since = self._loop.time()
+            try:
+                return await upstream.__anext__()
+            except asyncio.CancelledError:
+                if watchdog.claims():
+                    raise self._timeout(watchdog.expired or "idle") from None
+                raise
+            finally:
+                watchdog.waiting_since = None
+        except StopAsyncIteration:
+            self._done = True
+            self._outcome = "ok"
+            raise
+        except UpstreamError as exc:
+            self._done = True
+            self._outcome = "error"
+            self._engine.health.failed(exc.deployment, exc.message, exc.retry_after)
+            raise
+
+    async def _first(self) -> Chunk:
+        """Walk the rest of the plan until a candidate produces its first chunk."""
+        failures = self._failures
+        candidates = self.plan.candidates
+        hedge = self._engine.hedging(self.plan)
+        opened = None
+        if hedge is None:
+            while self._next < len(candidates):
+                candidate = candidates[self._next]
+                self._next += 1
+                if self._deadline is not None and self._loop.time() >= self._deadline:
+                    failures.append(
+                        UpstreamTimeout(candidate.deployment.id, "the caller's deadline passed")
+                    )
+                    break
+                can_spill = self._next < len(candidates)
+                opened = await self._attempt(candidate.deployment, failures, can_spill=can_spill)
+                if opened is not None:
+                    break
+        else:
+            opened = await self._hedged(candidates, failures, *hedge)
+        if opened is not None:
+            return self._commit(opened)
+        self._done = True
+        self._outcome = "error"
+        if not failures and self.plan.sensitive:
+            raise PrivacyBlocked(
+                f"request held back for privacy: no local deployment of {self.plan.model!r}"
+            )
+        note = (
+            " and the request was held back for privacy: cloud deployments are excluded"
+            if self.plan.sensitive
+            else ""
+        )
+        raise NoDeploymentAvailable(self.plan.model, failures, note)
+
+    async def resume(self, failure: UpstreamError) -> bool:
+        """After `failure` mid-stream, move on to the next candidate if one is left.
+
+        Only for callers that have shown nothing of the answer to anyone yet (a
+        unary call): a streaming caller already has tokens and must get the error.
+        """
+        if self._next >= len(self.plan.candidates):
+            return False
+        await self._drop_upstream()
+        self._failures.append(failure)
+        self._watchdog = None
+        self._done = False
+        self._outcome = "cancelled"
+        self.route = None
+        return True
+
+    async def _attempt(
+        self, deployment: Deployment, failures: list[UpstreamError], *, can_spill: bool
+    ) -> _Opened | None:
+        """Try one candidate up to its first chunk; on failure record why and return None."""
+        engine = self._engine
+        health = engine.health
+        loop = self._loop
+        if not health.is_available(deployment.id):
+            reason = health[deployment.id].reason
+            failures.append(UpstreamUnavailable(deployment.id, f"cooling down ({reason})"))
+            return None
+        if not health.has_slot(deployment):
+            cap = deployment.max_parallel_requests
+            wait = 0.0 if can_spill else engine.config.health.queue_timeout
+            if not await health.wait_for_slot(deployment, wait):
+                failures.append(
+                    UpstreamUnavailable(deployment.id, f"busy: {cap} requests already in flight")
+                )
+                return None
+        self._attempts += 1
+        health.begin(deployment.id)
+        started = loop.time()
+        limits = deployment.timeouts
+        end = _earliest(self._deadline, started + limits.total)
+        try:
+            upstream = engine._open(self.plan, deployment, self._request)
+        except PrivacyBlocked as exc:
+            log.error("%s", exc.message)
+            health.end(deployment.id)
+            return None
+        failure: UpstreamError
+        try:
+            async with asyncio.timeout_at(_earliest(end, started + limits.first_token)):
+                first = await upstream.__anext__()
+        except TimeoutError:
+            failure = UpstreamTimeout(
+                deployment.id, f"no first token within {loop.time() - started:.1f}s"
+            )
+        except UpstreamError as exc:
+            failure = exc
+        except StopAsyncIteration:
+            failure = UpstreamMalformed(deployment.id, "the stream ended with no answer")
+        except BaseException:
+            await upstream.aclose()
+            health.end(deployment.id)
+            raise
+        else:
+            ttft = loop.time() - started
+            health.succeeded(deployment.id, ttft)
+            return _Opened(deployment, upstream, first, end, ttft)
+        await upstream.aclose()
+        health.failed(deployment.id, failure.message, failure.retry_after)
+        health.end(deployment.id)
+        failures.append(failure)
+        log.warning("attempt on %s failed: %s", deployment.id, failure.message)
+        return None
+
+    async def _hedged(
+        self,
+        candidates: tuple[Candidate, ...],
+        failures: list[UpstreamError],
+        after: float,
+        to_cloud: bool,
+    ) -> _Opened | None:
+        """Like the sequential walk, but when the running attempt has no first token
+        after `after` seconds the next candidate starts too; the first to answer wins
+        and the others are cancelled at once."""
+        pending = list(candidates[self._next :])
+        running: set[asyncio.Task[_Opened | None]] = set()
+
+        def start() -> None:
+            candidate = pending.pop(0)
+            self._next += 1
+            attempt = self._attempt(candidate.deployment, failures, can_spill=bool(pending))
+            running.add(asyncio.create_task(attempt))
+
+        def may_hedge() -> bool:
+            if len(running) != 1 or not pending:
+                return False
+            return to_cloud or pending[0].deployment.locality is Locality.LOCAL
+
+        winner: _Opened | None = None
+        start()
+        try:
+            while running and winner is None:
+                done, _ = await asyncio.wait(
+                    running,
+                    timeout=after if may_hedge() else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    start()
+                    continue
+                for task in done:
+                    running.discard(task)
+                    opened = task.result()
+                    if winner is None:
+                        winner = opened
+                    elif opened is not None:
+                        await self._release(opened)
+                if winner is None and not running and pending:
+                    start()
+        finally:
+            for task in running:
+                task.cancel()
+            for outcome in await asyncio.gather(*running, return_exceptions=True):
+                if isinstance(outcome, _Opened):
+                    await self._release(outcome)
+        return winner
+
+    async def _release(self, opened: _Opened) -> None:
+        """Drop an attempt that answered but lost the race."""
+        await opened.upstream.aclose()
+        self._engine.health.end(opened.deployment.id)
+
+    def _commit(self, opened: _Opened) -> Chunk:
+        deployment = opened.deployment
+        self._upstream = opened.upstream
+        self._deployment = deployment
+        self._watchdog = Watchdog(deployment.timeouts.idle, opened.end)
+        self._ttft = opened.ttft
+        self.route = RouteTaken(
+            deployment=deployment.id,
+            model_group=deployment.model_group,
+            provider=deployment.provider.value,
+            upstream_model=deployment.upstream_model,
+            locality=deployment.locality,
+            attempts=self._attempts,
+            request_id=self._request.request_id,
+        )
+        first = opened.first
+        first.route = self.route
+        return first
+
+    def _timeout(self, reason: str) -> UpstreamTimeout:
+        self._done = True
+        deployment = self._deployment.id if self._deployment else "?"
+        if reason == "idle" and self._deployment is not None:
+            problem = f"no token for {self._deployment.timeouts.idle:g}s mid-stream"
+        else:
+            problem = "the call ran past its total time limit"
+        return UpstreamTimeout(deployment, problem)
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._drop_upstream()
+        if not self._recorded:
+            self._recorded = True
+            self._engine.telemetry.call_ended(
+                self.plan.model, self.route, self._outcome, self._ttft
+            )
+
+    async def _drop_upstream(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
+        if self._upstream is not None:
+            upstream, self._upstream = self._upstream, None
+            try:
+                await upstream.aclose()
+            finally:
+                if self._deployment is not None:
+                    self._engine.health.end(self._deployment.id)
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
