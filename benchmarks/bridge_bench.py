@@ -8,7 +8,10 @@ calling its engine in-process), and this load generator, which speaks the same
 SSE client code to both. Direct and bridged rounds alternate so that drift on a
 noisy machine hits both alike; the figures are differences of percentiles from
 one run. Sidecar CPU is read from the sidecar process (/proc/<pid>/stat), so the
-load generator's own CPU does not count.
+load generator's own CPU does not count. The simulator's CPU per direct stream is
+printed next to it: with one paced stream at a time, every token is a wake-up
+from idle, and on a small VM that costs any Python server milliseconds per
+stream whatever it does; the difference between the two columns is the relay.
 
 The local-8b point pins the preset's ranges to their middle (45 ms to the first
 token, 100 tokens/s): a uniformly random 30-60 ms first token would add more
@@ -133,6 +136,9 @@ class Point:
     direct: list[Sample] = field(default_factory=list)
     bridged: list[Sample] = field(default_factory=list)
     sidecar_cpu: float = 0.0  # CPU seconds the sidecar spent on the bridged streams
+    # CPU seconds the simulator spent on the direct streams: the floor any Python server
+    # writing the same paced stream pays on this machine, for scale.
+    upstream_cpu: float = 0.0
 
     def added_ms(self, what: str, q: float) -> float:
         """Milliseconds the bridge adds at percentile q, for 'ttft' or 'total'."""
@@ -150,14 +156,25 @@ class Point:
         ok = sum(s.ok for s in self.bridged)
         return self.sidecar_cpu / ok * 1000 if ok else float("nan")
 
+    def upstream_cpu_ms_per_stream(self) -> float:
+        ok = sum(s.ok for s in self.direct)
+        return self.upstream_cpu / ok * 1000 if ok else float("nan")
+
 
 async def measure_point(
-    point: Point, direct: Call, bridged: Call, sidecar_proc: procs.Proc, count: int
+    point: Point,
+    direct: Call,
+    bridged: Call,
+    sidecar_proc: procs.Proc,
+    upstream_proc: procs.Proc,
+    count: int,
 ) -> Point:
     """Alternate direct and bridged rounds of `count` streams per side in total."""
     per_round = max(1, count // ROUNDS)
     for _ in range(ROUNDS):
+        before = upstream_proc.cpu_seconds()
         point.direct += await closed_loop(direct, point.concurrency, per_round, ROUND_TIME_LIMIT)
+        point.upstream_cpu += upstream_proc.cpu_seconds() - before
         before = sidecar_proc.cpu_seconds()
         point.bridged += await closed_loop(bridged, point.concurrency, per_round, ROUND_TIME_LIMIT)
         point.sidecar_cpu += sidecar_proc.cpu_seconds() - before
@@ -184,7 +201,7 @@ async def measure_profile(
                 for concurrency in CONCURRENCY:
                     count = COUNTS[preset, concurrency][1 if quick else 0]
                     point = Point(label, concurrency)
-                    points.append(await measure_point(point, direct, bridged, proc, count))
+                    points.append(await measure_point(point, direct, bridged, proc, sim, count))
     return points
 
 
@@ -229,7 +246,7 @@ def report(points: Sequence[Point]) -> str:
     head = (
         f"{'profile':<9} {'conc':>4} {'n':>5} {'fail':>4} "
         f"{'direct ttft p50/p99':>20} {'added ttft p50/p99':>19} "
-        f"{'added total p50/p99':>20} {'cpu ms/stream':>13}"
+        f"{'added total p50/p99':>20} {'cpu ms/stream':>13} {'(upstream)':>10}"
     )
     lines = [head, "-" * len(head)]
     for p in points:
@@ -238,9 +255,12 @@ def report(points: Sequence[Point]) -> str:
             f"{p.direct_ms('ttft', 50):>9.2f} /{p.direct_ms('ttft', 99):>8.2f} "
             f"{p.added_ms('ttft', 50):>8.2f} /{p.added_ms('ttft', 99):>8.2f} "
             f"{p.added_ms('total', 50):>9.2f} /{p.added_ms('total', 99):>8.2f} "
-            f"{p.cpu_ms_per_stream():>13.2f}"
+            f"{p.cpu_ms_per_stream():>13.2f} {p.upstream_cpu_ms_per_stream():>10.2f}"
         )
-    lines.append("(milliseconds; 'added' = through the bridge minus direct, same run)")
+    lines.append(
+        "(milliseconds; 'added' = through the bridge minus direct, same run; cpu = sidecar "
+        "CPU per bridged stream, upstream = the simulator's own CPU per direct stream)"
+    )
     return "\n".join(lines)
 
 

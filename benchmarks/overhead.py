@@ -1,151 +1,499 @@
-"""What the sidecar adds: the same streams direct to a simulated upstream and through gRPC.
+"""What the sidecar adds: the same chats direct to a simulated upstream, through gRPC and
+through the HTTP bridge, in one run.
 
-    python -m benchmarks.overhead [--quick]
+    python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
-Three processes: the simulated Ollama upstream, the sidecar, and this load
-generator. For each upstream profile and concurrency, direct and relayed rounds
+Four processes: a simulated Ollama upstream, a simulated OpenAI upstream, the
+sidecar (gRPC, and the HTTP bridge on the same engine) and this load generator.
+Two paths, each against the baseline that speaks the same client protocol:
+
+    grpc   gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON    vs  direct-ollama
+    http   OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE  vs  direct-openai
+
+For each upstream profile (switched at run time through the simulators' control
+endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
 alternate so drift on a noisy machine hits both alike; the figures are
-differences of percentiles measured in the same run. Sidecar CPU is read from
-the sidecar process itself (/proc), so the load generator's CPU does not count.
+differences of percentiles from the same run. Sidecar CPU is read from the
+sidecar process itself (/proc), so the load generator's CPU does not count.
+
+The local-8b profile pins the seed's ranges to their middle (45 ms to the first
+token, 100 tokens/s): a uniformly random 30-60 ms first token would add more
+noise to a p99 than the milliseconds being measured.
+
+Then, open loop at stepped request rates against local-8b, the highest rate at
+which the added p99 time to first token stays under 2 ms (no failures either).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import math
+import statistics
 import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 import uvloop
 
-from benchmarks import procs
-from benchmarks.load import Sample, closed_loop, grpc_stream, ollama_direct, percentile
+from benchmarks import bridge_bench, procs
+from benchmarks.load import (
+    Call,
+    Sample,
+    closed_loop,
+    grpc_stream,
+    grpc_unary,
+    ollama_direct,
+    ollama_unary,
+    open_loop,
+    openai_unary,
+)
+from benchmarks.stats import cdf, ms, summary
+from benchmarks.suite import Context, Outcome, Scale, Scenario
 from sidecar.api import router_pb2_grpc as pb_grpc
 
-MODEL = "llama3.2:8b"
+OLLAMA_MODEL = "llama3.2:8b"
+GRPC_ALIAS = "fast-local"
+# path -> the baseline speaking the same client protocol straight to the upstream
+BASELINE = {"grpc": "direct-ollama", "http": "direct-openai"}
+PATHS = tuple(BASELINE)
+MODES = ("stream", "unary")
+# Upstream profiles, in the simulators' control-endpoint form.
+PROFILES: Mapping[str, Mapping[str, Any]] = {
+    "instant": {"ttft": 0, "tokens_per_second": None, "answer_tokens": 20},
+    "local-8b": {"ttft": 0.045, "tokens_per_second": 100, "answer_tokens": 20},
+}
+# Seconds one local-8b stream takes: the first token, then 19 more at 100 per second.
+LOCAL_8B_CYCLE = 0.045 + 19 / 100
+ALL_LEVELS = (1, 10, 50, 200)  # concurrent calls
+RATE_PROFILE = "local-8b"
+ADDED_P99_LIMIT_MS = 2.0
 
 
-@dataclass
-class Row:
+@dataclass(frozen=True, slots=True)
+class Plan:
+    # (profile, mode, concurrency levels), in the order they are measured
+    grid: tuple[tuple[str, str, tuple[int, ...]], ...]
+    rounds: int  # alternating direct/relayed rounds per point
+    calls: int  # calls per side and round (also bounded in time)
+    seconds: Mapping[str, float]  # time bound of one side's round, per profile
+    single_seconds: float  # the same for one caller, who needs longer for a sample
+    rates: tuple[float, ...]  # open-loop steps, requests per second
+    rate_rounds: int  # alternating rounds per step
+    rate_seconds: float  # arrivals of one side's round of a step last this long
+    warmup: int
+
+    def points(self) -> list[tuple[str, str, int, str]]:
+        return [
+            (profile, mode, concurrency, path)
+            for profile, mode, levels in self.grid
+            for concurrency in levels
+            for path in PATHS
+        ]
+
+    def widest(self) -> int:
+        return max(level for _, _, levels in self.grid for level in levels)
+
+    def round_seconds(self, profile: str, concurrency: int) -> float:
+        return self.single_seconds if concurrency == 1 else self.seconds[profile]
+
+
+PLANS: Mapping[Scale, Plan] = {
+    Scale.FULL: Plan(
+        grid=tuple((p, m, ALL_LEVELS) for p in PROFILES for m in MODES),
+        rounds=5,
+        calls=1000,
+        seconds={"instant": 1.0, "local-8b": 1.5},
+        single_seconds=4.0,
+        rates=(50, 100, 200, 300, 400, 600, 800, 1000),
+        rate_rounds=3,
+        rate_seconds=1.5,
+        warmup=400,
+    ),
+    Scale.QUICK: Plan(
+        # Fewer unary points: against local-8b a whole answer repeats the stream's total time.
+        grid=(
+            ("instant", "stream", ALL_LEVELS),
+            ("instant", "unary", (1, 50)),
+            ("local-8b", "stream", ALL_LEVELS),
+        ),
+        rounds=3,
+        calls=170,
+        seconds={"instant": 0.25, "local-8b": 0.5},
+        single_seconds=0.8,
+        rates=(100, 200, 400),
+        rate_rounds=1,
+        rate_seconds=1.0,
+        warmup=400,
+    ),
+    Scale.SMOKE: Plan(
+        grid=tuple((p, m, (1, 50)) for p in PROFILES for m in MODES),
+        rounds=1,
+        calls=5,
+        seconds={"instant": 0.3, "local-8b": 0.3},
+        single_seconds=0.3,
+        rates=(20,),
+        rate_rounds=1,
+        rate_seconds=0.3,
+        warmup=2,
+    ),
+}
+
+
+@dataclass(slots=True)
+class Side:
+    rounds: list[list[Sample]] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of its rounds
+    cpu: float = 0.0  # sidecar CPU seconds during its rounds (relayed sides only)
+    generator_cpu: float = 0.0  # this load generator's CPU seconds during its rounds
+    # The simulator's CPU seconds during the direct rounds: what any Python server writing
+    # the same paced stream pays on this machine (every token a wake-up), for scale.
+    upstream_cpu: float = 0.0
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for r in self.rounds for s in r]
+
+    def figures(self) -> dict[str, Any]:
+        """Counts, p50s and CPU over every round; each p99 is the median of the rounds'
+        p99s, so that one stall of a shared machine does not decide it."""
+        samples = self.samples
+        ok = sum(s.ok for s in samples)
+        out: dict[str, Any] = summary(samples)
+        for key in ("ttft_p99_ms", "total_p99_ms"):
+            out[f"{key[:-3]}_pooled_ms"] = out[key]
+            per_round = [summary(r)[key] for r in self.rounds]
+            finite = [v for v in per_round if math.isfinite(v)]
+            out[key] = statistics.median(finite) if finite else math.nan
+        out["rate_per_s"] = ok / self.seconds if self.seconds else math.nan
+        out["cpu_s_per_1000"] = self.cpu / ok * 1000 if ok else math.nan
+        out["generator_cpu_s_per_1000"] = self.generator_cpu / ok * 1000 if ok else math.nan
+        out["upstream_cpu_s_per_1000"] = self.upstream_cpu / ok * 1000 if ok else math.nan
+        out["ttft_cdf_ms"] = cdf(ms(s.ttft for s in samples if s.ok))
+        return out
+
+
+class Meter:
+    """Wall time and the CPU of the load generator and of one other process (the sidecar
+    for a relayed round, the simulator for a direct one) over a round, added to a Side."""
+
+    def __init__(self, side: Side, process: procs.Proc, relayed: bool) -> None:
+        self._side, self._process, self._relayed = side, process, relayed
+
+    def __enter__(self) -> None:
+        self._wall, self._own = time.perf_counter(), time.process_time()
+        self._cpu = self._process.cpu_seconds()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._side.seconds += time.perf_counter() - self._wall
+        self._side.generator_cpu += time.process_time() - self._own
+        cpu = self._process.cpu_seconds() - self._cpu
+        if self._relayed:
+            self._side.cpu += cpu
+        else:
+            self._side.upstream_cpu += cpu
+
+
+@dataclass(slots=True)
+class Point:
+    path: str
+    mode: str
     profile: str
     concurrency: int
-    direct: list[Sample] = field(default_factory=list)
-    relayed: list[Sample] = field(default_factory=list)
-    sidecar_cpu: float = 0.0  # CPU seconds the sidecar spent on the relayed calls
+    direct: Side = field(default_factory=Side)
+    relayed: Side = field(default_factory=Side)
 
-    def added(self, what: str, q: float) -> float:
-        """Added milliseconds at percentile q for 'ttft' or 'total'."""
-        direct = [getattr(s, what) for s in self.direct if s.ok]
-        relayed = [getattr(s, what) for s in self.relayed if s.ok]
-        return (percentile(relayed, q) - percentile(direct, q)) * 1000
-
-    def failures(self) -> int:
-        return sum(not s.ok for s in self.direct + self.relayed)
-
-    def cpu_ms_per_stream(self) -> float:
-        ok = sum(s.ok for s in self.relayed)
-        return self.sidecar_cpu / ok * 1000 if ok else float("nan")
-
-    def relayed_rate(self, seconds: float) -> float:
-        return sum(s.ok for s in self.relayed) / seconds if seconds else float("nan")
-
-
-def config_text(root_url: str) -> str:
-    return (
-        "model_list:\n"
-        "  - model_name: fast-local\n"
-        "    litellm_params:\n"
-        f"      model: ollama/{MODEL}\n"
-        f"      api_base: {root_url}\n"
-    )
+    def figures(self) -> dict[str, Any]:
+        direct, relayed = self.direct.figures(), self.relayed.figures()
+        added = {
+            key: relayed[key] - direct[key]
+            for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+        }
+        return {
+            "path": self.path,
+            "mode": self.mode,
+            "profile": self.profile,
+            "concurrency": self.concurrency,
+            "direct": direct,
+            "relayed": relayed,
+            "added": added,
+        }
 
 
-async def measure(
-    profile: str, concurrencies: list[int], per_round: int, rounds: int
-) -> list[Row]:
-    rows = []
-    async with procs.simulator("ollama", profile) as upstream:
+@dataclass(slots=True)
+class Stack:
+    """The running processes and one client of each kind against them."""
+
+    sidecar: procs.Proc
+    ollama: procs.Proc
+    openai: procs.Proc
+    session: aiohttp.ClientSession
+    calls: dict[tuple[str, str], Call]  # (side, mode) -> call
+
+    def upstream(self, path: str) -> procs.Proc:
+        return self.ollama if path == "grpc" else self.openai
+
+
+def config(ollama_root: str, openai_root: str) -> dict[str, Any]:
+    return {
+        "model_list": [
+            {
+                "model_name": GRPC_ALIAS,
+                "litellm_params": {"model": f"ollama/{OLLAMA_MODEL}", "api_base": ollama_root},
+            },
+            {
+                "model_name": bridge_bench.ALIAS,
+                "litellm_params": {
+                    "model": f"openai/{bridge_bench.MODEL}",
+                    "api_base": f"{openai_root}/v1",
+                    "api_key": bridge_bench.UPSTREAM_KEY,
+                },
+            },
+        ],
+        "general_settings": {"master_key": bridge_bench.MASTER_KEY},
+    }
+
+
+@asynccontextmanager
+async def stack() -> AsyncIterator[Stack]:
+    async with (
+        procs.simulator("ollama", "instant") as ollama,
+        bridge_bench.upstream("instant", ()) as openai,
+    ):
         with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "config.yaml"
-            config.write_text(config_text(upstream.address))
-            async with procs.sidecar(str(config), "--no-http") as sidecar:
-                connector = aiohttp.TCPConnector(limit=0)
-                async with (
-                    aiohttp.ClientSession(connector=connector) as session,
-                    grpc.aio.insecure_channel(sidecar.address) as channel,
-                ):
-                    direct = ollama_direct(session, upstream.address, MODEL)
-                    relayed = grpc_stream(pb_grpc.RouterStub(channel), "fast-local")
-                    # Warm connections, caches and the upstream before measuring.
-                    await closed_loop(direct, 10, 50, 10)
-                    await closed_loop(relayed, 10, 50, 10)
-                    for concurrency in concurrencies:
-                        row = Row(profile, concurrency)
-                        for _ in range(rounds):
-                            row.direct += await closed_loop(direct, concurrency, per_round, 60)
-                            before = sidecar.cpu_seconds()
-                            row.relayed += await closed_loop(relayed, concurrency, per_round, 60)
-                            row.sidecar_cpu += sidecar.cpu_seconds() - before
-                        rows.append(row)
-    return rows
-
-
-async def saturation(seconds: float) -> tuple[float, float]:
-    """Relayed streams per second at 50 in flight against the instant upstream, and CPU ms each."""
-    async with procs.simulator("ollama", "instant") as upstream:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "config.yaml"
-            config.write_text(config_text(upstream.address))
+            path = procs.write_config(tmp, config(ollama.address, openai.address))
             async with (
-                procs.sidecar(str(config), "--no-http") as sidecar,
+                procs.sidecar(path, http=True) as sidecar,
+                aiohttp.ClientSession(connector=_connector()) as session,
                 grpc.aio.insecure_channel(sidecar.address) as channel,
             ):
-                call = grpc_stream(pb_grpc.RouterStub(channel), "fast-local")
-                await closed_loop(call, 10, 50, 10)
-                loop = asyncio.get_running_loop()
-                before_cpu, start = sidecar.cpu_seconds(), loop.time()
-                samples = await closed_loop(call, 50, 100_000, seconds)
-                elapsed = loop.time() - start
-                ok = sum(s.ok for s in samples)
-                cpu = sidecar.cpu_seconds() - before_cpu
-                return ok / elapsed, cpu / ok * 1000 if ok else float("nan")
+                stub = pb_grpc.RouterStub(channel)
+                bridge = f"{sidecar.more['http']}/v1"
+                upstream = f"{openai.address}/v1"
+                key, master = bridge_bench.UPSTREAM_KEY, bridge_bench.MASTER_KEY
+                model, alias = bridge_bench.MODEL, bridge_bench.ALIAS
+                calls = {
+                    ("direct-ollama", "stream"): ollama_direct(
+                        session, ollama.address, OLLAMA_MODEL
+                    ),
+                    ("direct-ollama", "unary"): ollama_unary(session, ollama.address, OLLAMA_MODEL),
+                    ("grpc", "stream"): grpc_stream(stub, GRPC_ALIAS),
+                    ("grpc", "unary"): grpc_unary(stub, GRPC_ALIAS),
+                    ("direct-openai", "stream"): bridge_bench.openai_stream(
+                        session, upstream, model, key
+                    ),
+                    ("direct-openai", "unary"): openai_unary(session, upstream, model, key),
+                    ("http", "stream"): bridge_bench.openai_stream(session, bridge, alias, master),
+                    ("http", "unary"): openai_unary(session, bridge, alias, master),
+                }
+                yield Stack(sidecar, ollama, openai, session, calls)
 
 
-def report(rows: list[Row]) -> str:
-    head = (
-        f"{'profile':<9} {'conc':>4} {'n':>5} {'fail':>4} "
-        f"{'direct ttft p50/p99 ms':>23} {'added ttft p50/p99 ms':>22} "
-        f"{'added total p50/p99 ms':>23} {'cpu ms/stream':>13}"
+def _connector() -> aiohttp.TCPConnector:
+    # No cap on connections, and idle ones kept between the points that use them.
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=600)
+
+
+async def set_profile(s: Stack, profile: str) -> None:
+    for sim in (s.ollama, s.openai):
+        await procs.configure(s.session, sim.address, profile=dict(PROFILES[profile]))
+
+
+async def measure_point(s: Stack, plan: Plan, point: Point) -> None:
+    """Alternate direct and relayed closed-loop rounds."""
+    sides = (
+        (point.direct, s.calls[BASELINE[point.path], point.mode], False),
+        (point.relayed, s.calls[point.path, point.mode], True),
     )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        direct = [s.ttft * 1000 for s in r.direct if s.ok]
-        lines.append(
-            f"{r.profile:<9} {r.concurrency:>4} {len(r.relayed):>5} {r.failures():>4} "
-            f"{percentile(direct, 50):>10.2f} /{percentile(direct, 99):>10.2f} "
-            f"{r.added('ttft', 50):>10.2f} /{r.added('ttft', 99):>9.2f} "
-            f"{r.added('total', 50):>10.2f} /{r.added('total', 99):>10.2f} "
-            f"{r.cpu_ms_per_stream():>13.2f}"
+    seconds = plan.round_seconds(point.profile, point.concurrency)
+    ramp = LOCAL_8B_CYCLE if point.profile == "local-8b" else 0.0
+    for _, call, _ in sides:
+        await _reconnect(call, point.concurrency)
+    for _ in range(plan.rounds):
+        for side, call, relayed in sides:
+            with Meter(side, s.sidecar if relayed else s.upstream(point.path), relayed):
+                side.rounds.append(
+                    await closed_loop(call, point.concurrency, plan.calls, seconds, ramp)
+                )
+
+
+async def rate_steps(s: Stack, plan: Plan, path: str, context: Context) -> list[dict[str, Any]]:
+    """Open-loop steps of rising rate until the added p99 TTFT passes the limit."""
+    steps = []
+    for done, rate in enumerate(plan.rates, 1):
+        point = Point(path, "stream", RATE_PROFILE, 0)
+        requests = int(rate * plan.rate_seconds) + 1
+        for call in (BASELINE[path], path):
+            await _reconnect(s.calls[call, "stream"], math.ceil(rate * LOCAL_8B_CYCLE))
+        for _ in range(plan.rate_rounds):
+            for side, call in ((point.direct, BASELINE[path]), (point.relayed, path)):
+                relayed = side is point.relayed
+                with Meter(side, s.sidecar if relayed else s.upstream(path), relayed):
+                    side.rounds.append(
+                        await open_loop(s.calls[call, "stream"], rate, requests, plan.rate_seconds)
+                    )
+        figures = point.figures()
+        figures["rate"] = rate
+        figures["passed"] = (
+            figures["direct"]["failures"] + figures["relayed"]["failures"] == 0
+            and figures["added"]["ttft_p99_ms"] < ADDED_P99_LIMIT_MS
         )
+        steps.append(figures)
+        context.progress.advance(f"{path} open loop {rate:g}/s")
+        if not figures["passed"]:
+            for _ in plan.rates[done:]:
+                context.progress.advance(f"{path} open loop: stopped")
+            break
+    return steps
+
+
+async def _reconnect(call: Call, concurrency: int) -> None:
+    """One unmeasured call per caller, so that the connections a round needs are open: servers
+    close idle ones (uvicorn after 5 s), and opening hundreds at once overflows a listen
+    backlog, which costs the unlucky ones a 1 s SYN retry."""
+    await closed_loop(call, concurrency, concurrency, 10)
+
+
+def max_rate(steps: Sequence[Mapping[str, Any]]) -> float:
+    """The highest stepped rate that passed, all lower ones passing too (0 if none)."""
+    best = 0.0
+    for step in steps:
+        if not step["passed"]:
+            break
+        best = float(step["rate"])
+    return best
+
+
+async def run(context: Context) -> Outcome:
+    plan = PLANS[context.scale]
+    points: list[dict[str, Any]] = []
+    rates: dict[str, list[dict[str, Any]]] = {}
+    async with stack() as s:
+        # Warm at the highest concurrency, so that every connection a point needs is open
+        # (opening hundreds at once overflows listen backlogs: 1 s SYN retries).
+        widest = plan.widest()
+        for call in s.calls.values():
+            await closed_loop(call, widest, max(plan.warmup, widest), 10)
+        profile = ""
+        for profile_name, mode, concurrency, path in plan.points():
+            if profile_name != profile:
+                profile = profile_name
+                await set_profile(s, profile)
+            point = Point(path, mode, profile, concurrency)
+            await measure_point(s, plan, point)
+            points.append(point.figures())
+            context.progress.advance(f"{path} {mode} {profile} x{concurrency}")
+        await set_profile(s, RATE_PROFILE)
+        for path in PATHS:
+            rates[path] = await rate_steps(s, plan, path, context)
+    return Outcome(metrics(points, rates), {"points": points, "rates": rates})
+
+
+def metrics(
+    points: Sequence[Mapping[str, Any]], rates: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    stats = ("n", "failures", "ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+    for p in points:
+        where = f"{p['mode']}.{p['profile']}.c{p['concurrency']}"
+        for side, figures in ((BASELINE[p["path"]], p["direct"]), (p["path"], p["relayed"])):
+            for key in (*stats, "rate_per_s"):
+                out[f"overhead.{side}.{where}.{key}"] = figures[key]
+        out[f"overhead.{p['path']}.{where}.cpu_s_per_1000"] = p["relayed"]["cpu_s_per_1000"]
+        for key, value in p["added"].items():
+            out[f"overhead.{p['path']}.{where}.added_{key}"] = value
+    for path, steps in rates.items():
+        out[f"overhead.{path}.max_rate_under_2ms"] = max_rate(steps)
+    return out
+
+
+def steps(scale: Scale) -> int:
+    plan = PLANS[scale]
+    return len(plan.points()) + len(PATHS) * len(plan.rates)
+
+
+# -- the tables -----------------------------------------------------------------------------
+
+
+def markdown(data: Mapping[str, Any]) -> str:
+    lines = [
+        "Milliseconds. *added* = relayed minus direct at the same percentile, same run "
+        "(a p99 is the median of the p99s of the alternating rounds); "
+        "*cpu* = sidecar CPU seconds per 1,000 relayed requests (= ms per request), read from "
+        "the sidecar process; *(upstream)* = the simulator's CPU per direct request, what any "
+        "Python server writing the same paced stream pays here (every token is a wake-up); "
+        "*rate* = relayed requests per second completed in that round; "
+        "*generator cpu* = this load generator's own CPU per 1,000 requests (all of it shares "
+        "the same 2 cores, and a gRPC client costs more CPU than an NDJSON reader).",
+        "",
+        "| path | mode | profile | conc | n | fail | direct ttft p50 / p99 "
+        "| added ttft p50 / p99 | added total p50 / p99 | cpu s/1000 | (upstream) | rate /s "
+        "| generator cpu s/1000 direct / relayed |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in data["points"]:
+        d, r, a = p["direct"], p["relayed"], p["added"]
+        lines.append(
+            f"| {p['path']} | {p['mode']} | {p['profile']} | {p['concurrency']} | {r['n']} "
+            f"| {d['failures'] + r['failures']} "
+            f"| {d['ttft_p50_ms']:.2f} / {d['ttft_p99_ms']:.2f} "
+            f"| {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} "
+            f"| {a['total_p50_ms']:+.2f} / {a['total_p99_ms']:+.2f} "
+            f"| {r['cpu_s_per_1000']:.2f} | {d['upstream_cpu_s_per_1000']:.2f} "
+            f"| {r['rate_per_s']:,.0f} "
+            f"| {d['generator_cpu_s_per_1000']:.2f} / {r['generator_cpu_s_per_1000']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Open loop against {RATE_PROFILE}, stream mode, rising arrival rate: the highest rate "
+        f"at which the added p99 TTFT stays under {ADDED_P99_LIMIT_MS:g} ms with no failures "
+        "(*generator late*: how far behind schedule this load generator started calls, "
+        "the larger side; when it is large, the generator was the limit).",
+        "",
+        "| path | rate /s | n | fail | direct ttft p99 | added ttft p50 / p99 | cpu s/1000 "
+        "| generator late p99 | passed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for path, rate_steps_ in data["rates"].items():
+        for step in rate_steps_:
+            d, r, a = step["direct"], step["relayed"], step["added"]
+            lines.append(
+                f"| {path} | {step['rate']:g} | {r['n']} | {d['failures'] + r['failures']} "
+                f"| {d['ttft_p99_ms']:.2f} | {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} "
+                f"| {r['cpu_s_per_1000']:.2f} "
+                f"| {max(d['late_p99_ms'], r['late_p99_ms']):.2f} "
+                f"| {'yes' if step['passed'] else 'no'} |"
+            )
+        lines.append(f"| **{path}: highest passing rate** | **{max_rate(rate_steps_):g}** |")
     return "\n".join(lines)
 
 
+SCENARIO = Scenario(
+    name="overhead",
+    title="What the sidecar adds: direct vs gRPC vs HTTP bridge",
+    steps=steps,
+    run=run,
+    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
+    markdown=markdown,
+)
+
+
+class _Quiet:
+    def advance(self, note: str = "") -> None:
+        pass
+
+
 async def main(quick: bool) -> None:
-    concurrencies = [1, 10, 50]
-    per_round, rounds = (100, 2) if quick else (300, 4)
-    rows = []
-    for profile in ("instant", "local-8b"):
-        rows += await measure(profile, concurrencies, per_round, rounds)
-    print(report(rows))
-    rate, cpu = await saturation(5 if quick else 15)
-    print(f"\nsaturation (instant upstream, 50 in flight): {rate:,.0f} streams/s, "
-          f"{cpu:.2f} ms sidecar CPU per 20-token stream")
+    scale = Scale.QUICK if quick else Scale.FULL
+    outcome = await run(Context(scale, _Quiet()))
+    print(markdown(outcome.data))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests per point")
     uvloop.run(main(parser.parse_args().quick))

@@ -2,6 +2,7 @@
 
 Every process binds port 0 and the port is read back from the line it prints
 when ready; every process is stopped when the benchmark ends, whatever happens.
+Simulators are steered at run time through their control endpoint (`configure`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,29 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _READY_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+SIM_READY = r"simulated \w+ server on (http://\S+)"
+GRPC_READY = r"serving gRPC on (\S+)"
+HTTP_READY = r"serving HTTP on (http://\S+)"
 
 
 @dataclass
 class Proc:
     process: asyncio.subprocess.Process
     address: str  # what the process printed as its address (URL or host:port)
+    # Further addresses, by the names given to `running(also=...)`.
+    more: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -37,10 +49,13 @@ class Proc:
 
 
 @asynccontextmanager
-async def running(args: Sequence[str], ready: str) -> AsyncIterator[Proc]:
-    """Start `llm-sidecar ARGS...` and wait for a stdout line matching the regex `ready`.
+async def running(
+    args: Sequence[str], ready: str, also: Mapping[str, str] | None = None
+) -> AsyncIterator[Proc]:
+    """Start `llm-sidecar ARGS...` and wait for an output line matching the regex `ready`.
 
-    The regex's first group is the address the process listens on.
+    The regex's first group is the address the process listens on; each regex of
+    `also` must match a line too, and its first group lands in `Proc.more`.
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -50,36 +65,45 @@ async def running(args: Sequence[str], ready: str) -> AsyncIterator[Proc]:
         "WARNING",
         *args,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        # Into the same pipe, so that a process dying before it is ready shows why.
+        stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
     drain: asyncio.Task[None] | None = None
     try:
-        address = await asyncio.wait_for(_wait_ready(process, re.compile(ready)), _READY_TIMEOUT)
+        wanted = {"": re.compile(ready)} | {k: re.compile(v) for k, v in (also or {}).items()}
+        found = await asyncio.wait_for(_wait_ready(process, wanted), _READY_TIMEOUT)
         assert process.stdout is not None
         drain = asyncio.create_task(_discard(process.stdout))
-        yield Proc(process, address)
+        yield Proc(process, found.pop(""), found)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
             except TimeoutError:
                 process.kill()
                 await process.wait()
         if drain is not None:
             drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
 
 
-async def _wait_ready(process: asyncio.subprocess.Process, ready: re.Pattern[str]) -> str:
+async def _wait_ready(
+    process: asyncio.subprocess.Process, wanted: Mapping[str, re.Pattern[str]]
+) -> dict[str, str]:
     assert process.stdout is not None
-    seen = []
+    seen: list[str] = []
+    found: dict[str, str] = {}
     while line := await process.stdout.readline():
         text = line.decode(errors="replace")
         seen.append(text)
-        match = ready.search(text)
-        if match:
-            return match.group(1)
+        for name, pattern in wanted.items():
+            match = pattern.search(text)
+            if match and name not in found:
+                found[name] = match.group(1)
+        if len(found) == len(wanted):
+            return found
     raise RuntimeError("process exited before it was ready:\n" + "".join(seen[-20:]))
 
 
@@ -90,15 +114,32 @@ async def _discard(stream: asyncio.StreamReader) -> None:
 
 def simulator(kind: str, profile: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
     """A simulated upstream; its address is the root URL (http://127.0.0.1:PORT)."""
-    return running(
-        ["simulate", kind, "--port", "0", "--profile", profile, *extra],
-        r"simulated \w+ server on (http://\S+)",
-    )
+    return running(["simulate", kind, "--port", "0", "--profile", profile, *extra], SIM_READY)
 
 
-def sidecar(config_path: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
-    """A sidecar serving gRPC; its address is host:port."""
-    return running(
-        ["serve", "--config", config_path, "--grpc-port", "0", *extra],
-        r"serving gRPC on (\S+)",
-    )
+def sidecar(config_path: str, *extra: str, http: bool = False) -> AbstractAsyncContextManager[Proc]:
+    """A sidecar serving gRPC (address host:port); with `http`, also the HTTP bridge, whose
+    root URL is `more["http"]`."""
+    args = ["serve", "--config", config_path, "--grpc-port", "0"]
+    if http:
+        return running([*args, "--http-port", "0", *extra], GRPC_READY, {"http": HTTP_READY})
+    return running([*args, "--no-http", *extra], GRPC_READY)
+
+
+async def configure(
+    session: aiohttp.ClientSession, root_url: str, **settings: Any
+) -> dict[str, Any]:
+    """Change a running simulator's `profile` and/or `fault` (see sidecar/simulate/server.py)."""
+    async with session.post(f"{root_url}/_sim/config", data=orjson.dumps(settings)) as response:
+        body: dict[str, Any] = orjson.loads(await response.read())
+        if response.status != 200:
+            raise RuntimeError(f"{root_url}/_sim/config: HTTP {response.status}: {body}")
+        return body
+
+
+def write_config(directory: str, config: Mapping[str, Any]) -> str:
+    """Write a sidecar configuration (LiteLLM-style YAML) into `directory`; return its path."""
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(dict(config), f, sort_keys=False)
+    return path

@@ -12,11 +12,15 @@ the breakdown times the token estimate and the detector alone on the same text.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from benchmarks.suite import Context, Outcome, Scale, Scenario
 from sidecar.config.model import (
     Deployment,
     LitellmSettings,
@@ -34,7 +38,11 @@ from sidecar.routing import (
 from sidecar.types import ChatRequest, Locality, Message
 
 SIZES = (1_000, 32_000, 100_000)
+# For the standalone table only; the suite's targets live in targets.yaml.
 TARGET_P99_US = {1_000: 50.0, 100_000: 1_000.0}
+# Timed calls per size in a full run, and the divisor for smaller scales.
+COUNTS = {1_000: 20_000, 32_000: 1_000, 100_000: 300}
+_DIVISOR = {Scale.FULL: 1, Scale.QUICK: 5, Scale.SMOKE: 100}
 
 _PROSE = (
     "The service keeps a small pool of connections open to each upstream model.",
@@ -155,7 +163,24 @@ def _pct(sorted_us: list[float], q: float) -> float:
     return sorted_us[min(len(sorted_us) - 1, int(q * len(sorted_us)))]
 
 
-def _row(size: int, config: SidecarConfig, policy: RoutingPolicy, count: int) -> str:
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    size: int  # the chat's nominal size in tokens
+    tokens: int  # the planner's own estimate of the prompt
+    messages: int
+    plan_p50_us: float
+    plan_p99_us: float
+    tokens_p50_us: float  # the token estimate alone
+    detect_p50_us: float  # the privacy detector alone
+    routed_to: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.size // 1000}k"
+
+
+def measure(size: int, config: SidecarConfig, policy: RoutingPolicy, count: int) -> RouteRow:
+    """Time plan() on a chat of about `size` tokens, `count` calls after a warm-up."""
     request = make_chat(size)
     routed = plan(request, config, policy)
     assert not routed.sensitive, routed.sensitive_reasons
@@ -165,12 +190,73 @@ def _row(size: int, config: SidecarConfig, policy: RoutingPolicy, count: int) ->
     p50, p99 = _timings(lambda: plan(request, config, policy), count)
     tokens, _ = _timings(lambda: estimate_tokens(text), count)
     detect, _ = _timings(lambda: detector.detect(text), count)
-    target = TARGET_P99_US.get(size)
-    return (
-        f"{routed.estimated_prompt_tokens:>10,}tk {len(request.messages):>8}"
-        f" {p50:>8.1f}us {p99:>8.1f}us {f'{target:.0f}us' if target else '-':>8}"
-        f" {tokens:>8.1f}us {detect:>8.1f}us  {routed.candidates[0].deployment.id}"
+    return RouteRow(
+        size,
+        routed.estimated_prompt_tokens,
+        len(request.messages),
+        p50,
+        p99,
+        tokens,
+        detect,
+        routed.candidates[0].deployment.id,
     )
+
+
+def _row(row: RouteRow) -> str:
+    target = TARGET_P99_US.get(row.size)
+    return (
+        f"{row.tokens:>10,}tk {row.messages:>8}"
+        f" {row.plan_p50_us:>8.1f}us {row.plan_p99_us:>8.1f}us"
+        f" {f'{target:.0f}us' if target else '-':>8}"
+        f" {row.tokens_p50_us:>8.1f}us {row.detect_p50_us:>8.1f}us  {row.routed_to}"
+    )
+
+
+# -- in the suite (`python -m benchmarks --only route`) ---------------------------------------
+
+
+async def run(context: Context) -> Outcome:
+    config = bench_config()
+    policy = compile_routing(config)
+    assert policy.detector is not None
+    rows = []
+    for size in SIZES:
+        rows.append(measure(size, config, policy, max(5, COUNTS[size] // _DIVISOR[context.scale])))
+        context.progress.advance(f"{size:,} tokens")
+    metrics: dict[str, float] = {}
+    for row in rows:
+        metrics[f"route.plan_p50_us.{row.label}"] = row.plan_p50_us
+        metrics[f"route.plan_p99_us.{row.label}"] = row.plan_p99_us
+    data = {"engine": policy.detector.engine, "rows": [dataclasses.asdict(r) for r in rows]}
+    return Outcome(metrics, data)
+
+
+def markdown(data: Mapping[str, Any]) -> str:
+    lines = [
+        f"Privacy detector on (engine: {data['engine']}); model `auto`, so the complexity "
+        "scorer runs too. Microseconds per `plan()` call, in the load generator's process.",
+        "",
+        "| chat | estimated tokens | messages | plan p50 | plan p99 | token estimate p50 "
+        "| detector p50 | routed to |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['size'] // 1000}K | {r['tokens']:,} | {r['messages']} "
+            f"| {r['plan_p50_us']:.1f} µs | {r['plan_p99_us']:.1f} µs "
+            f"| {r['tokens_p50_us']:.1f} µs | {r['detect_p50_us']:.1f} µs | {r['routed_to']} |"
+        )
+    return "\n".join(lines)
+
+
+SCENARIO = Scenario(
+    name="route",
+    title="Routing decision time",
+    steps=lambda scale: len(SIZES),
+    run=run,
+    time_limit=lambda scale: 120.0 if scale is Scale.FULL else 30.0,
+    markdown=markdown,
+)
 
 
 def main() -> None:
@@ -186,9 +272,9 @@ def main() -> None:
         f"{'chat':>12} {'messages':>8} {'plan p50':>10} {'plan p99':>10} {'target':>8}"
         f" {'tokens p50':>10} {'detect p50':>10}  routed to"
     )
+    scale = Scale.QUICK if args.quick else Scale.FULL
     for size in SIZES:
-        count = {1_000: 20_000, 32_000: 1_000, 100_000: 300}[size] // (5 if args.quick else 1)
-        print(_row(size, config, policy, count))
+        print(_row(measure(size, config, policy, COUNTS[size] // _DIVISOR[scale])))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncGenerator
 
 from sidecar.call import ChatStream
@@ -35,8 +34,6 @@ from sidecar.types import (
     merge_tool_calls,
 )
 from sidecar.validation import validate_request
-
-log = logging.getLogger("sidecar.engine")
 
 
 class Engine:
