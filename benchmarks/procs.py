@@ -112,6 +112,12 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
+async def kill(proc: Proc) -> None:
+    """SIGKILL: the process dies at once, its connections with it (as a crash would)."""
+    proc.process.kill()
+    await proc.process.wait()
+
+
 def simulator(kind: str, profile: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
     """A simulated upstream; its address is the root URL (http://127.0.0.1:PORT)."""
     return running(["simulate", kind, "--port", "0", "--profile", profile, *extra], SIM_READY)
