@@ -240,8 +240,8 @@ def test_auto_without_any_tier_alias_is_an_unknown_model() -> None:
 
 
 def test_a_prompt_too_long_for_its_group_follows_the_context_fallbacks() -> None:
-    routed = route(chat(prose(6000), model="fast-local"), seed_config())
-    needed = routed.estimated_prompt_tokens + 4_096
+    routed = route(chat(prose(9000), model="fast-local"), seed_config())
+    needed = routed.estimated_prompt_tokens + 256
     assert ids(routed) == ["strong-local/0"]
     assert routed.notes == (
         f"context {needed:,} > 8,192: skipped fast-local/0",
@@ -251,12 +251,12 @@ def test_a_prompt_too_long_for_its_group_follows_the_context_fallbacks() -> None
 
 
 def test_the_context_fallbacks_are_chained() -> None:
-    routed = route(chat(prose(30_000), model="fast-local"), seed_config())
+    routed = route(chat(prose(34_000), model="fast-local"), seed_config())
     assert ids(routed) == ["cloud-strong/0"]
     tokens = routed.estimated_prompt_tokens
     assert routed.notes == (
-        f"context {tokens + 4_096:,} > 8,192: skipped fast-local/0",
-        f"context {tokens + 8_192:,} > 32,768: skipped strong-local/0",
+        f"context {tokens + 256:,} > 8,192: skipped fast-local/0",
+        f"context {tokens + 256:,} > 32,768: skipped strong-local/0",
         "context fallback: fast-local -> cloud-strong",
     )
 
@@ -277,8 +277,10 @@ def test_nothing_fits_names_the_tokens_needed_and_the_largest_window() -> None:
 @pytest.mark.parametrize(
     ("max_tokens", "output", "fits"),
     [
-        (None, 4_096, False),  # 5,000-ish + the deployment's 4,096 > 8,192
+        (4_000, 4_096, False),  # 5,000-ish + the 4,000 the request asks for > 8,192
         (100, 4_096, True),  # the request's own cap counts first
+        # The deployment's default cap is a ceiling, not reserved: 256 tokens of room.
+        (None, 8_192, True),
         (None, None, True),  # neither: the 256-token default
     ],
 )
@@ -404,7 +406,7 @@ def test_caller_hints(
 def test_no_fallback_stays_in_the_group() -> None:
     config = seed_config(privacy={"no_fallback_means_local": False})
     with pytest.raises(ContextWindowExceeded):
-        route(chat(prose(6000), model="fast-local", no_fallback=True), config)
+        route(chat(prose(9000), model="fast-local", no_fallback=True), config)
 
 
 def test_caller_hints_skip_the_detector_and_apply_with_the_detector_off() -> None:

@@ -260,7 +260,12 @@ def _fitting(
             continue
         window = d.context_window
         if checks and window is not None:
-            needed = tokens + (requested or d.max_output_tokens or default_output)
+            # The room an answer needs: what the caller asked for, else a typical
+            # answer. A deployment's default cap (litellm_params.max_tokens) is a
+            # ceiling, not an expected length: reserving all of it would make an
+            # 8K model with an 8K default cap refuse every prompt.
+            cap = d.max_output_tokens or default_output
+            needed = tokens + (requested or min(default_output, cap))
             if needed > window:
                 notes.append(f"context {needed:,} > {window:,}: skipped {d.id}")
                 held.too_small(needed, window)

@@ -19,7 +19,7 @@
                                  # one stands in (cloud -> strong -> code -> fast, ...)
       context:
         checks: true             # skip deployments whose window cannot hold the request
-        default_output_tokens: 256  # output room when neither request nor model caps it
+        default_output_tokens: 256  # output room kept when the request sets no max_tokens
 
     privacy:
       enabled: true              # the content detector; caller hints apply regardless
