@@ -10,9 +10,8 @@ server's latency from the generator's. Both loops are bounded in count and in
 time, and every call is bounded by CALL_TIMEOUT.
 
 Clients: `ollama_direct` / `ollama_unary` (NDJSON straight to an Ollama-style
-upstream), `openai_unary` (OpenAI-style JSON; the streaming SSE client is
-`bridge_bench.openai_stream`), `grpc_stream` / `grpc_unary` / `stream_chat` (the
-sidecar over gRPC).
+upstream), `openai_stream` / `openai_unary` (an OpenAI-style server or the HTTP bridge, SSE
+or JSON), `grpc_stream` / `grpc_unary` / `stream_chat` (the sidecar over gRPC).
 """
 
 from __future__ import annotations
@@ -174,6 +173,44 @@ def ollama_unary(session: aiohttp.ClientSession, root_url: str, model: str) -> C
         {"model": model, "stream": False, "messages": [{"role": "user", "content": PROMPT}]}
     )
     return _unary(session, url, body, {"Content-Type": "application/json"}, _ollama_text)
+
+
+def openai_stream(session: aiohttp.ClientSession, base_url: str, model: str, api_key: str) -> Call:
+    """Stream one chat from an OpenAI-compatible server, timing the first content token."""
+    url = f"{base_url}/chat/completions"
+    body = orjson.dumps(
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+
+    async def call() -> Sample:
+        start = time.perf_counter()
+        ttft = 0.0
+        tokens = 0
+        done = False
+        tail = b""
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            while data := await response.content.readany():
+                events = (tail + data).split(b"\n\n")
+                tail = events.pop()
+                for event in events:
+                    payload = event[6:] if event.startswith(b"data: ") else b""
+                    if payload == b"[DONE]":
+                        done = True
+                    elif payload and _content(payload):
+                        tokens += 1
+                        if tokens == 1:
+                            ttft = time.perf_counter() - start
+        return Sample(ttft, time.perf_counter() - start, ok=done and tokens > 0, tokens=tokens)
+
+    return call
+
+
+def _content(payload: bytes) -> str:
+    choices: list[dict[str, Any]] = orjson.loads(payload).get("choices") or [{}]
+    return str((choices[0].get("delta") or {}).get("content") or "")
 
 
 def openai_unary(session: aiohttp.ClientSession, base_url: str, model: str, api_key: str) -> Call:

@@ -40,7 +40,7 @@ import aiohttp
 import grpc
 import uvloop
 
-from benchmarks import bridge_bench, procs
+from benchmarks import procs
 from benchmarks.load import (
     Call,
     Sample,
@@ -50,6 +50,7 @@ from benchmarks.load import (
     ollama_direct,
     ollama_unary,
     open_loop,
+    openai_stream,
     openai_unary,
 )
 from benchmarks.stats import cdf, ms, summary
@@ -58,6 +59,10 @@ from sidecar.api import router_pb2_grpc as pb_grpc
 
 OLLAMA_MODEL = "llama3.2:8b"
 GRPC_ALIAS = "fast-local"
+OPENAI_MODEL = "qwen2.5"
+OPENAI_ALIAS = "vllm-local"
+UPSTREAM_KEY = "sk-bench-upstream"
+MASTER_KEY = "sk-bench-master"
 # path -> the baseline speaking the same client protocol straight to the upstream
 BASELINE = {"grpc": "direct-ollama", "http": "direct-openai"}
 PATHS = tuple(BASELINE)
@@ -246,15 +251,15 @@ def config(ollama_root: str, openai_root: str) -> dict[str, Any]:
                 "litellm_params": {"model": f"ollama/{OLLAMA_MODEL}", "api_base": ollama_root},
             },
             {
-                "model_name": bridge_bench.ALIAS,
+                "model_name": OPENAI_ALIAS,
                 "litellm_params": {
-                    "model": f"openai/{bridge_bench.MODEL}",
+                    "model": f"openai/{OPENAI_MODEL}",
                     "api_base": f"{openai_root}/v1",
-                    "api_key": bridge_bench.UPSTREAM_KEY,
+                    "api_key": UPSTREAM_KEY,
                 },
             },
         ],
-        "general_settings": {"master_key": bridge_bench.MASTER_KEY},
+        "general_settings": {"master_key": MASTER_KEY},
     }
 
 
@@ -262,7 +267,7 @@ def config(ollama_root: str, openai_root: str) -> dict[str, Any]:
 async def stack() -> AsyncIterator[Stack]:
     async with (
         procs.simulator("ollama", "instant") as ollama,
-        bridge_bench.upstream("instant", ()) as openai,
+        procs.simulator("openai", "instant", "--api-key", UPSTREAM_KEY) as openai,
     ):
         with tempfile.TemporaryDirectory() as tmp:
             path = procs.write_config(tmp, config(ollama.address, openai.address))
@@ -274,8 +279,8 @@ async def stack() -> AsyncIterator[Stack]:
                 stub = pb_grpc.RouterStub(channel)
                 bridge = f"{sidecar.more['http']}/v1"
                 upstream = f"{openai.address}/v1"
-                key, master = bridge_bench.UPSTREAM_KEY, bridge_bench.MASTER_KEY
-                model, alias = bridge_bench.MODEL, bridge_bench.ALIAS
+                key, master = UPSTREAM_KEY, MASTER_KEY
+                model, alias = OPENAI_MODEL, OPENAI_ALIAS
                 calls = {
                     ("direct-ollama", "stream"): ollama_direct(
                         session, ollama.address, OLLAMA_MODEL
@@ -283,11 +288,9 @@ async def stack() -> AsyncIterator[Stack]:
                     ("direct-ollama", "unary"): ollama_unary(session, ollama.address, OLLAMA_MODEL),
                     ("grpc", "stream"): grpc_stream(stub, GRPC_ALIAS),
                     ("grpc", "unary"): grpc_unary(stub, GRPC_ALIAS),
-                    ("direct-openai", "stream"): bridge_bench.openai_stream(
-                        session, upstream, model, key
-                    ),
+                    ("direct-openai", "stream"): openai_stream(session, upstream, model, key),
                     ("direct-openai", "unary"): openai_unary(session, upstream, model, key),
-                    ("http", "stream"): bridge_bench.openai_stream(session, bridge, alias, master),
+                    ("http", "stream"): openai_stream(session, bridge, alias, master),
                     ("http", "unary"): openai_unary(session, bridge, alias, master),
                 }
                 yield Stack(sidecar, ollama, openai, session, calls)

@@ -143,8 +143,8 @@ async def test_ollama_chat_not_streamed(ollama_client: ollama.AsyncClient) -> No
     assert reply.eval_count == TOKENS
     assert reply.prompt_eval_count is not None
     assert reply.prompt_eval_count >= 1
-    assert reply.eval_duration is not None
-    assert reply.eval_duration > 0
+    # Durations are nanosecond counts that clients divide by: present and never zero.
+    assert reply.eval_duration
 
 
 async def test_ollama_chat_streamed(
@@ -160,8 +160,7 @@ async def test_ollama_chat_streamed(
     assert final.done_reason == "stop"
     assert final.message.content == ""
     assert final.eval_count == TOKENS
-    assert final.total_duration is not None
-    assert final.total_duration > 0
+    assert final.total_duration
     assert ollama_sim.stats.requests == 1
     assert ollama_sim.stats.completed == 1
     assert ollama_sim.stats.bodies[-1]["messages"] == USER
