@@ -16,7 +16,7 @@ import pytest
 
 from sidecar.api import router_pb2 as pb
 from sidecar.health import State
-from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
+from sidecar.simulate import Fault, FaultKind, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import SimProfile
 from tests.harness import Sidecar, chat_request, make_config, running_sidecar, wait_until
 
@@ -143,9 +143,9 @@ async def test_retry_after_sets_the_cooldown(stack: Stack, streaming: bool) -> N
     ],
 )
 async def test_stream_failing_after_first_token_ends_with_an_error(
-    stack: Stack, kind: str, code: grpc.StatusCode
+    stack: Stack, kind: FaultKind, code: grpc.StatusCode
 ) -> None:
-    stack.a.fault = Fault(kind, after_tokens=3)  # type: ignore[arg-type]
+    stack.a.fault = Fault(kind, after_tokens=3)
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for chunk in stack.sidecar.stub.StreamChat(chat_request("fast-local"), timeout=5):
@@ -159,9 +159,11 @@ async def test_stream_failing_after_first_token_ends_with_an_error(
 
 
 @pytest.mark.parametrize("kind", ["drop", "malformed", "error_line"])
-async def test_unary_failing_after_first_token_still_falls_back(stack: Stack, kind: str) -> None:
+async def test_unary_failing_after_first_token_still_falls_back(
+    stack: Stack, kind: FaultKind
+) -> None:
     # A unary caller has seen nothing yet, so the next candidate may still answer.
-    stack.a.fault = Fault(kind, after_tokens=3)  # type: ignore[arg-type]
+    stack.a.fault = Fault(kind, after_tokens=3)
     response = await stack.sidecar.stub.Chat(chat_request("fast-local"), timeout=5)
     assert response.content == EXPECTED
     assert (response.route.deployment, response.route.attempts) == ("strong-local/0", 2)
