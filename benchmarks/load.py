@@ -184,9 +184,7 @@ def openai_stream(session: aiohttp.ClientSession, base_url: str, model: str, api
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
 
     async def call() -> Sample:
-        start = time.perf_counter()
-        ttft = 0.0
-        tokens = 0
+        timer = Timer()
         done = False
         tail = b""
         async with session.post(url, data=body, headers=headers) as response:
@@ -200,10 +198,8 @@ def openai_stream(session: aiohttp.ClientSession, base_url: str, model: str, api
                     if payload == b"[DONE]":
                         done = True
                     elif payload and _content(payload):
-                        tokens += 1
-                        if tokens == 1:
-                            ttft = time.perf_counter() - start
-        return Sample(ttft, time.perf_counter() - start, ok=done and tokens > 0, tokens=tokens)
+                        timer.token()
+        return timer.sample(ok=done and timer.tokens > 0)
 
     return call
 

@@ -6,8 +6,7 @@ The server decodes requests and encodes answers; a gRPC client of the sidecar
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -15,7 +14,7 @@ import orjson
 from sidecar.api import router_pb2 as pb
 from sidecar.config.model import SidecarConfig
 from sidecar.errors import InvalidRequest
-from sidecar.health import DeploymentHealth, HealthTracker, State
+from sidecar.health import HealthTracker
 from sidecar.routing import RoutePlan
 from sidecar.types import (
     ChatRequest,
@@ -231,13 +230,14 @@ def encode_plan(route_plan: RoutePlan) -> pb.RoutePlan:
     )
 
 
-def encode_health(h: DeploymentHealth, now: float) -> pb.DeploymentHealth:
+def encode_health(tracker: HealthTracker, deployment_id: str) -> pb.DeploymentHealth:
+    h = tracker[deployment_id]
     return pb.DeploymentHealth(
         state=h.state.value,
         reason=h.reason,
         in_flight=h.in_flight,
         ttft_ms=(h.ttft or 0.0) * 1000,
-        cooldown_seconds=max(0.0, h.until - now) if h.state is State.COOLING else 0.0,
+        cooldown_seconds=tracker.cooldown_left(deployment_id),
         last_error=h.last_error,
     )
 
@@ -245,7 +245,6 @@ def encode_health(h: DeploymentHealth, now: float) -> pb.DeploymentHealth:
 def encode_models(
     config: SidecarConfig, health: HealthTracker | None = None
 ) -> pb.ListModelsResponse:
-    now = time.monotonic()
     models = [
         pb.ModelInfo(
             name=group.name,
@@ -259,7 +258,7 @@ def encode_models(
                     api_base=d.api_base,
                     context_window=d.context_window or 0,
                     simulated=d.simulated,
-                    health=encode_health(health[d.id], now) if health is not None else None,
+                    health=encode_health(health, d.id) if health is not None else None,
                 )
                 for d in group.deployments
             ],
@@ -277,8 +276,3 @@ def _decode_calls(calls: Iterable[pb.ToolCall]) -> tuple[ToolCall, ...]:
 
 def _encode_calls(calls: Iterable[ToolCall]) -> list[pb.ToolCall]:
     return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments, index=c.index) for c in calls]
-
-
-def metadata_dict(pairs: Iterable[tuple[str, str | bytes]] | None) -> Mapping[str, str]:
-    """gRPC metadata as a plain mapping (last value wins; binary values skipped)."""
-    return {k: v for k, v in (pairs or ()) if isinstance(v, str)}

@@ -90,9 +90,12 @@ class HealthTracker:
         h = self._health.get(deployment_id)
         return h.ttft if h else None
 
-    def is_busy(self, deployment_id: str) -> bool:
+    def cooldown_left(self, deployment_id: str) -> float:
+        """Seconds left in the deployment's cooldown; 0 when it is not cooling down."""
         h = self._health.get(deployment_id)
-        return h is not None and h.state is State.BUSY
+        if h is None or h.state is not State.COOLING:
+            return 0.0
+        return max(0.0, h.until - self._clock())
 
     def next_recovery(self) -> float | None:
         """Seconds until the next cooldown that is still running ends, if any."""

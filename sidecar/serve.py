@@ -19,7 +19,7 @@ log = logging.getLogger("sidecar")
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    async with StandIns.for_config(config, args.simulate) as standins:
+    async with StandIns(config, args.simulate) as standins:
         config = standins.config
         http = BridgeSettings(
             master_key=config.general_settings.master_key,

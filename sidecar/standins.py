@@ -34,10 +34,6 @@ class StandIns:
         self.reasons: list[str] = []
         self._simulators: dict[str, OllamaSimulator | OpenAISimulator] = {}
 
-    @classmethod
-    def for_config(cls, config: SidecarConfig, mode: str) -> StandIns:
-        return cls(config, mode)
-
     async def __aenter__(self) -> StandIns:
         if self._mode == "never":
             return self
