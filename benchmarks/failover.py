@@ -37,7 +37,7 @@ from benchmarks.load import Sample, chat_request, open_loop, stream_chat
 from benchmarks.progress import ticking
 from benchmarks.stats import summary
 from benchmarks.suite import Context, Outcome, Scale, Scenario
-from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 PRIMARY = "fast-local/0"
 PRIMARY_PROFILE = "local-8b"

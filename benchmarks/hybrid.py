@@ -37,9 +37,9 @@ from benchmarks.load import Call, Sample, open_loop, stream_chat
 from benchmarks.progress import ticking
 from benchmarks.stats import cdf, ms, summary
 from benchmarks.suite import Context, Outcome, Scale, Scenario
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
 from sidecar.routing import estimate_tokens
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 HERE = Path(__file__).parent
 SEED_CONFIG = HERE.parent / "examples" / "litellm_config.yaml"

@@ -28,8 +28,8 @@ import aiohttp
 import grpc
 import orjson
 
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 PROMPT = "Classify this as positive or negative: Great product!"
 CALL_TIMEOUT = 30.0

@@ -55,7 +55,7 @@ from benchmarks.load import (
 )
 from benchmarks.stats import cdf, ms, summary
 from benchmarks.suite import Context, Outcome, Scale, Scenario
-from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 OLLAMA_MODEL = "llama3.2:8b"
 GRPC_ALIAS = "fast-local"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bridge.catalogue import ModelView, from_pb
+from bridge.models import ModelView, from_pb
 from sidecar.engine import Engine
-from sidecar.grpc_codec import encode_models
+from sidecar.rpc.codec import encode_models
 from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
 
 

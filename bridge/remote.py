@@ -14,12 +14,12 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bridge.catalogue import ModelView, from_pb
 from bridge.errors import HttpError
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
+from bridge.models import ModelView, from_pb
 from sidecar.errors import ErrorCode, SidecarError
-from sidecar.grpc_codec import (
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.codec import (
     MAX_MESSAGE_BYTES,
     decode_chunk,
     decode_response,

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.catalogue import DeploymentView, ModelView
+from bridge.models import DeploymentView, ModelView
 from sidecar.types import ChatResponse, Chunk, ToolCall, Usage, merge_tool_calls
 
 DONE: Final = b"data: [DONE]\n\n"

@@ -1,4 +1,4 @@
-"""Generate sidecar/api/ from proto/ (run by `make proto`; a test checks it is fresh).
+"""Generate sidecar/rpc/api/ from proto/ (run by `make proto`; a test checks it is fresh).
 
 protoc writes absolute imports (`from llmsidecar.v1 import router_pb2`) that only
 work when the proto root is on sys.path, so they are rewritten to package imports.
@@ -44,7 +44,7 @@ def generate(out_dir: Path) -> list[Path]:
         written = []
         out_dir.mkdir(parents=True, exist_ok=True)
         for src in sorted((Path(tmp) / "llmsidecar" / "v1").iterdir()):
-            text = _IMPORT.sub(r"from sidecar.api import \1", src.read_text())
+            text = _IMPORT.sub(r"from sidecar.rpc.api import \1", src.read_text())
             dest = out_dir / src.name
             dest.write_text(text)
             written.append(dest)
@@ -52,6 +52,6 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "sidecar" / "api"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "sidecar" / "rpc" / "api"
     for path in generate(target):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

@@ -19,7 +19,7 @@ from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
 from sidecar.config import SidecarConfig
 from sidecar.engine import Engine
-from sidecar.server import SidecarServer
+from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import OllamaSimulator, OpenAISimulator
 from tests.harness import UPSTREAM_KEY, make_config
 

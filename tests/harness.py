@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc
 
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
 from sidecar.config import SidecarConfig, parse_config
 from sidecar.engine import Engine
-from sidecar.server import SidecarServer
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
+from sidecar.runtime.process import SidecarServer
 
 # The key the simulated OpenAI-compatible upstreams want from the sidecar.
 UPSTREAM_KEY = "sk-upstream"

@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from sidecar.cli import build_parser
+from sidecar.cli.main import build_parser
 from tests.bridge_harness import KEY, USER
 
 READY_TIMEOUT = 20.0

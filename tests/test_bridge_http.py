@@ -14,7 +14,7 @@ import pytest
 
 from bridge.app import BridgeSettings
 from sidecar.engine import Engine
-from sidecar.server import SidecarServer
+from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile
 from tests.bridge_harness import (
     EXPECTED,

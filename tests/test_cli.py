@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import orjson
 
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "litellm_config.yaml"

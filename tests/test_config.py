@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from sidecar.config import ProviderKind, SidecarConfig, Timeouts, load_config, parse_config
-from sidecar.config.catalogue import Catalogue, load_catalogue
 from sidecar.config.providers import SUPPORTED_MODELS, is_local_host, resolve_model
 from sidecar.config.table import render_model_table
+from sidecar.config.windows import ContextWindows, load_context_windows
 from sidecar.errors import ConfigError
 from sidecar.types import Locality
 
@@ -274,7 +274,7 @@ def test_timeouts_section_request_timeout_and_deployment_overrides() -> None:
         ({"max_input_tokens": 2000, "max_tokens": 3000}, {"num_ctx": 4000}, 2000),
         ({"max_tokens": 3000}, {"num_ctx": 4000}, 3000),
         ({}, {"num_ctx": 4000}, 4000),
-        ({}, {}, 128_000),  # the catalogue
+        ({}, {}, 128_000),  # the windows
         ({"base_model": "gpt-4.1"}, {"model": "openai/my-finetune"}, 1_047_576),
         ({}, {"model": "openai/my-finetune"}, None),
     ],
@@ -283,7 +283,7 @@ def test_timeouts_section_request_timeout_and_deployment_overrides() -> None:
         "max_input_tokens",
         "info-max_tokens",
         "num_ctx",
-        "catalogue",
+        "windows",
         "base_model",
         "unknown",
     ],
@@ -801,47 +801,49 @@ def test_is_local_host(host: str, local: bool) -> None:
     assert is_local_host(host) is local
 
 
-# --- the catalogue ----------------------------------------------------------------
+# --- the windows ----------------------------------------------------------------
 
 
 def test_bundled_catalogue() -> None:
-    catalogue = load_catalogue()
-    assert catalogue.context_window("gpt-4o") == 128_000
-    assert catalogue.context_window("gpt-4o-mini") == 128_000
-    assert catalogue.context_window("GPT-4o-2024-08-06") == 128_000
-    assert catalogue.context_window("claude-3-5-haiku-20241022") == 200_000
-    assert catalogue.context_window("gemini-2.5-flash-lite") == 1_048_576
-    assert catalogue.context_window("o1-mini-2024-09-12") == 128_000
-    assert catalogue.context_window("o1") == 200_000
-    assert catalogue.context_window("gpt-4") == 8192
-    assert catalogue.context_window("llama3.2:8b") is None
+    windows = load_context_windows()
+    assert windows.context_window("gpt-4o") == 128_000
+    assert windows.context_window("gpt-4o-mini") == 128_000
+    assert windows.context_window("GPT-4o-2024-08-06") == 128_000
+    assert windows.context_window("claude-3-5-haiku-20241022") == 200_000
+    assert windows.context_window("gemini-2.5-flash-lite") == 1_048_576
+    assert windows.context_window("o1-mini-2024-09-12") == 128_000
+    assert windows.context_window("o1") == 200_000
+    assert windows.context_window("gpt-4") == 8192
+    assert windows.context_window("llama3.2:8b") is None
 
 
 def test_catalogue_exact_beats_pattern_and_longest_pattern_wins() -> None:
-    catalogue = Catalogue.from_data({"context_windows": {"a*": 1, "ab*": 2, "abc": 3, "abc*": 4}})
-    assert catalogue.context_window("abc") == 3
-    assert catalogue.context_window("abcd") == 4
-    assert catalogue.context_window("abx") == 2
-    assert catalogue.context_window("ax") == 1
-    assert catalogue.context_window("b") is None
+    windows = ContextWindows.from_data(
+        {"context_windows": {"a*": 1, "ab*": 2, "abc": 3, "abc*": 4}}
+    )
+    assert windows.context_window("abc") == 3
+    assert windows.context_window("abcd") == 4
+    assert windows.context_window("abx") == 2
+    assert windows.context_window("ax") == 1
+    assert windows.context_window("b") is None
 
 
 def test_catalogue_parse_config_uses_the_given_catalogue() -> None:
-    catalogue = Catalogue.from_data({"context_windows": {"gpt-4o": 7}})
-    config = parse_config(_one_model(model="gpt-4o"), env={}, catalogue=catalogue)
+    windows = ContextWindows.from_data({"context_windows": {"gpt-4o": 7}})
+    config = parse_config(_one_model(model="gpt-4o"), env={}, windows=windows)
     assert config.deployments[0].context_window == 7
 
 
 def test_broken_catalogue_lists_its_entries() -> None:
     with pytest.raises(ConfigError) as info:
-        Catalogue.from_data({"context_windows": {"a": "big", "*": 3, "b": True}})
+        ContextWindows.from_data({"context_windows": {"a": "big", "*": 3, "b": True}})
     assert info.value.problems == (
         "context_windows.a: expected a positive integer, got 'big'",
         "context_windows: expected a model name, got '*'",
         "context_windows.b: expected a positive integer, got True",
     )
     with pytest.raises(ConfigError):
-        Catalogue.from_data([])
+        ContextWindows.from_data([])
 
 
 # --- the table --------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sidecar.discovery import discover_context_windows
 from sidecar.engine import Engine
+from sidecar.health.discovery import discover_context_windows
 from sidecar.providers import HttpPool, ProviderRegistry
 from sidecar.simulate import OllamaSimulator, profile_by_name
 from sidecar.types import ChatRequest, Message

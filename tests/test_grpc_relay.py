@@ -9,7 +9,7 @@ import grpc
 import orjson
 import pytest
 
-from sidecar.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import Fault, FaultKind, OllamaSimulator, OpenAISimulator
 from sidecar.simulate.profile import SimProfile
 from tests.harness import (

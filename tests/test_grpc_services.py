@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sidecar.config import SidecarConfig
-from sidecar.grpc_server import SERVICE_NAME
+from sidecar.rpc.servicer import SERVICE_NAME
 from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
 from tests.harness import make_config, running_sidecar
 

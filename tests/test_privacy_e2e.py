@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from sidecar.api import router_pb2 as pb
-from sidecar.call import ChatStream
+from sidecar.engine.stream import ChatStream
 from sidecar.errors import PrivacyBlocked
 from sidecar.routing import Candidate
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.types import ChatRequest, Message
 from tests.harness import Sidecar, chat_request, make_config, running_sidecar

@@ -1,4 +1,4 @@
-"""The committed sidecar/api/ modules must match proto/ (regenerate with `make proto`)."""
+"""The committed sidecar/rpc/api/ modules must match proto/ (regenerate with `make proto`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     written = module.generate(tmp_path)
     assert written, "the generator produced nothing"
     for fresh in written:
-        committed = ROOT / "sidecar" / "api" / fresh.name
+        committed = ROOT / "sidecar" / "rpc" / "api" / fresh.name
         assert committed.exists(), f"{committed} is missing: run `make proto`"
         assert committed.read_text() == fresh.read_text(), f"{committed} is stale: run `make proto`"

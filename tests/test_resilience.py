@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from sidecar.api import router_pb2 as pb
 from sidecar.health import State
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import Fault, FaultKind, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import SimProfile
 from tests.harness import Sidecar, chat_request, make_config, running_sidecar, wait_until

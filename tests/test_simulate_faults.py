@@ -18,8 +18,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from sidecar.cli.simulate import configure_parser, run
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
-from sidecar.simulate.cli import configure_parser, run
 from sidecar.simulate.faults import fault_from_json
 from sidecar.simulate.server import Simulator
 

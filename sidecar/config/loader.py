@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import yaml
 
-from sidecar.config.catalogue import Catalogue, load_catalogue
 from sidecar.config.model import (
     Deployment,
     GeneralSettings,
@@ -36,6 +35,7 @@ from sidecar.config.providers import (
     resolve_model,
 )
 from sidecar.config.reader import ENV_PREFIX, Findings, Section, describe
+from sidecar.config.windows import ContextWindows, load_context_windows
 from sidecar.errors import ConfigError
 from sidecar.types import Locality
 
@@ -239,12 +239,12 @@ def parse_config(
     *,
     source: str = "",
     env: Mapping[str, str] | None = None,
-    catalogue: Catalogue | None = None,
+    windows: ContextWindows | None = None,
 ) -> SidecarConfig:
     """Validate parsed YAML into a SidecarConfig, or raise one ConfigError listing all problems.
 
     `env` resolves `os.environ/NAME` values (default: the process environment);
-    `catalogue` supplies known context windows (default: the bundled one).
+    `windows` supplies known context windows (default: the bundled one).
     """
     findings = Findings()
     config: SidecarConfig | None = None
@@ -256,7 +256,7 @@ def parse_config(
         config = _parse_top(
             Section(data, "", findings),
             os.environ if env is None else env,
-            load_catalogue() if catalogue is None else catalogue,
+            load_context_windows() if windows is None else windows,
             source,
         )
     for warning in findings.warnings:
@@ -267,13 +267,13 @@ def parse_config(
 
 
 def _parse_top(
-    top: Section, env: Mapping[str, str], catalogue: Catalogue, source: str
+    top: Section, env: Mapping[str, str], windows: ContextWindows, source: str
 ) -> SidecarConfig:
     top.check_keys(_TOP_KEYS)
     litellm = _litellm_settings(top.section("litellm_settings"))
     timeouts = _timeouts(top.section("timeouts"), litellm.request_timeout)
     router = _router_settings(top.section("router_settings"), timeouts)
-    groups, aliases = _model_list(top, env, catalogue, timeouts, router)
+    groups, aliases = _model_list(top, env, windows, timeouts, router)
     health = _health(top.section("health"))
     telemetry = top.section("telemetry")
     telemetry.check_keys(frozenset({"console_interval"}))
@@ -301,7 +301,7 @@ def _parse_top(
 def _model_list(
     top: Section,
     env: Mapping[str, str],
-    catalogue: Catalogue,
+    windows: ContextWindows,
     timeouts: Timeouts,
     router: RouterSettings,
 ) -> tuple[dict[str, ModelGroup], frozenset[str]]:
@@ -334,7 +334,7 @@ def _model_list(
         group = members.setdefault(name, []) if name is not None else []
         policy = router.model_group_retry_policy.get(name) if name else None
         group_timeouts = policy.timeouts if policy and policy.timeouts else timeouts
-        deployment = _deployment(entry, name, len(group), env, catalogue, group_timeouts)
+        deployment = _deployment(entry, name, len(group), env, windows, group_timeouts)
         if deployment is not None:
             group.append(deployment)
     groups = {
@@ -354,7 +354,7 @@ def _deployment(
     name: str | None,
     index: int,
     env: Mapping[str, str],
-    catalogue: Catalogue,
+    windows: ContextWindows,
     defaults: Timeouts,
 ) -> Deployment | None:
     """One model_list entry; None when it is unusable (the problems are recorded)."""
@@ -404,9 +404,9 @@ def _deployment(
     if name is None or resolved is None or api_base is None:
         return None
     if window is None:
-        window = catalogue.context_window(resolved.upstream_model)
+        window = windows.context_window(resolved.upstream_model)
     if window is None and base_model is not None:
-        window = catalogue.context_window(base_model)
+        window = windows.context_window(base_model)
     if max_tokens is not None and window is not None and max_tokens >= window:
         entry.findings.warn(
             params.path_of("max_tokens"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.types import Locality
 
 _LOCALITY_FROM_PB = {pb.LOCALITY_LOCAL: Locality.LOCAL, pb.LOCALITY_CLOUD: Locality.CLOUD}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
 from sidecar.errors import SidecarError
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
 _LOCALITY = {pb.LOCALITY_LOCAL: "local", pb.LOCALITY_CLOUD: "cloud"}
 

@@ -22,7 +22,7 @@ from sidecar.config.model import Deployment, ModelGroup, ProviderKind, SidecarCo
 from sidecar.errors import UpstreamError
 from sidecar.providers.http import HttpPool, fetch_json
 
-log = logging.getLogger("sidecar.discovery")
+log = logging.getLogger("sidecar.health.discovery")
 
 _NUM_CTX = re.compile(r"^\s*num_ctx\s+(\d+)\s*$", re.MULTILINE)
 

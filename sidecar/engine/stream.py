@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sidecar.config.model import Deployment
+from sidecar.engine.watchdog import Watchdog
 from sidecar.errors import (
     NoDeploymentAvailable,
     PrivacyBlocked,
@@ -26,12 +27,11 @@ from sidecar.errors import (
 )
 from sidecar.routing import Candidate, RoutePlan
 from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken
-from sidecar.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from sidecar.engine import Engine
 
-log = logging.getLogger("sidecar.call")
+log = logging.getLogger("sidecar.engine.stream")
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
-"""Known context windows of cloud models, from the bundled `catalogue.yaml`.
+"""Known context windows of cloud models, from the bundled `windows.yaml`.
 
 The figures are data that changes with the providers' model pages, so they live in a
 YAML file next to this module rather than in code. A config's own figures (model_info,
-num_ctx) always win; the catalogue only fills the gaps.
+num_ctx) always win; the bundled table only fills the gaps.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import yaml
 
 from sidecar.errors import ConfigError
 
-CATALOGUE_FILE = "catalogue.yaml"
+WINDOWS_FILE = "windows.yaml"
 
 
 @dataclass(frozen=True, slots=True)
-class Catalogue:
+class ContextWindows:
     exact: Mapping[str, int] = field(default_factory=dict)
     # (prefix, context window), longest prefix first so the first match is the best one.
     prefixes: tuple[tuple[str, int], ...] = ()
@@ -36,7 +36,7 @@ class Catalogue:
         return None
 
     @classmethod
-    def from_data(cls, data: object, source: str = CATALOGUE_FILE) -> Catalogue:
+    def from_data(cls, data: object, source: str = WINDOWS_FILE) -> ContextWindows:
         """Build from parsed YAML; ConfigError lists every malformed entry."""
         if not isinstance(data, Mapping) or not isinstance(data.get("context_windows"), Mapping):
             raise ConfigError(["context_windows: expected a mapping"], source)
@@ -60,7 +60,7 @@ class Catalogue:
         return cls(exact, tuple(prefixes))
 
 
-def load_catalogue() -> Catalogue:
-    """Read the catalogue shipped with the package."""
-    text = resources.files("sidecar.config").joinpath(CATALOGUE_FILE).read_text(encoding="utf-8")
-    return Catalogue.from_data(yaml.safe_load(text))
+def load_context_windows() -> ContextWindows:
+    """Read the context windows shipped with the package."""
+    text = resources.files("sidecar.config").joinpath(WINDOWS_FILE).read_text(encoding="utf-8")
+    return ContextWindows.from_data(yaml.safe_load(text))

@@ -15,11 +15,11 @@ from bridge.app import BridgeSettings
 from bridge.backend import InProcessBackend
 from bridge.server import BridgeServer
 from sidecar.engine import Engine
-from sidecar.grpc_codec import MAX_MESSAGE_BYTES
-from sidecar.grpc_health import HealthPublisher
-from sidecar.grpc_server import add_services
+from sidecar.rpc.codec import MAX_MESSAGE_BYTES
+from sidecar.rpc.health import HealthPublisher
+from sidecar.rpc.servicer import add_services
 
-log = logging.getLogger("sidecar.server")
+log = logging.getLogger("sidecar.runtime.process")
 
 
 class SidecarServer:

@@ -18,11 +18,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar.api import router_pb2 as pb
-from sidecar.api import router_pb2_grpc as pb_grpc
 from sidecar.engine import Engine
 from sidecar.errors import ErrorCode, SidecarError
-from sidecar.grpc_codec import (
+from sidecar.rpc.api import router_pb2 as pb
+from sidecar.rpc.api import router_pb2_grpc as pb_grpc
+from sidecar.rpc.codec import (
     decode_request,
     encode_chunk,
     encode_models,
@@ -30,10 +30,10 @@ from sidecar.grpc_codec import (
     encode_response,
     route_metadata,
 )
-from sidecar.grpc_health import HealthPublisher
+from sidecar.rpc.health import HealthPublisher
 from sidecar.types import ChatRequest
 
-log = logging.getLogger("sidecar.grpc")
+log = logging.getLogger("sidecar.rpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
 

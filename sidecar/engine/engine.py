@@ -13,14 +13,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from sidecar.call import ChatStream
 from sidecar.config.model import Deployment, SidecarConfig
+from sidecar.engine.stream import ChatStream
+from sidecar.engine.validation import validate_request
 from sidecar.errors import (
     PrivacyBlocked,
     UpstreamError,
 )
 from sidecar.health import HealthTracker
-from sidecar.probes import Prober
+from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
 from sidecar.routing import RoutePlan, compile_routing, plan
 from sidecar.telemetry import Telemetry
@@ -33,7 +34,6 @@ from sidecar.types import (
     Usage,
     merge_tool_calls,
 )
-from sidecar.validation import validate_request
 
 
 class Engine:

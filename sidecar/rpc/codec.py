@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
-from sidecar.api import router_pb2 as pb
 from sidecar.config.model import SidecarConfig
 from sidecar.errors import InvalidRequest
 from sidecar.health import HealthTracker
 from sidecar.routing import RoutePlan
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.types import (
     ChatRequest,
     ChatResponse,

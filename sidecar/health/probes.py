@@ -15,7 +15,7 @@ from sidecar.config.model import Deployment, HealthConfig
 from sidecar.health import HealthTracker
 from sidecar.providers import ProviderRegistry
 
-log = logging.getLogger("sidecar.probes")
+log = logging.getLogger("sidecar.health.probes")
 
 
 class Prober:

@@ -8,11 +8,11 @@ import logging
 from bridge.app import BridgeSettings, MiB
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
-from sidecar.discovery import discover_context_windows
 from sidecar.engine import Engine
+from sidecar.health.discovery import discover_context_windows
 from sidecar.providers import ProviderRegistry
-from sidecar.server import SidecarServer
-from sidecar.standins import StandIns
+from sidecar.runtime.process import SidecarServer
+from sidecar.runtime.standins import StandIns
 
 log = logging.getLogger("sidecar")
 

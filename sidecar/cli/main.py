@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import uvloop
 
 from sidecar import __version__
+from sidecar.cli import simulate as simulate_cli
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.simulate import cli as simulate_cli
 
 log = logging.getLogger("sidecar")
 
@@ -92,21 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "route":
-            from sidecar.explain import explain_route
+            from sidecar.cli.route import explain_route
 
             print(explain_route(args))
             return 0
         if args.command == "status":
-            from sidecar.status import fetch_status
+            from sidecar.cli.status import fetch_status
 
             print(uvloop.run(fetch_status(args.sidecar)))
             return 0
         if args.command == "serve":
-            from sidecar.serve import serve  # imported here: it pulls in grpc
+            from sidecar.cli.serve import serve  # imported here: it pulls in grpc
 
             return uvloop.run(serve(args))
         if args.command == "bridge":
-            from bridge.standalone import run_bridge  # imported here: it pulls in uvicorn
+            from sidecar.cli.bridge import run_bridge  # imported here: it pulls in uvicorn
 
             return uvloop.run(run_bridge(args))
         if args.command == "simulate":

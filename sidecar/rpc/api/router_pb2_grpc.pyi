@@ -8,7 +8,7 @@ defined; the Python modules in sidecar/api/ are generated from it
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sidecar.api import router_pb2 as _router_pb2
+from sidecar.rpc.api import router_pb2 as _router_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -16,7 +16,7 @@ from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
-from sidecar.server import run_until_signalled
+from sidecar.runtime.process import run_until_signalled
 
 log = logging.getLogger("bridge")
 

@@ -1,0 +1,9 @@
+"""The engine: plans each call, runs it through the one egress, and relays the answer.
+
+Front doors use only what this package exports.
+"""
+
+from sidecar.engine.engine import Engine
+from sidecar.engine.stream import ChatStream
+
+__all__ = ["ChatStream", "Engine"]

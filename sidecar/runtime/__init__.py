@@ -1,0 +1,1 @@
+"""The process: the engine and its front doors started, served and drained together."""
