@@ -19,7 +19,8 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -175,46 +176,42 @@ class BridgeApp:
         id_header: tuple[bytes, bytes],
     ) -> None:
         request = parsed.request
-        watch = DisconnectWatch(receive)
         stream: AnswerStream | None = None
         started = False
-        try:
-            stream = self._backend.stream(request, parsed.timeout)
-            first = await stream.__anext__()
-            writer = StreamWriter(
-                f"chatcmpl-{request.request_id}",
-                int(time.time()),
-                request.model,
-                parsed.include_usage,
-            )
-            headers = [*_SSE_HEADERS, *_route_headers(stream.route), id_header]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            started = True
-            await send(
-                {"type": "http.response.body", "body": writer.first(first), "more_body": True}
-            )
-            async for chunk in stream:
-                frames = writer.chunk(chunk)
-                if frames:
-                    await send({"type": "http.response.body", "body": frames, "more_body": True})
-            watch.close()
-            await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            log.info("request %s: the client went away; upstream closed", request.request_id)
-        except Exception as exc:
-            err = _as_http_error(exc, f"request {request.request_id}")
-            watch.close()
-            if started:
-                frame = error_frame(err.payload())
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
-            else:
-                await send_error(send, err, id_header)
-        finally:
-            watch.close()
-            if stream is not None:
-                await stream.aclose()
+        async with _watched(receive, request.request_id) as watch:
+            try:
+                stream = self._backend.stream(request, parsed.timeout)
+                first = await stream.__anext__()
+                writer = StreamWriter(
+                    f"chatcmpl-{request.request_id}",
+                    int(time.time()),
+                    request.model,
+                    parsed.include_usage,
+                )
+                headers = [*_SSE_HEADERS, *_route_headers(stream.route), id_header]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                started = True
+                body = writer.first(first)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                async for chunk in stream:
+                    frames = writer.chunk(chunk)
+                    if frames:
+                        await send(
+                            {"type": "http.response.body", "body": frames, "more_body": True}
+                        )
+                watch.close()
+                await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
+            except Exception as exc:
+                err = _as_http_error(exc, f"request {request.request_id}")
+                watch.close()
+                if started:
+                    frame = error_frame(err.payload())
+                    await send({"type": "http.response.body", "body": frame, "more_body": False})
+                else:
+                    await send_error(send, err, id_header)
+            finally:
+                if stream is not None:
+                    await stream.aclose()
 
     async def _complete(
         self,
@@ -224,24 +221,19 @@ class BridgeApp:
         id_header: tuple[bytes, bytes],
     ) -> None:
         request = parsed.request
-        watch = DisconnectWatch(receive)
-        try:
-            answer = await self._backend.complete(request, parsed.timeout)
-            body = completion_body(
-                f"chatcmpl-{request.request_id}", int(time.time()), request.model, answer
-            )
-            watch.close()
-            headers = [JSON, *_route_headers(answer.route), id_header]
-            await _send_body(send, 200, body, headers)
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            log.info("request %s: the client went away; upstream closed", request.request_id)
-        except Exception as exc:
-            watch.close()
-            await send_error(send, _as_http_error(exc, f"request {request.request_id}"), id_header)
-        finally:
-            watch.close()
+        async with _watched(receive, request.request_id) as watch:
+            try:
+                answer = await self._backend.complete(request, parsed.timeout)
+                body = completion_body(
+                    f"chatcmpl-{request.request_id}", int(time.time()), request.model, answer
+                )
+                watch.close()
+                headers = [JSON, *_route_headers(answer.route), id_header]
+                await _send_body(send, 200, body, headers)
+            except Exception as exc:
+                watch.close()
+                err = _as_http_error(exc, f"request {request.request_id}")
+                await send_error(send, err, id_header)
 
     # -- models and health --------------------------------------------------------------
 
@@ -300,6 +292,20 @@ async def _send_body(
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@asynccontextmanager
+async def _watched(receive: Receive, request_id: str) -> AsyncIterator[DisconnectWatch]:
+    """Relay under a disconnect watch: a client that leaves cancels the relay, quietly."""
+    watch = DisconnectWatch(receive)
+    try:
+        yield watch
+    except asyncio.CancelledError:
+        if not watch.absorb():
+            raise
+        log.info("request %s: the client went away; upstream closed", request_id)
+    finally:
+        await watch.aclose()
 
 
 def _route_headers(route: RouteTaken | None) -> list[tuple[bytes, bytes]]:

@@ -95,6 +95,12 @@ class DisconnectWatch:
         if not self._watcher.done():
             self._watcher.cancel()
 
+    async def aclose(self) -> None:
+        """Stop watching and wait until the watcher has ended."""
+        self.close()
+        # asyncio.wait, not await: a cancelled watcher is its normal end, not an error.
+        await asyncio.wait({self._watcher})
+
     def absorb(self) -> bool:
         """True when the pending cancellation came from the client leaving and nothing else."""
         return self.disconnected and self._task.uncancel() == 0

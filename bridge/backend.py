@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bridge.models import ModelView, from_pb
 from sidecar.engine import Engine
-from sidecar.rpc.codec import encode_models
-from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
+from sidecar.types import ChatRequest, ChatResponse, Chunk, ModelStatus, RouteTaken
 
 
 class AnswerStream(Protocol):
@@ -44,7 +42,7 @@ class Backend(Protocol):
 
     async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse: ...
 
-    async def models(self) -> tuple[ModelView, ...]: ...
+    async def models(self) -> tuple[ModelStatus, ...]: ...
 
     async def ready(self) -> str | None:
         """None when calls can be served, else why not."""
@@ -70,11 +68,11 @@ class InProcessBackend:
     async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
         return await self._engine.complete(request, remaining)
 
-    async def models(self) -> tuple[ModelView, ...]:
-        return from_pb(encode_models(self._engine.config, self._engine.health))
+    async def models(self) -> tuple[ModelStatus, ...]:
+        return self._engine.models()
 
     async def ready(self) -> str | None:
-        return None if self._engine.config.groups else "no models are configured"
+        return None if self._engine.models() else "no models are configured"
 
     async def aclose(self) -> None:
         return None

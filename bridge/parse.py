@@ -18,7 +18,15 @@ from typing import Any, Final
 import orjson
 
 from bridge.errors import HttpError, bad_request
-from sidecar.types import ROLES, ChatRequest, GenerationParams, Message, RoutingHints, ToolCall
+from sidecar.types import (
+    ROLES,
+    ChatRequest,
+    GenerationParams,
+    Message,
+    RoutingHints,
+    ToolCall,
+    parse_flag,
+)
 
 # Body fields this module turns into canonical fields; all others pass through in `extra`.
 _CONSUMED: Final = frozenset(
@@ -40,8 +48,6 @@ _CONSUMED: Final = frozenset(
 )
 _TOOL_CHOICES: Final = frozenset({"none", "auto", "required"})
 _HINTS: Final = ("local_only", "no_fallback")
-_TRUE: Final = frozenset({"true", "1", "yes", "on"})
-_FALSE: Final = frozenset({"false", "0", "no", "off", ""})
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +280,9 @@ def _flag(param: str, value: Any) -> bool:
         return value
     # The OpenAI SDK types metadata values as strings, so "true" must work as well as true.
     if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
+        flag = parse_flag(value)
+        if flag is not None:
+            return flag
     raise _wrong(param, value, 'a boolean (or "true"/"false")')
 
 

@@ -15,17 +15,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.errors import HttpError
-from bridge.models import ModelView, from_pb
 from sidecar.errors import ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
     MAX_MESSAGE_BYTES,
     decode_chunk,
+    decode_models,
     decode_response,
     encode_request,
 )
-from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
+from sidecar.types import ChatRequest, ChatResponse, Chunk, ModelStatus, RouteTaken
 
 _CODES: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
@@ -92,12 +92,12 @@ class RemoteBackend:
             raise remote_error(exc, self.target) from None
         return decode_response(answer)
 
-    async def models(self) -> tuple[ModelView, ...]:
+    async def models(self) -> tuple[ModelStatus, ...]:
         try:
             listed = await self._stub.ListModels(pb.ListModelsRequest(), timeout=_METADATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
-        return from_pb(listed)
+        return decode_models(listed)
 
     async def ready(self) -> str | None:
         try:

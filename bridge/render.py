@@ -12,8 +12,15 @@ from typing import Any, Final
 
 import orjson
 
-from bridge.models import DeploymentView, ModelView
-from sidecar.types import ChatResponse, Chunk, ToolCall, Usage, merge_tool_calls
+from sidecar.types import (
+    ChatResponse,
+    Chunk,
+    DeploymentStatus,
+    ModelStatus,
+    ToolCall,
+    Usage,
+    merge_tool_calls,
+)
 
 DONE: Final = b"data: [DONE]\n\n"
 _ROLE_DELTA: Final = b'{"role":"assistant","content":""}'
@@ -125,11 +132,11 @@ def usage_object(usage: Usage | None) -> dict[str, int]:
     }
 
 
-def models_body(models: Iterable[ModelView], created: int) -> bytes:
+def models_body(models: Iterable[ModelStatus], created: int) -> bytes:
     return orjson.dumps({"object": "list", "data": [model_object(m, created) for m in models]})
 
 
-def model_object(model: ModelView, created: int) -> dict[str, Any]:
+def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
     """OpenAI's Model object plus where the alias runs, for dropdowns and dashboards."""
     return {
         "id": model.name,
@@ -143,7 +150,7 @@ def model_object(model: ModelView, created: int) -> dict[str, Any]:
     }
 
 
-def health_body(mode: str, models: Sequence[ModelView]) -> bytes:
+def health_body(mode: str, models: Sequence[ModelStatus]) -> bytes:
     """Every deployment as the sidecar knows it; no upstream is called to build this."""
     deployments = [_deployment_health(m, d) for m in models for d in m.deployments]
     healthy = sum(d["status"] in _SERVING for d in deployments)
@@ -160,7 +167,7 @@ def health_body(mode: str, models: Sequence[ModelView]) -> bytes:
     )
 
 
-def _deployment_health(model: ModelView, d: DeploymentView) -> dict[str, Any]:
+def _deployment_health(model: ModelStatus, d: DeploymentStatus) -> dict[str, Any]:
     h = d.health
     out: dict[str, Any] = {
         "deployment": d.id,

@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# How callers write a yes/no flag in string-typed places (gRPC metadata, the OpenAI SDK's
+# metadata), the same at every front door.
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
+
+
+def parse_flag(text: str) -> bool | None:
+    """True or False for a word that spells a flag, None for any other text."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
 
 
 class Locality(enum.StrEnum):
@@ -132,3 +146,48 @@ def merge_tool_calls(fragments: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
                 index=fragment.index,
             )
     return tuple(merged[i] for i in sorted(merged))
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus:
+    """What health tracking knows of one deployment right now."""
+
+    state: str  # up | cooling | half_open | busy
+    reason: str
+    in_flight: int
+    ttft_ms: float | None  # moving average; None before the first answer
+    cooldown_seconds: float
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatus:
+    id: str
+    provider: str
+    upstream_model: str
+    locality: Locality
+    api_base: str
+    context_window: int | None
+    simulated: bool
+    health: HealthStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """One alias as front doors list it: its deployments and how each is doing."""
+
+    name: str
+    description: str
+    deployments: tuple[DeploymentStatus, ...]
+
+    @property
+    def locality(self) -> str:
+        """ "local", "cloud", or "mixed" when the alias has deployments of both kinds."""
+        kinds = {d.locality for d in self.deployments}
+        if len(kinds) == 1:
+            return next(iter(kinds)).value
+        return "mixed" if kinds else "unknown"
+
+    @property
+    def simulated(self) -> bool:
+        return any(d.simulated for d in self.deployments)

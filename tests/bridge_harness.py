@@ -1,7 +1,7 @@
 """Real-socket helpers for the HTTP bridge tests, in both of its modes.
 
-in-process  one SidecarServer serving gRPC and HTTP, the bridge calling its engine
-remote      a SidecarServer serving gRPC, and a BridgeServer in front of it over gRPC
+in-process  one SidecarProcess serving gRPC and HTTP, the bridge calling its engine
+remote      a SidecarProcess serving gRPC, and a BridgeServer in front of it over gRPC
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import openai
 from bridge.app import BridgeSettings
 from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
+from sidecar.cli.serve import SidecarProcess
 from sidecar.config import SidecarConfig
 from sidecar.engine import Engine
-from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import OllamaSimulator, OpenAISimulator
 from tests.harness import UPSTREAM_KEY, make_config
 
@@ -33,7 +33,7 @@ USER: list[Any] = [{"role": "user", "content": "Say hello"}]
 class Bridge:
     mode: str
     root: str  # http://127.0.0.1:PORT
-    sidecar: SidecarServer
+    sidecar: SidecarProcess
     server: BridgeServer | None  # the standalone bridge, in remote mode
 
     @property
@@ -60,14 +60,14 @@ async def running_bridge(
     if max_body_bytes is not None:
         settings = BridgeSettings(settings.master_key, max_body_bytes)
     if mode == "in-process":
-        sidecar = SidecarServer(Engine(config), grpc_port=0, http_port=0, http_settings=settings)
+        sidecar = SidecarProcess(Engine(config), grpc_port=0, http_port=0, http_settings=settings)
         await sidecar.start()
         try:
             yield Bridge(mode, f"http://127.0.0.1:{sidecar.http_port}", sidecar, None)
         finally:
             await sidecar.stop(grace=0)
         return
-    sidecar = SidecarServer(Engine(config), grpc_port=0)
+    sidecar = SidecarProcess(Engine(config), grpc_port=0)
     await sidecar.start()
     try:
         backend = RemoteBackend(f"127.0.0.1:{sidecar.grpc_port}")

@@ -11,11 +11,12 @@ from typing import Any
 
 import grpc
 
+from sidecar.cli.serve import SidecarProcess
+from sidecar.clock import Clock
 from sidecar.config import SidecarConfig, parse_config
 from sidecar.engine import Engine
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-from sidecar.runtime.process import SidecarServer
 
 # The key the simulated OpenAI-compatible upstreams want from the sidecar.
 UPSTREAM_KEY = "sk-upstream"
@@ -23,7 +24,7 @@ UPSTREAM_KEY = "sk-upstream"
 
 @dataclass
 class Sidecar:
-    server: SidecarServer
+    server: SidecarProcess
     channel: grpc.aio.Channel
     stub: pb_grpc.RouterStub
 
@@ -33,9 +34,11 @@ class Sidecar:
 
 
 @asynccontextmanager
-async def running_sidecar(config: SidecarConfig) -> AsyncIterator[Sidecar]:
+async def running_sidecar(
+    config: SidecarConfig, *, clock: Clock | None = None
+) -> AsyncIterator[Sidecar]:
     """A sidecar on 127.0.0.1, port 0, with a connected client stub."""
-    server = SidecarServer(Engine(config), host="127.0.0.1", grpc_port=0)
+    server = SidecarProcess(Engine(config, clock=clock), host="127.0.0.1", grpc_port=0)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     try:

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge.app import BridgeSettings
+from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
-from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile
 from tests.bridge_harness import (
     EXPECTED,
@@ -371,7 +371,7 @@ async def test_http_port_in_use_is_a_clear_error(
     config = standard_config(ollama, openai_sim)
     async with running_bridge(config, "in-process") as bridge:
         taken = bridge.sidecar.http_port
-        second = SidecarServer(Engine(config), grpc_port=0, http_port=taken)
+        second = SidecarProcess(Engine(config), grpc_port=0, http_port=taken)
         with pytest.raises(OSError, match=f"cannot listen for HTTP on 127.0.0.1:{taken}"):
             await second.start()
         # The half-started sidecar let its gRPC port go again.

@@ -7,16 +7,9 @@ from typing import Any
 
 from sidecar.config.model import Deployment, HealthConfig, ProviderKind
 from sidecar.health import HealthTracker, State
+from tests.fake_clock import FakeClock as Clock
 
 DEPLOYMENT = Deployment("m/0", "m", ProviderKind.OLLAMA, "x", "http://127.0.0.1:9")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def tracker(clock: Clock, **settings: Any) -> HealthTracker:
@@ -45,7 +38,7 @@ def test_cooldown_doubles_on_relapse_up_to_the_cap() -> None:
     assert health.cooldown_left("m/0") == 1.0
     assert not health.is_available("m/0")
     for expected in (2.0, 3.0, 3.0):  # each failed half-open probe doubles, capped at 3
-        clock.now += health.cooldown_left("m/0")
+        clock.advance(health.cooldown_left("m/0"))
         assert health.is_available("m/0")
         health.begin("m/0")
         assert state(health) is State.HALF_OPEN
@@ -60,7 +53,7 @@ def test_a_successful_probe_closes_the_circuit() -> None:
     health = tracker(clock)
     fail(health)
     fail(health)
-    clock.now += 1.0
+    clock.advance(1.0)
     health.begin("m/0")
     health.succeeded("m/0", ttft=0.05)
     health.end("m/0")
@@ -74,7 +67,7 @@ def test_an_abandoned_probe_lets_the_next_request_probe() -> None:
     health = tracker(clock)
     fail(health)
     fail(health)
-    clock.now += 1.0
+    clock.advance(1.0)
     health.begin("m/0")
     health.end("m/0")  # the caller went away: no verdict
     assert health.is_available("m/0")

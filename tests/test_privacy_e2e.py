@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from sidecar.engine.stream import ChatStream
 from sidecar.errors import PrivacyBlocked
 from sidecar.routing import Candidate
 from sidecar.rpc.api import router_pb2 as pb
@@ -113,7 +112,7 @@ async def test_exit_point_refuses_cloud_even_if_a_plan_lists_it(
     forged = dataclasses.replace(
         honest, candidates=(Candidate(cloud_deployment, "forged"),), sensitive=True
     )
-    stream = ChatStream(engine, request, forged, None)
+    stream = engine.execute(request, forged)
     with pytest.raises(PrivacyBlocked):
         await stream.__anext__()
     await stream.aclose()

@@ -16,7 +16,8 @@ from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
-from sidecar.runtime.process import run_until_signalled
+from sidecar.hostport import host_port
+from sidecar.runtime.signals import run_until_signalled
 
 log = logging.getLogger("bridge")
 
@@ -38,8 +39,7 @@ async def run_bridge(args: argparse.Namespace) -> int:
     if unready is not None:
         # Not fatal: the sidecar may come up after the bridge; readiness reports it meanwhile.
         log.warning("the sidecar is not ready yet: %s", unready)
-    host_shown = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host_shown}:{server.port}"
+    url = f"http://{host_port(args.host, server.port)}"
     key = "master key required" if settings.master_key else "no key"
     print(
         f"llm-sidecar bridge serving HTTP on {url} (OpenAI base_url {url}/v1, {key}) "

@@ -1,20 +1,84 @@
-"""`llm-sidecar serve`: load the config, start stand-ins if asked, serve until signalled."""
+"""`llm-sidecar serve`: load the config, start stand-ins if asked, serve until signalled.
+
+This is where the process is composed: the engine, the gRPC door and (unless
+--no-http) the HTTP bridge calling the same engine in-process, on one loop.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+from types import TracebackType
 
 from bridge.app import BridgeSettings, MiB
+from bridge.backend import InProcessBackend
+from bridge.server import BridgeServer
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
 from sidecar.health.discovery import discover_context_windows
+from sidecar.hostport import host_port
 from sidecar.providers import ProviderRegistry
-from sidecar.runtime.process import SidecarServer
+from sidecar.rpc.door import GrpcDoor
+from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.standins import StandIns
 
-log = logging.getLogger("sidecar")
+
+class SidecarProcess:
+    """The engine behind the gRPC door and, when `http_port` is given, the HTTP bridge.
+
+    Ports are the bound ones once started. The bridge's master key comes from the
+    configuration unless `http_settings` say otherwise.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int = 50051,
+        http_port: int | None = None,
+        http_settings: BridgeSettings | None = None,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.grpc = GrpcDoor(engine, host=host, port=grpc_port)
+        self.http: BridgeServer | None = None
+        doors: list[FrontDoor] = [self.grpc]
+        if http_port is not None:
+            settings = http_settings or BridgeSettings(
+                master_key=engine.config.general_settings.master_key
+            )
+            self.http = BridgeServer(
+                InProcessBackend(engine), host=host, port=http_port, settings=settings
+            )
+            doors.append(self.http)
+        self.runtime = Runtime(engine, doors)
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
+
+    async def start(self) -> None:
+        await self.runtime.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.runtime.stop(grace)
+
+    async def __aenter__(self) -> SidecarProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(grace=1.0)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -27,27 +91,27 @@ async def serve(args: argparse.Namespace) -> int:
         )
         providers = ProviderRegistry()
         config = await discover_context_windows(config, providers.pool)
-        server = SidecarServer(
+        process = SidecarProcess(
             Engine(config, providers),
             host=args.host,
             grpc_port=args.grpc_port,
             http_port=None if args.no_http else args.http_port,
             http_settings=http,
         )
-        await server.start()
-        print(banner(server, standins), flush=True)
-        await server.run_until_signalled(grace=args.drain_seconds)
+        await process.start()
+        print(banner(process, standins), flush=True)
+        await process.runtime.run_until_signalled(grace=args.drain_seconds)
     return 0
 
 
-def banner(server: SidecarServer, standins: StandIns) -> str:
-    lines = [f"llm-sidecar serving gRPC on {server.host}:{server.grpc_port}"]
-    if server.http_port is not None:
-        url = f"http://{_host(server.host)}:{server.http_port}"
-        keyed = bool(server.engine.config.general_settings.master_key)
+def banner(process: SidecarProcess, standins: StandIns) -> str:
+    lines = [f"llm-sidecar serving gRPC on {host_port(process.host, process.grpc_port)}"]
+    if process.http_port is not None:
+        url = f"http://{host_port(process.host, process.http_port)}"
+        keyed = bool(process.engine.config.general_settings.master_key)
         key = "master key required" if keyed else "no key"
         lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
-    lines.append(render_model_table(server.engine.config))
+    lines.append(render_model_table(process.engine.config))
     if standins.simulated:
         bar = "!" * 78
         lines += [
@@ -58,7 +122,3 @@ def banner(server: SidecarServer, standins: StandIns) -> str:
             bar,
         ]
     return "\n".join(lines)
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

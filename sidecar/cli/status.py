@@ -8,8 +8,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sidecar.errors import SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-
-_LOCALITY = {pb.LOCALITY_LOCAL: "local", pb.LOCALITY_CLOUD: "cloud"}
+from sidecar.rpc.codec import decode_models
+from sidecar.types import ModelStatus
 
 
 async def fetch_status(address: str, timeout: float = 5.0) -> str:
@@ -24,18 +24,20 @@ async def fetch_status(address: str, timeout: float = 5.0) -> str:
             )
     except grpc.aio.AioRpcError as exc:
         raise SidecarError(f"cannot reach the sidecar at {address}: {exc.details()}") from exc
-    return render_status(address, overall.status, models)
+    return render_status(address, overall.status, decode_models(models))
 
 
-def render_status(address: str, overall: int, models: pb.ListModelsResponse) -> str:
+def render_status(address: str, overall: int, models: tuple[ModelStatus, ...]) -> str:
     state = health_pb2.HealthCheckResponse.ServingStatus.Name(overall)
     lines = [f"sidecar {address}: {state}"]
-    if models.simulated:
+    if any(model.simulated for model in models):
         lines.append("SIMULATED BACKENDS in use (see the deployments marked simulated)")
     rows = [("alias", "deployment", "locality", "state", "in flight", "ttft", "detail")]
-    for model in models.models:
+    for model in models:
         for d in model.deployments:
             h = d.health
+            if h is None:
+                continue
             detail = h.reason
             if h.cooldown_seconds:
                 detail = f"{detail} ({h.cooldown_seconds:.1f}s left)"
@@ -46,8 +48,8 @@ def render_status(address: str, overall: int, models: pb.ListModelsResponse) -> 
             rows.append(
                 (
                     model.name,
-                    d.deployment,
-                    _LOCALITY.get(d.locality, "?"),
+                    d.id,
+                    d.locality.value,
                     h.state or "?",
                     str(h.in_flight),
                     f"{h.ttft_ms:.0f} ms" if h.ttft_ms else "-",

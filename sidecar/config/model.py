@@ -8,6 +8,7 @@ these objects; everything else only reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -148,7 +149,8 @@ class SidecarConfig:
     timeouts: Timeouts = Timeouts()
     health: HealthConfig = HealthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
-    # Sections owned by later features, kept raw until their schema lands.
+    # Kept raw here: routing validates and compiles them (`compile_routing`), which needs
+    # the model groups above and so cannot run inside this module.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)
     privacy: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -158,3 +160,15 @@ class SidecarConfig:
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         return tuple(d for g in self.groups.values() for d in g.deployments)
+
+    def with_deployments(self, replaced: Mapping[str, Deployment]) -> SidecarConfig:
+        """This configuration with the deployments whose ids are keys of `replaced` swapped."""
+        if not replaced:
+            return self
+        groups = {
+            name: dataclasses.replace(
+                group, deployments=tuple(replaced.get(d.id, d) for d in group.deployments)
+            )
+            for name, group in self.groups.items()
+        }
+        return dataclasses.replace(self, groups=groups)

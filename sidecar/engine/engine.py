@@ -1,35 +1,32 @@
-"""The engine: plans each call and runs it (see call.py), shared by every front door.
+"""The engine: plans each call and runs it (see stream.py), shared by every front door.
 
-It owns what outlives one call: the configuration, the compiled routing
-policy, the providers and their connection pools, the health tracker and its
-probes, and telemetry. All requests leave the process through `Engine._open`,
-which is where the privacy rule is enforced a second time, whatever the plan
-says.
+It owns what outlives one call: the configuration snapshot (configuration and
+compiled routing policy), the providers and their connection pools, the egress
+through which every request leaves, the health tracker and its probes, the
+clock, and telemetry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
 
-from sidecar.config.model import Deployment, SidecarConfig
-from sidecar.engine.stream import ChatStream
+from sidecar.clock import Clock, MonotonicClock
+from sidecar.config.model import SidecarConfig
+from sidecar.engine.egress import Egress
+from sidecar.engine.snapshot import Snapshot
+from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import (
-    PrivacyBlocked,
-    UpstreamError,
-)
+from sidecar.errors import UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
-from sidecar.routing import RoutePlan, compile_routing, plan
+from sidecar.routing import RoutePlan, plan
 from sidecar.telemetry import Telemetry
 from sidecar.types import (
     ChatRequest,
     ChatResponse,
-    Chunk,
-    Locality,
+    ModelStatus,
     ToolCall,
     Usage,
     merge_tool_calls,
@@ -44,35 +41,41 @@ class Engine:
         config: SidecarConfig,
         providers: ProviderRegistry | None = None,
         telemetry: Telemetry | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.config = config
+        self.snapshot = Snapshot.build(config)
+        self.clock = clock or MonotonicClock()
         self.providers = providers or ProviderRegistry()
         self.telemetry = telemetry or Telemetry.from_config(config.telemetry)
-        self.health = HealthTracker(config.deployments, config.health)
-        self.policy = compile_routing(config)
+        self.health = HealthTracker(config.deployments, config.health, clock=self.clock)
+        self._services = CallServices(
+            egress=Egress(self.providers),
+            health=self.health,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            queue_timeout=config.health.queue_timeout,
+        )
         self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> SidecarConfig:
+        return self.snapshot.config
 
     def start(self) -> None:
         """Start the background work: active health probes, when configured."""
-        if self.config.health.probe_interval > 0 and self._prober is None:
-            prober = Prober(
-                self.config.deployments, self.health, self.providers, self.config.health
-            )
+        config = self.config
+        if config.health.probe_interval > 0 and self._prober is None:
+            prober = Prober(config.deployments, self.health, self.providers, config.health)
             self._prober = asyncio.create_task(prober.run(), name="health probes")
-
-    def hedging(self, route_plan: RoutePlan) -> tuple[float, bool] | None:
-        """(seconds, may hedge to cloud) when the plan's first group hedges, else None."""
-        if len(route_plan.candidates) < 2:
-            return None
-        group = route_plan.candidates[0].deployment.model_group
-        policy = self.config.router_settings.model_group_retry_policy.get(group)
-        if policy is None or policy.hedge_after_ms is None:
-            return None
-        return policy.hedge_after_ms / 1000, policy.hedge_to_cloud
 
     def plan(self, request: ChatRequest) -> RoutePlan:
         validate_request(request)
-        return plan(request, self.config, self.policy, self.health)
+        snapshot = self.snapshot
+        return plan(request, snapshot.config, snapshot.policy, self.health)
+
+    def models(self) -> tuple[ModelStatus, ...]:
+        """Every alias with its deployments and what health tracking knows of each."""
+        return self.snapshot.models(self.health)
 
     def stream(self, request: ChatRequest, remaining: float | None = None) -> ChatStream:
         """Start a call; `remaining` is the caller's time left in seconds, if any.
@@ -80,10 +83,15 @@ class Engine:
         Planning errors (unknown model, invalid request, privacy) raise here,
         before anything is sent upstream.
         """
-        route_plan = self.plan(request)
-        loop = asyncio.get_running_loop()
-        deadline = None if remaining is None else loop.time() + remaining
-        return ChatStream(self, request, route_plan, deadline)
+        return self.execute(request, self.plan(request), remaining)
+
+    def execute(
+        self, request: ChatRequest, route_plan: RoutePlan, remaining: float | None = None
+    ) -> ChatStream:
+        """Start a call along a plan already made; every attempt still goes through the
+        egress, so no plan can send a sensitive request to the cloud."""
+        deadline = None if remaining is None else self.clock.now() + remaining
+        return ChatStream(self._services, request, route_plan, deadline)
 
     async def complete(self, request: ChatRequest, remaining: float | None = None) -> ChatResponse:
         """Run a call to the end and return the whole answer.
@@ -116,17 +124,6 @@ class Engine:
             await stream.aclose()
         assert stream.route is not None  # set with the first chunk, and a finished call had one
         return ChatResponse("".join(text), merge_tool_calls(fragments), finish, usage, stream.route)
-
-    def _open(
-        self, route_plan: RoutePlan, deployment: Deployment, request: ChatRequest
-    ) -> AsyncGenerator[Chunk, None]:
-        """The single point where a request leaves the process."""
-        if route_plan.sensitive and deployment.locality is not Locality.LOCAL:
-            raise PrivacyBlocked(
-                f"request held back for privacy: refused to send a sensitive request to "
-                f"cloud deployment {deployment.id!r}"
-            )
-        return self.providers.stream(deployment, request)
 
     async def aclose(self) -> None:
         if self._prober is not None:

@@ -13,9 +13,10 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from sidecar.clock import Clock, timeout_at
 from sidecar.config.model import Deployment
+from sidecar.engine.egress import Egress
 from sidecar.engine.watchdog import Watchdog
 from sidecar.errors import (
     NoDeploymentAvailable,
@@ -25,13 +26,23 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from sidecar.routing import Candidate, RoutePlan
+from sidecar.health import HealthTracker
+from sidecar.routing import Candidate, Hedge, RoutePlan
+from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken
 
-if TYPE_CHECKING:
-    from sidecar.engine import Engine
-
 log = logging.getLogger("sidecar.engine.stream")
+
+
+@dataclass(frozen=True, slots=True)
+class CallServices:
+    """What a call needs from the engine, which owns all of it."""
+
+    egress: Egress
+    health: HealthTracker
+    clock: Clock
+    telemetry: Telemetry
+    queue_timeout: float  # how long a call may wait for a slot on a busy last candidate
 
 
 @dataclass(slots=True)
@@ -41,7 +52,7 @@ class _Opened:
     deployment: Deployment
     upstream: AsyncGenerator[Chunk, None]
     first: Chunk
-    end: float | None  # loop time by which the whole call must be over
+    end: float | None  # clock time by which the whole call must be over
     ttft: float  # seconds from sending the request to its first chunk
 
 
@@ -49,13 +60,18 @@ class ChatStream:
     """One call in progress: iterate it for chunks; `route` is set with the first."""
 
     def __init__(
-        self, engine: Engine, request: ChatRequest, route_plan: RoutePlan, deadline: float | None
+        self,
+        services: CallServices,
+        request: ChatRequest,
+        route_plan: RoutePlan,
+        deadline: float | None,
     ) -> None:
-        self._engine = engine
+        self._services = services
+        self._health = services.health
+        self._clock = services.clock
         self._request = request
         self.plan = route_plan
-        self._deadline = deadline
-        self._loop = asyncio.get_running_loop()
+        self._deadline = deadline  # clock time, None when the caller set no deadline
         self._upstream: AsyncGenerator[Chunk, None] | None = None
         self._deployment: Deployment | None = None
         self._watchdog: Watchdog | None = None
@@ -83,7 +99,7 @@ class ChatStream:
         try:
             if watchdog.expired is not None:
                 raise self._timeout(watchdog.expired)
-            watchdog.waiting_since = self._loop.time()
+            watchdog.waiting_since = self._clock.now()
             try:
                 return await upstream.__anext__()
             except asyncio.CancelledError:
@@ -99,20 +115,20 @@ class ChatStream:
         except UpstreamError as exc:
             self._done = True
             self._outcome = "error"
-            self._engine.health.failed(exc.deployment, exc.message, exc.retry_after)
+            self._health.failed(exc.deployment, exc.message, exc.retry_after)
             raise
 
     async def _first(self) -> Chunk:
         """Walk the rest of the plan until a candidate produces its first chunk."""
         failures = self._failures
         candidates = self.plan.candidates
-        hedge = self._engine.hedging(self.plan)
+        hedge = self.plan.hedge
         opened = None
         if hedge is None:
             while self._next < len(candidates):
                 candidate = candidates[self._next]
                 self._next += 1
-                if self._deadline is not None and self._loop.time() >= self._deadline:
+                if self._deadline is not None and self._clock.now() >= self._deadline:
                     failures.append(
                         UpstreamTimeout(candidate.deployment.id, "the caller's deadline passed")
                     )
@@ -122,7 +138,7 @@ class ChatStream:
                 if opened is not None:
                     break
         else:
-            opened = await self._hedged(candidates, failures, *hedge)
+            opened = await self._hedged(candidates, failures, hedge)
         if opened is not None:
             return self._commit(opened)
         self._done = True
@@ -158,16 +174,15 @@ class ChatStream:
         self, deployment: Deployment, failures: list[UpstreamError], *, can_spill: bool
     ) -> _Opened | None:
         """Try one candidate up to its first chunk; on failure record why and return None."""
-        engine = self._engine
-        health = engine.health
-        loop = self._loop
+        health = self._health
+        clock = self._clock
         if not health.is_available(deployment.id):
             reason = health[deployment.id].reason
             failures.append(UpstreamUnavailable(deployment.id, f"cooling down ({reason})"))
             return None
         if not health.has_slot(deployment):
             cap = deployment.max_parallel_requests
-            wait = 0.0 if can_spill else engine.config.health.queue_timeout
+            wait = 0.0 if can_spill else self._services.queue_timeout
             if not await health.wait_for_slot(deployment, wait):
                 failures.append(
                     UpstreamUnavailable(deployment.id, f"busy: {cap} requests already in flight")
@@ -175,22 +190,24 @@ class ChatStream:
                 return None
         self._attempts += 1
         health.begin(deployment.id)
-        started = loop.time()
+        started = clock.now()
         limits = deployment.timeouts
         end = _earliest(self._deadline, started + limits.total)
         try:
-            upstream = engine._open(self.plan, deployment, self._request)
+            upstream = self._services.egress.open(
+                deployment, self._request, sensitive=self.plan.sensitive
+            )
         except PrivacyBlocked as exc:
             log.error("%s", exc.message)
             health.end(deployment.id)
             return None
         failure: UpstreamError
         try:
-            async with asyncio.timeout_at(_earliest(end, started + limits.first_token)):
+            async with timeout_at(clock, _earliest(end, started + limits.first_token)):
                 first = await upstream.__anext__()
         except TimeoutError:
             failure = UpstreamTimeout(
-                deployment.id, f"no first token within {loop.time() - started:.1f}s"
+                deployment.id, f"no first token within {limits.first_token:g}s"
             )
         except UpstreamError as exc:
             failure = exc
@@ -201,7 +218,7 @@ class ChatStream:
             health.end(deployment.id)
             raise
         else:
-            ttft = loop.time() - started
+            ttft = clock.now() - started
             health.succeeded(deployment.id, ttft)
             return _Opened(deployment, upstream, first, end, ttft)
         await upstream.aclose()
@@ -215,14 +232,15 @@ class ChatStream:
         self,
         candidates: tuple[Candidate, ...],
         failures: list[UpstreamError],
-        after: float,
-        to_cloud: bool,
+        hedge: Hedge,
     ) -> _Opened | None:
         """Like the sequential walk, but when the running attempt has no first token
-        after `after` seconds the next candidate starts too; the first to answer wins
-        and the others are cancelled at once."""
+        after `hedge.after` seconds the next candidate starts too; the first to answer
+        wins and the others are cancelled at once."""
         pending = list(candidates[self._next :])
         running: set[asyncio.Task[_Opened | None]] = set()
+        clock = self._clock
+        loop = asyncio.get_running_loop()
 
         def start() -> None:
             candidate = pending.pop(0)
@@ -233,21 +251,33 @@ class ChatStream:
         def may_hedge() -> bool:
             if len(running) != 1 or not pending:
                 return False
-            return to_cloud or pending[0].deployment.locality is Locality.LOCAL
+            return hedge.to_cloud or pending[0].deployment.locality is Locality.LOCAL
+
+        def hedge_due() -> asyncio.Future[None]:
+            """A future that completes once the running attempt has waited `hedge.after`."""
+            due: asyncio.Future[None] = loop.create_future()
+            timer = clock.call_at(clock.now() + hedge.after, lambda: _settle(due))
+            due.add_done_callback(lambda _: timer.cancel())
+            return due
 
         winner: _Opened | None = None
         start()
         try:
             while running and winner is None:
-                done, _ = await asyncio.wait(
-                    running,
-                    timeout=after if may_hedge() else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:
+                due = hedge_due() if may_hedge() else None
+                waiting: set[asyncio.Future[_Opened | None] | asyncio.Future[None]] = set(running)
+                if due is not None:
+                    waiting.add(due)
+                try:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if due is not None:
+                        due.cancel()
+                finished = [task for task in running if task in done]
+                if not finished:
                     start()
                     continue
-                for task in done:
+                for task in finished:
                     running.discard(task)
                     opened = task.result()
                     if winner is None:
@@ -267,13 +297,13 @@ class ChatStream:
     async def _release(self, opened: _Opened) -> None:
         """Drop an attempt that answered but lost the race."""
         await opened.upstream.aclose()
-        self._engine.health.end(opened.deployment.id)
+        self._health.end(opened.deployment.id)
 
     def _commit(self, opened: _Opened) -> Chunk:
         deployment = opened.deployment
         self._upstream = opened.upstream
         self._deployment = deployment
-        self._watchdog = Watchdog(deployment.timeouts.idle, opened.end)
+        self._watchdog = Watchdog(self._clock, deployment.timeouts.idle, opened.end)
         self._ttft = opened.ttft
         self.route = RouteTaken(
             deployment=deployment.id,
@@ -302,7 +332,7 @@ class ChatStream:
         await self._drop_upstream()
         if not self._recorded:
             self._recorded = True
-            self._engine.telemetry.call_ended(
+            self._services.telemetry.call_ended(
                 self.plan.model, self.route, self._outcome, self._ttft
             )
 
@@ -315,8 +345,13 @@ class ChatStream:
                 await upstream.aclose()
             finally:
                 if self._deployment is not None:
-                    self._engine.health.end(self._deployment.id)
+                    self._health.end(self._deployment.id)
 
 
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

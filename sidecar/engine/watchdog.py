@@ -11,43 +11,45 @@ from __future__ import annotations
 
 import asyncio
 
+from sidecar.clock import Cancellable, Clock
+
 
 class Watchdog:
     __slots__ = (
         "_cancelled",
+        "_clock",
         "_end",
         "_handle",
         "_idle",
-        "_loop",
         "_task",
         "expired",
         "waiting_since",
     )
 
-    def __init__(self, idle: float, end: float | None) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, clock: Clock, idle: float, end: float | None) -> None:
+        self._clock = clock
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Watchdog must be created inside a task")
         self._task = task
         self._idle = idle
         self._end = end
-        # Loop time at which the relay began awaiting the upstream, None while not waiting.
+        # Clock time at which the relay began awaiting the upstream, None while not waiting.
         self.waiting_since: float | None = None
         # Why the watchdog cancelled the task ("idle" or "total"), None while it has not.
         self.expired: str | None = None
         self._cancelled = False
-        self._handle: asyncio.TimerHandle | None = None
-        self._arm(self._loop.time() + idle)
+        self._handle: Cancellable | None = None
+        self._arm(clock.now() + idle)
 
     def _arm(self, when: float) -> None:
         if self._end is not None:
             when = min(when, self._end)
-        self._handle = self._loop.call_at(when, self._check)
+        self._handle = self._clock.call_at(when, self._check)
 
     def _check(self) -> None:
         self._handle = None
-        now = self._loop.time()
+        now = self._clock.now()
         waiting = self.waiting_since
         if self._end is not None and now >= self._end:
             self._expire("total", cancel=waiting is not None)

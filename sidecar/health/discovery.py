@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import re
 
-from sidecar.config.model import Deployment, ModelGroup, ProviderKind, SidecarConfig
+from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.errors import UpstreamError
 from sidecar.providers.http import HttpPool, fetch_json
 
@@ -52,22 +52,13 @@ async def discover_context_windows(
             log.info("%s: context window %s discovered from Ollama", deployment.id, window)
 
     await asyncio.gather(*(one(d) for d in unknown))
-    if not found:
-        return config
-    groups = {
-        name: ModelGroup(
-            name,
-            tuple(
-                dataclasses.replace(d, context_window=found[d.id], discovered_window=True)
-                if d.id in found
-                else d
-                for d in group.deployments
-            ),
-            group.description,
-        )
-        for name, group in config.groups.items()
-    }
-    return dataclasses.replace(config, groups=groups)
+    return config.with_deployments(
+        {
+            d.id: dataclasses.replace(d, context_window=found[d.id], discovered_window=True)
+            for d in unknown
+            if d.id in found
+        }
+    )
 
 
 async def _window(pool: HttpPool, deployment: Deployment) -> int | None:

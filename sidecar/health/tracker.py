@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from sidecar.clock import Clock, MonotonicClock, timeout_at
 from sidecar.config.model import Deployment, HealthConfig
 
 # Weight of the newest sample in the moving average of time to first token.
@@ -57,10 +57,11 @@ class HealthTracker:
         self,
         deployments: Iterable[Deployment],
         settings: HealthConfig | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings or HealthConfig()
-        self._clock = clock
+        self._clock = clock or MonotonicClock()
+        self._now = self._clock.now
         self._health = {d.id: DeploymentHealth(d) for d in deployments}
         self._listeners: list[Callable[[], None]] = []
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
@@ -79,7 +80,7 @@ class HealthTracker:
         if h is None:
             return True
         if h.state is State.COOLING:
-            return self._clock() >= h.until
+            return self._now() >= h.until
         return h.state is not State.HALF_OPEN
 
     def in_flight(self, deployment_id: str) -> int:
@@ -95,11 +96,11 @@ class HealthTracker:
         h = self._health.get(deployment_id)
         if h is None or h.state is not State.COOLING:
             return 0.0
-        return max(0.0, h.until - self._clock())
+        return max(0.0, h.until - self._now())
 
     def next_recovery(self) -> float | None:
         """Seconds until the next cooldown that is still running ends, if any."""
-        now = self._clock()
+        now = self._now()
         ends = [h.until - now for h in self._health.values() if h.state is State.COOLING]
         pending = [end for end in ends if end > 0]
         return min(pending) if pending else None
@@ -111,17 +112,14 @@ class HealthTracker:
     async def wait_for_slot(self, deployment: Deployment, within: float) -> bool:
         """Wait up to `within` seconds for the deployment to drop below its cap."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + within
-        while not self.has_slot(deployment):
-            remaining = end - loop.time()
-            if remaining <= 0:
-                return False
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(deployment.id, deque()).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                return False
+        try:
+            async with timeout_at(self._clock, self._now() + within):
+                while not self.has_slot(deployment):
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._waiters.setdefault(deployment.id, deque()).append(waiter)
+                    await waiter
+        except TimeoutError:
+            return False
         return True
 
     def group_serving(self, deployments: Iterable[Deployment]) -> bool:
@@ -139,7 +137,7 @@ class HealthTracker:
         if h is None:
             return
         h.in_flight += 1
-        if h.state is State.COOLING and self._clock() >= h.until:
+        if h.state is State.COOLING and self._now() >= h.until:
             self._set(h, State.HALF_OPEN, "probing after cooldown")
 
     def end(self, deployment_id: str) -> None:
@@ -157,7 +155,7 @@ class HealthTracker:
         if h.state is State.HALF_OPEN:
             # The probe request ended with no verdict (the caller went away): let the
             # next request probe instead of leaving the deployment shut for good.
-            h.until = self._clock()
+            h.until = self._now()
             self._set(h, State.COOLING, "probe request abandoned")
 
     def succeeded(self, deployment_id: str, ttft: float | None = None) -> None:
@@ -201,7 +199,7 @@ class HealthTracker:
             return
         if not ok:
             h.last_error = detail
-            if h.state is not State.COOLING or self._clock() >= h.until:
+            if h.state is not State.COOLING or self._now() >= h.until:
                 self._cool(h, self._backoff(h), f"probe failed: {detail}")
         elif busy:
             if h.state is not State.BUSY:
@@ -224,7 +222,7 @@ class HealthTracker:
 
     def _cool(self, h: DeploymentHealth, seconds: float, reason: str) -> None:
         h.relapses += 1
-        h.until = self._clock() + seconds
+        h.until = self._now() + seconds
         h.outcomes.clear()
         self._set(h, State.COOLING, reason)
 

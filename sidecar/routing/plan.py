@@ -6,8 +6,8 @@ in, which keeps it sub-millisecond and testable without servers.
 The steps, each leaving a reason or a note in the plan:
 
 1. Sensitivity: the caller's `local_only` hint; `no_fallback` (hint, or
-   metadata "true"/"1"/"yes") when `privacy.no_fallback_means_local`; else the
-   detector over all message text and tool-call arguments. (When the caller
+   metadata that `parse_flag` reads as true) when `privacy.no_fallback_means_local`;
+   else the detector over all message text and tool-call arguments. (When the caller
    already marked the request, the detector does not run.)
 2. The alias: an explicit model name wins; with the auto alias (or no model),
    a `task` metadata tag with a rule picks the alias, else the complexity
@@ -37,11 +37,11 @@ from typing import Protocol
 
 from sidecar.config.model import Deployment, SidecarConfig
 from sidecar.errors import ContextWindowExceeded, PrivacyBlocked, UnknownModel
+from sidecar.routing.hedging import Hedge, hedge_for
 from sidecar.routing.policy import RoutingPolicy, compile_routing
 from sidecar.routing.tokens import chat_overhead, estimate_tokens
-from sidecar.types import ChatRequest, Locality
+from sidecar.types import ChatRequest, Locality, parse_flag
 
-_TRUE = frozenset({"true", "1", "yes"})
 # Share of latency-based decisions that shuffle instead, to keep measuring every deployment.
 _EXPLORE = 0.1
 
@@ -54,12 +54,6 @@ class HealthView(Protocol):
     def in_flight(self, deployment_id: str) -> int: ...
 
     def ttft(self, deployment_id: str) -> float | None: ...
-
-
-class BudgetView(Protocol):
-    """A snapshot of cloud budgets; reserved for the budget feature, unused so far."""
-
-    def allows(self, deployment: Deployment) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +75,8 @@ class RoutePlan:
     sensitive_reasons: tuple[str, ...] = ()
     # The caller asked for no fallback beyond the planned group.
     no_fallback: bool = False
+    # When to start the next candidate beside a slow one; None: one at a time.
+    hedge: Hedge | None = None
 
 
 def plan(
@@ -88,7 +84,6 @@ def plan(
     config: SidecarConfig,
     policy: RoutingPolicy | None = None,
     health: HealthView | None = None,
-    budget: BudgetView | None = None,
     *,
     rand: Callable[[], float] = random.random,
 ) -> RoutePlan:
@@ -143,6 +138,7 @@ def plan(
         estimated_prompt_tokens=tokens,
         sensitive_reasons=reasons,
         no_fallback=no_fallback,
+        hedge=hedge_for(candidates, policy.config),
     )
 
 
@@ -159,7 +155,7 @@ def request_text(request: ChatRequest) -> str:
 
 
 def _is_true(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in _TRUE
+    return value is not None and parse_flag(value) is True
 
 
 def _sensitive_reasons(

@@ -11,18 +11,19 @@ from typing import Any
 
 import orjson
 
-from sidecar.config.model import SidecarConfig
 from sidecar.errors import InvalidRequest
-from sidecar.health import HealthTracker
 from sidecar.routing import RoutePlan
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.types import (
     ChatRequest,
     ChatResponse,
     Chunk,
+    DeploymentStatus,
     GenerationParams,
+    HealthStatus,
     Locality,
     Message,
+    ModelStatus,
     RouteTaken,
     RoutingHints,
     ToolCall,
@@ -33,8 +34,9 @@ from sidecar.types import (
 # gRPC's default 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-_LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
-_LOCALITY_FROM_PB = {v: k for k, v in _LOCALITY_TO_PB.items()}
+# The one mapping of locality to the wire and back, for every user of the gRPC contract.
+LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
+LOCALITY_FROM_PB = {v: k for k, v in LOCALITY_TO_PB.items()}
 
 
 # -- requests ---------------------------------------------------------------
@@ -180,7 +182,7 @@ def encode_route(route: RouteTaken) -> pb.RouteTaken:
         model_group=route.model_group,
         provider=route.provider,
         upstream_model=route.upstream_model,
-        locality=_LOCALITY_TO_PB[route.locality],
+        locality=LOCALITY_TO_PB[route.locality],
         attempts=route.attempts,
         request_id=route.request_id,
     )
@@ -192,7 +194,7 @@ def decode_route(msg: pb.RouteTaken) -> RouteTaken:
         model_group=msg.model_group,
         provider=msg.provider,
         upstream_model=msg.upstream_model,
-        locality=_LOCALITY_FROM_PB.get(msg.locality, Locality.CLOUD),
+        locality=LOCALITY_FROM_PB.get(msg.locality, Locality.CLOUD),
         attempts=msg.attempts,
         request_id=msg.request_id,
     )
@@ -219,7 +221,7 @@ def encode_plan(route_plan: RoutePlan) -> pb.RoutePlan:
                 model_group=c.deployment.model_group,
                 provider=c.deployment.provider.value,
                 upstream_model=c.deployment.upstream_model,
-                locality=_LOCALITY_TO_PB[c.deployment.locality],
+                locality=LOCALITY_TO_PB[c.deployment.locality],
                 reason=c.reason,
             )
             for c in route_plan.candidates
@@ -230,43 +232,73 @@ def encode_plan(route_plan: RoutePlan) -> pb.RoutePlan:
     )
 
 
-def encode_health(tracker: HealthTracker, deployment_id: str) -> pb.DeploymentHealth:
-    h = tracker[deployment_id]
-    return pb.DeploymentHealth(
-        state=h.state.value,
-        reason=h.reason,
-        in_flight=h.in_flight,
-        ttft_ms=(h.ttft or 0.0) * 1000,
-        cooldown_seconds=tracker.cooldown_left(deployment_id),
-        last_error=h.last_error,
-    )
-
-
-def encode_models(
-    config: SidecarConfig, health: HealthTracker | None = None
-) -> pb.ListModelsResponse:
-    models = [
+def encode_models(models: Iterable[ModelStatus]) -> pb.ListModelsResponse:
+    listed = [
         pb.ModelInfo(
-            name=group.name,
-            description=group.description,
+            name=model.name,
+            description=model.description,
             deployments=[
                 pb.ModelDeployment(
                     deployment=d.id,
-                    provider=d.provider.value,
+                    provider=d.provider,
                     upstream_model=d.upstream_model,
-                    locality=_LOCALITY_TO_PB[d.locality],
+                    locality=LOCALITY_TO_PB[d.locality],
                     api_base=d.api_base,
                     context_window=d.context_window or 0,
                     simulated=d.simulated,
-                    health=encode_health(health, d.id) if health is not None else None,
+                    health=None if d.health is None else _encode_health(d.health),
                 )
-                for d in group.deployments
+                for d in model.deployments
             ],
         )
-        for group in config.groups.values()
+        for model in models
     ]
-    return pb.ListModelsResponse(
-        models=models, simulated=any(d.simulated for d in config.deployments)
+    simulated = any(d.simulated for m in listed for d in m.deployments)
+    return pb.ListModelsResponse(models=listed, simulated=simulated)
+
+
+def decode_models(message: pb.ListModelsResponse) -> tuple[ModelStatus, ...]:
+    return tuple(
+        ModelStatus(
+            name=model.name,
+            description=model.description,
+            deployments=tuple(
+                DeploymentStatus(
+                    id=d.deployment,
+                    provider=d.provider,
+                    upstream_model=d.upstream_model,
+                    locality=LOCALITY_FROM_PB.get(d.locality, Locality.CLOUD),
+                    api_base=d.api_base,
+                    context_window=d.context_window or None,
+                    simulated=d.simulated,
+                    health=_decode_health(d.health) if d.HasField("health") else None,
+                )
+                for d in model.deployments
+            ),
+        )
+        for model in message.models
+    )
+
+
+def _encode_health(health: HealthStatus) -> pb.DeploymentHealth:
+    return pb.DeploymentHealth(
+        state=health.state,
+        reason=health.reason,
+        in_flight=health.in_flight,
+        ttft_ms=health.ttft_ms or 0.0,
+        cooldown_seconds=health.cooldown_seconds,
+        last_error=health.last_error,
+    )
+
+
+def _decode_health(message: pb.DeploymentHealth) -> HealthStatus:
+    return HealthStatus(
+        state=message.state,
+        reason=message.reason,
+        in_flight=message.in_flight,
+        ttft_ms=message.ttft_ms or None,
+        cooldown_seconds=message.cooldown_seconds,
+        last_error=message.last_error,
     )
 
 

@@ -8,10 +8,14 @@ The overall status ("") stays SERVING while the process runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from grpc_health.v1 import health, health_pb2
 
+from sidecar.clock import Cancellable
 from sidecar.engine import Engine
+
+log = logging.getLogger("sidecar.rpc.health")
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -24,7 +28,7 @@ class HealthPublisher:
         self._service = service
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._closed = False
         engine.health.on_change(self.changed)
 
@@ -33,6 +37,7 @@ class HealthPublisher:
         if self._closed or (self._task is not None and not self._task.done()):
             return
         self._task = self._loop.create_task(self.publish())
+        self._task.add_done_callback(_report)
 
     async def publish(self) -> None:
         tracker = self._engine.health
@@ -48,7 +53,8 @@ class HealthPublisher:
             self._timer = None
         wait = tracker.next_recovery()
         if wait is not None and not self._closed:
-            self._timer = self._loop.call_later(wait + 0.01, self.changed)
+            clock = self._engine.clock
+            self._timer = clock.call_at(clock.now() + wait + 0.01, self.changed)
 
     async def enter_graceful_shutdown(self) -> None:
         """Stop publishing and report everything NOT_SERVING for good."""
@@ -56,5 +62,12 @@ class HealthPublisher:
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
-            await self._task
+            # Waited for, not awaited: a failed publication was logged by _report already.
+            await asyncio.wait({self._task})
         await self._servicer.enter_graceful_shutdown()
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    """Log a publication that failed, so that a stale health status has a reason on record."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("publishing gRPC health failed", exc_info=task.exception())

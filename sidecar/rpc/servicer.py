@@ -92,7 +92,7 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return encode_models(self._engine.config, self._engine.health)
+        return encode_models(self._engine.models())
 
 
 def _decode(request: pb.ChatRequest) -> ChatRequest:

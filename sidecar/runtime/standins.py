@@ -13,7 +13,7 @@ import dataclasses
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from sidecar.config.model import Deployment, ModelGroup, ProviderKind, SidecarConfig
+from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.providers import ProviderRegistry
 from sidecar.simulate import OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.types import Locality
@@ -49,13 +49,7 @@ class StandIns:
         except BaseException:
             await self._stop()
             raise
-        groups = {
-            name: ModelGroup(
-                name, tuple(replaced.get(d.id, d) for d in group.deployments), group.description
-            )
-            for name, group in self._original.groups.items()
-        }
-        self.config = dataclasses.replace(self._original, groups=groups)
+        self.config = self._original.with_deployments(replaced)
         return self
 
     async def __aexit__(

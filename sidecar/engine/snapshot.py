@@ -1,0 +1,59 @@
+"""The configuration snapshot: one configuration with its compiled routing policy.
+
+This is the unit a reload swaps: every call plans against one snapshot from
+start to end. It lives in the engine rather than in `config/` because it joins
+the configuration with routing, which itself reads the configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.config.model import SidecarConfig
+from sidecar.health import HealthTracker
+from sidecar.routing import RoutingPolicy, compile_routing
+from sidecar.types import DeploymentStatus, HealthStatus, ModelStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: SidecarConfig
+    policy: RoutingPolicy
+
+    @classmethod
+    def build(cls, config: SidecarConfig) -> Snapshot:
+        return cls(config, compile_routing(config))
+
+    def models(self, health: HealthTracker) -> tuple[ModelStatus, ...]:
+        return tuple(
+            ModelStatus(
+                name=group.name,
+                description=group.description,
+                deployments=tuple(
+                    DeploymentStatus(
+                        id=d.id,
+                        provider=d.provider.value,
+                        upstream_model=d.upstream_model,
+                        locality=d.locality,
+                        api_base=d.api_base,
+                        context_window=d.context_window,
+                        simulated=d.simulated,
+                        health=_health(health, d.id),
+                    )
+                    for d in group.deployments
+                ),
+            )
+            for group in self.config.groups.values()
+        )
+
+
+def _health(tracker: HealthTracker, deployment_id: str) -> HealthStatus:
+    h = tracker[deployment_id]
+    return HealthStatus(
+        state=h.state.value,
+        reason=h.reason,
+        in_flight=h.in_flight,
+        ttft_ms=None if h.ttft is None else h.ttft * 1000,
+        cooldown_seconds=tracker.cooldown_left(deployment_id),
+        last_error=h.last_error,
+    )
