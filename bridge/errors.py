@@ -68,20 +68,15 @@ def bad_request(param: str | None, message: str, code: str | None = None) -> Htt
 
 
 def http_error(exc: SidecarError) -> HttpError:
-    """The response a failed call becomes; `field` and `retry_after` are read when present."""
+    """The response a failed call becomes, with its field, kind and retry-after."""
     status, type_, code = _BY_CODE.get(exc.code, (500, "server_error", None))
-    param: str | None = getattr(exc, "field", None)
+    param = exc.field
     if exc.code is ErrorCode.NOT_FOUND:
         param = "model"
-    elif code is None and getattr(exc, "needed", None) is not None:
-        code = "context_length_exceeded"
+    elif code is None:
+        code = exc.kind
     headers: list[tuple[bytes, bytes]] = []
-    retry_after = _retry_after(exc)
+    retry_after = exc.retry_after
     if retry_after is not None and status in (429, 503):
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     return HttpError(status, exc.message, type_=type_, param=param, code=code, headers=headers)
-
-
-def _retry_after(exc: SidecarError) -> float | None:
-    value = getattr(exc, "retry_after", None)
-    return float(value) if isinstance(value, int | float) else None

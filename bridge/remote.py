@@ -19,6 +19,7 @@ from sidecar.errors import ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
+    ERROR_KIND_KEY,
     MAX_MESSAGE_BYTES,
     decode_chunk,
     decode_models,
@@ -59,11 +60,13 @@ class RemoteError(SidecarError):
         message: str,
         field: str | None = None,
         retry_after: float | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.field = field
         self.retry_after = retry_after
+        self.kind = kind
 
 
 class RemoteBackend:
@@ -173,18 +176,20 @@ def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
     if code is ErrorCode.INVALID_ARGUMENT:
         match = _FIELD.match(details)
         field = match.group(1) if match else None
-    return RemoteError(code, details, field, _retry_after(exc))
+    trailers = dict(exc.trailing_metadata() or ())
+    kind = trailers.get(ERROR_KIND_KEY)
+    return RemoteError(
+        code, details, field, _retry_after(trailers), kind if isinstance(kind, str) else None
+    )
 
 
-def _retry_after(exc: Any) -> float | None:
+def _retry_after(trailers: dict[str, Any]) -> float | None:
     """The sidecar's retry-after trailer, in seconds."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == "retry-after":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+    value = trailers.get("retry-after")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def _is_transport(details: str) -> bool:

@@ -39,10 +39,17 @@ class ErrorCode(enum.Enum):
 
 class SidecarError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
+    # A stable machine-readable name for callers that tell failures apart by more than the
+    # status (OpenAI's `code`), e.g. "context_length_exceeded"; None when the status says it.
+    kind: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # The request field that was wrong, when one was.
+        self.field: str | None = None
+        # Seconds after which a retry may succeed, when whoever failed said so.
+        self.retry_after: float | None = None
 
 
 class InvalidRequest(SidecarError):
@@ -54,6 +61,8 @@ class InvalidRequest(SidecarError):
 
 
 class ContextWindowExceeded(InvalidRequest):
+    kind = "context_length_exceeded"
+
     def __init__(self, needed: int, largest: int) -> None:
         super().__init__(
             "messages",

@@ -297,6 +297,17 @@ async def test_invalid_request_is_bad_request_naming_the_field(
     assert param in err.value.message
 
 
+async def test_context_window_exceeded_keeps_its_code(client: openai.AsyncOpenAI) -> None:
+    # gpt-4o-mini holds 128K tokens; over gRPC (remote mode) the code rides in a trailer.
+    prompt = "lorem ipsum dolor " * 80_000
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(
+            model="cloud-fast", messages=[{"role": "user", "content": prompt}]
+        )
+    assert err.value.code == "context_length_exceeded"
+    assert err.value.param == "messages"
+
+
 @pytest.mark.parametrize(
     ("fault", "status"),
     [(Fault("http_503"), 503), (Fault("http_500"), 503), (Fault("malformed"), 502)],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,6 +28,24 @@ async def _status(stub: health_pb2_grpc.HealthStub, service: str) -> int:
     return int(reply.status)
 
 
+async def _watch_until(
+    stub: health_pb2_grpc.HealthStub, service: str, status: int, within: float = 5.0
+) -> bool:
+    """Watch `service` until it reports `status`; False if it did not within `within` s."""
+    call = stub.Watch(health_pb2.HealthCheckRequest(service=service), timeout=within)
+    try:
+        async for reply in call:
+            if reply.status == status:
+                return True
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return False
+        raise
+    finally:
+        call.cancel()
+    return False
+
+
 async def test_health_follows_probes_per_model_group() -> None:
     serving, not_serving = (
         health_pb2.HealthCheckResponse.SERVING,
@@ -46,20 +62,11 @@ async def test_health_follows_probes_per_model_group() -> None:
         )
         async with running_sidecar(config) as sidecar:
             stub = health_pb2_grpc.HealthStub(sidecar.channel)
-            statuses: dict[str, int] = {}
-
-            async def refresh() -> None:
-                for service in ("", SERVICE_NAME, "fast-local", "strong-local"):
-                    statuses[service] = await _status(stub, service)
-
-            async def settled() -> bool:
-                await refresh()
-                return bool(statuses["strong-local"] == not_serving)
-
-            for _ in range(200):
-                if await settled():
-                    break
-                await asyncio.sleep(0.01)
+            assert await _watch_until(stub, "strong-local", not_serving)
+            statuses = {
+                service: await _status(stub, service)
+                for service in ("", SERVICE_NAME, "fast-local", "strong-local")
+            }
             assert statuses == {
                 "": serving,
                 SERVICE_NAME: serving,
@@ -72,14 +79,9 @@ async def test_health_follows_probes_per_model_group() -> None:
 
             # With every backend down, the Router itself stops serving.
             await up.set_fault(Fault("refuse"))
-            for _ in range(200):
-                await refresh()
-                if statuses[SERVICE_NAME] == not_serving:
-                    break
-                await asyncio.sleep(0.01)
-            assert statuses[SERVICE_NAME] == not_serving
-            assert statuses["fast-local"] == not_serving
-            assert statuses[""] == serving
+            assert await _watch_until(stub, SERVICE_NAME, not_serving)
+            assert await _status(stub, "fast-local") == not_serving
+            assert await _status(stub, "") == serving
 
 
 async def test_reflection_lists_services(config: SidecarConfig) -> None:

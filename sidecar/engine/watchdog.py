@@ -53,7 +53,9 @@ class Watchdog:
         waiting = self.waiting_since
         if self._end is not None and now >= self._end:
             self._expire("total", cancel=waiting is not None)
-        elif waiting is not None and now - waiting >= self._idle:
+        # Compared with the time the timer was armed for, not as a difference: (w + i) - w
+        # can round below i, and the timer would then re-arm for the very same instant.
+        elif waiting is not None and now >= waiting + self._idle:
             self._expire("idle", cancel=True)
         else:
             self._arm((waiting if waiting is not None else now) + self._idle)

@@ -34,6 +34,8 @@ from sidecar.types import (
 # gRPC's default 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# Trailing metadata naming a failure's `kind` (e.g. context_length_exceeded), when it has one.
+ERROR_KIND_KEY = "x-sidecar-error-kind"
 # The one mapping of locality to the wire and back, for every user of the gRPC contract.
 LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
 LOCALITY_FROM_PB = {v: k for k, v in LOCALITY_TO_PB.items()}

@@ -23,6 +23,7 @@ from sidecar.errors import ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
+    ERROR_KIND_KEY,
     decode_request,
     encode_chunk,
     encode_models,
@@ -105,12 +106,13 @@ def _decode(request: pb.ChatRequest) -> ChatRequest:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:
     log.info("call failed: %s", exc.message)
-    trailing: tuple[tuple[str, str], ...] = ()
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
+    trailing: list[tuple[str, str]] = []
+    if exc.retry_after is not None:
         # How long the caller should wait, as the HTTP bridge's retry-after header says it.
-        trailing = (("retry-after", f"{retry_after:.3f}"),)
-    await context.abort(STATUS[exc.code], exc.message, trailing)
+        trailing.append(("retry-after", f"{exc.retry_after:.3f}"))
+    if exc.kind is not None:
+        trailing.append((ERROR_KIND_KEY, exc.kind))
+    await context.abort(STATUS[exc.code], exc.message, tuple(trailing))
     raise AssertionError("context.abort returned")  # abort always raises
 
 
