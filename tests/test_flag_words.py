@@ -54,9 +54,9 @@ async def test_no_fallback_word_is_honoured_by_both_doors(word: str) -> None:
                 "messages": [{"role": "user", "content": "Say hello"}],
                 "metadata": {"no_fallback": word},
             }
-            async with http_session() as http:
-                async with http.post(f"{bridge.base_url}/chat/completions", json=body) as reply:
-                    assert reply.status == 503
+            url = f"{bridge.base_url}/chat/completions"
+            async with http_session() as http, http.post(url, json=body) as reply:
+                assert reply.status == 503
             # Neither door fell back to strong-local.
             assert a.stats.requests == 2
             assert b.stats.requests == 0
