@@ -1,4 +1,5 @@
-"""Canonical answers -> OpenAI response bodies and SSE frames (protocols.md §2.3-2.6).
+"""Canonical answers -> OpenAI response bodies and SSE frames (OpenAI's API reference:
+chat.completion, chat.completion.chunk, and its error shape).
 
 The stream writer builds each `chat.completion.chunk` from two constant byte
 strings around the delta, computed once per stream, so a relayed token costs one

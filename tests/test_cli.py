@@ -57,6 +57,20 @@ def test_check_config_reports_errors_with_key_paths(tmp_path: Path) -> None:
     assert "router_settings.routing_strategy" in result.stderr
 
 
+def test_check_config_reports_routing_rule_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "rules.yaml"
+    broken.write_text(
+        "model_list:\n"
+        "  - model_name: a\n"
+        "    litellm_params: {model: ollama/llama3.2}\n"
+        "routing_rules: {tasks: {summarise: nowhere}}\n"
+    )
+    result = run_cli("check-config", str(broken))
+    assert result.returncode == 2
+    assert "routing_rules.tasks.summarise" in result.stderr
+    assert "nowhere" in result.stderr
+
+
 def test_route_explains_a_plan(tmp_path: Path) -> None:
     code = "Fix this:\n```python\ndef f(x):\n    return x +\n```"
     result = run_cli("route", "--config", str(SEED), "--prompt", code)

@@ -1,5 +1,6 @@
 """The simulators speak the real protocols: the official `ollama` and `openai` clients parse
-everything they send, and the raw frames match protocols.md §1.4 and §2.4."""
+everything they send, and the raw frames match the streaming formats of Ollama's API
+documentation (NDJSON chat chunks) and OpenAI's API reference (chat.completion.chunk SSE)."""
 
 from __future__ import annotations
 

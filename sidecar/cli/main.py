@@ -11,8 +11,6 @@ import uvloop
 
 from sidecar import __version__
 from sidecar.cli import simulate as simulate_cli
-from sidecar.config import load_config
-from sidecar.config.table import render_model_table
 from sidecar.errors import ConfigError, SidecarError
 
 log = logging.getLogger("sidecar")
@@ -90,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "check-config":
-            return _check_config(args.config)
+            from sidecar.cli.check_config import check_config
+
+            print(check_config(args.config))
+            return 0
         if args.command == "route":
             from sidecar.cli.route import explain_route
 
@@ -133,12 +134,6 @@ def _megabytes(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
     return value
-
-
-def _check_config(path: str) -> int:
-    config = load_config(path)
-    print(render_model_table(config))
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,5 +5,6 @@ Front doors use only what this package exports.
 
 from sidecar.engine.engine import Engine
 from sidecar.engine.stream import ChatStream
+from sidecar.routing import Candidate, RoutePlan
 
-__all__ = ["ChatStream", "Engine"]
+__all__ = ["Candidate", "ChatStream", "Engine", "RoutePlan"]

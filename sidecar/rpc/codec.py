@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from sidecar.engine import RoutePlan
 from sidecar.errors import InvalidRequest
-from sidecar.routing import RoutePlan
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.types import (
     ChatRequest,

@@ -1,4 +1,5 @@
-"""A simulated Ollama server speaking the native API (protocols.md §1).
+"""A simulated Ollama server speaking the native API (Ollama's API
+documentation: /api/chat, /api/tags, /api/ps, /api/show).
 
 Streams are NDJSON, one `ChatResponse` object per line, ending with the `done: true` line
 that carries `done_reason`, the token counts and the durations in nanoseconds. Errors are

@@ -1,4 +1,5 @@
-"""A simulated OpenAI Chat Completions server (protocols.md §2).
+"""A simulated OpenAI Chat Completions server (OpenAI's API reference, streaming
+and not).
 
 Streams are SSE `data: {chunk}` frames: a first chunk with `delta.role`, one chunk per
 token, a finish chunk with an empty delta, a usage chunk with `choices: []` when

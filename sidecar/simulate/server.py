@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from sidecar.hostport import host_port
 from sidecar.simulate.faults import (
     HTTP_FAULT_STATUS,
     Fault,
@@ -186,8 +187,7 @@ class Simulator(ABC):
 
     @property
     def root_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"http://{host_port(self.host, self._port)}"
 
     @property
     @abstractmethod
