@@ -27,7 +27,7 @@ DONE: Final = b"data: [DONE]\n\n"
 _ROLE_DELTA: Final = b'{"role":"assistant","content":""}'
 OWNER: Final = "llm-sidecar"
 # Health states in which a deployment takes calls (a half-open one takes its probe call).
-_SERVING: Final = frozenset({"up", "half_open", "busy", "unknown"})
+_SERVING: Final = frozenset({"up", "cold", "half_open", "unknown"})
 
 
 class StreamWriter:
@@ -139,7 +139,7 @@ def models_body(models: Iterable[ModelStatus], created: int) -> bytes:
 
 def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
     """OpenAI's Model object plus where the alias runs, for dropdowns and dashboards."""
-    return {
+    out: dict[str, Any] = {
         "id": model.name,
         "object": "model",
         "created": created,
@@ -149,6 +149,9 @@ def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
         "description": model.description,
         "deployments": len(model.deployments),
     }
+    if model.via:
+        out["routes_to"] = [m.name for m in model.via]
+    return out
 
 
 def health_body(mode: str, models: Sequence[ModelStatus]) -> bytes:
@@ -188,6 +191,7 @@ def _deployment_health(model: ModelStatus, d: DeploymentStatus) -> dict[str, Any
             ttft_ms=h.ttft_ms,
             cooldown_seconds=h.cooldown_seconds,
             last_error=h.last_error,
+            probes_not_offered=list(h.probes_not_offered),
         )
     return out
 

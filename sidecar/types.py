@@ -152,12 +152,14 @@ def merge_tool_calls(fragments: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
 class HealthStatus:
     """What health tracking knows of one deployment right now."""
 
-    state: str  # up | cooling | half_open | busy
+    state: str  # up | cold | cooling | half_open | not_pulled
     reason: str
     in_flight: int
     ttft_ms: float | None  # moving average; None before the first answer
     cooldown_seconds: float
     last_error: str
+    # Health-probe endpoints the server does not offer (404/405/501), no longer asked.
+    probes_not_offered: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +181,21 @@ class ModelStatus:
     name: str
     description: str
     deployments: tuple[DeploymentStatus, ...]
+    # For an alias resolved per request (auto), with no deployments of its own: the
+    # aliases it routes to.
+    via: tuple[ModelStatus, ...] = ()
 
     @property
     def locality(self) -> str:
-        """ "local", "cloud", or "mixed" when the alias has deployments of both kinds."""
-        kinds = {d.locality for d in self.deployments}
+        """ "local", "cloud", or "mixed" when the alias reaches deployments of both kinds."""
+        kinds = {d.locality for d in self._reached()}
         if len(kinds) == 1:
             return next(iter(kinds)).value
         return "mixed" if kinds else "unknown"
 
     @property
     def simulated(self) -> bool:
-        return any(d.simulated for d in self.deployments)
+        return any(d.simulated for d in self._reached())
+
+    def _reached(self) -> tuple[DeploymentStatus, ...]:
+        return self.deployments + tuple(d for model in self.via for d in model.deployments)

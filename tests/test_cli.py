@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -40,6 +41,15 @@ def test_check_config_prints_the_model_table() -> None:
     assert re.search(r"cloud-strong/0\s+openai\s+gpt-4o\s+cloud", out)
     assert re.search(r"fast-local/0\s+ollama\s+llama3.2:8b\s+local\s+http://ollama:11434", out)
     assert "sk-your-proxy-master-key" not in out
+
+
+def test_check_config_prints_each_warning_once() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = run_cli("check-config", str(SEED), env=env)
+    assert result.returncode == 0, result.stderr
+    both = result.stdout + result.stderr
+    warning = "model_list[3].litellm_params.api_key: environment variable OPENAI_API_KEY is not set"
+    assert both.count(warning) == 1
 
 
 def test_check_config_reports_errors_with_key_paths(tmp_path: Path) -> None:

@@ -932,3 +932,64 @@ def test_health_section() -> None:
         health: {failure_threshold: 0}
         """
     ) == ("health.failure_threshold: must be >= 1, got 0",)
+
+
+def test_panic_threshold_and_not_pulled_recheck() -> None:
+    config = _parse(
+        """
+        model_list: [{model_name: m, litellm_params: {model: ollama/a}}]
+        health: {panic_threshold: 0, not_pulled_recheck: 2}
+        """
+    )
+    assert config.health.panic_threshold == 0.0
+    assert config.health.not_pulled_recheck == 2.0
+    defaults = _parse("model_list: [{model_name: m, litellm_params: {model: ollama/a}}]")
+    assert defaults.health.panic_threshold == 0.5
+    assert _problems(
+        """
+        model_list: [{model_name: m, litellm_params: {model: ollama/a}}]
+        health: {panic_threshold: 1.5, not_pulled_recheck: 0}
+        """
+    ) == (
+        "health.not_pulled_recheck: must be > 0, got 0",
+        "health.panic_threshold: must be <= 1, got 1.5",
+    )
+
+
+def test_numbers_in_scientific_notation_are_numbers() -> None:
+    # YAML 1.1 reads 1e-05 (no dot) as a string; people write token prices that way.
+    raw = yaml.safe_load(
+        textwrap.dedent(
+            """
+            model_list:
+              - model_name: m
+                litellm_params:
+                  model: openai/gpt-4o-mini
+                  api_key: sk-x
+                  input_cost_per_token: 1.5e-07
+                  output_cost_per_token: 6e-07
+                  tpm: 2E6
+                  timeout: 3e1
+                model_info: {input_cost_per_token: "1e-05"}
+            health: {cooldown: 5e-1}
+            """
+        )
+    )
+    assert raw["model_list"][0]["litellm_params"]["output_cost_per_token"] == "6e-07"
+    config = parse_config(raw, env={})
+    d = config.groups["m"].deployments[0]
+    assert d.input_cost_per_token == pytest.approx(1.5e-07)
+    assert d.output_cost_per_token == pytest.approx(6e-07)
+    assert d.tpm == 2_000_000
+    assert d.timeouts.total == 30.0
+    assert config.health.cooldown == 0.5
+    assert _problems(
+        """
+        model_list:
+          - model_name: m
+            litellm_params: {model: ollama/a, tpm: 2.5e0, timeout: 1e}
+        """
+    ) == (
+        "model_list[0].litellm_params.timeout: expected a number, got str '1e'",
+        "model_list[0].litellm_params.tpm: expected an integer, got float 2.5",
+    )

@@ -290,7 +290,11 @@ async def test_idle_gap_mid_stream_ends_with_deadline_exceeded(ollama: OllamaSim
 async def test_list_models_and_route(sidecar: Sidecar) -> None:
     models = await sidecar.stub.ListModels(pb.ListModelsRequest(), timeout=5)
     names = [m.name for m in models.models]
-    assert names == ["fast-local", "vllm-local", "cloud-fast"]
+    # The auto alias comes last, with the aliases it routes to and no deployments of its own.
+    assert names == ["fast-local", "vllm-local", "cloud-fast", "auto"]
+    assert models.models[-1].routes_to
+    assert set(models.models[-1].routes_to) <= set(names)
+    assert not models.models[-1].deployments
     assert not models.simulated
     fast = models.models[0].deployments[0]
     assert (fast.provider, fast.locality, fast.upstream_model) == (

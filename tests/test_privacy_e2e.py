@@ -117,3 +117,47 @@ async def test_exit_point_refuses_cloud_even_if_a_plan_lists_it(
         await stream.__anext__()
     await stream.aclose()
     assert cloud.stats.requests == 0
+
+
+async def _cool_down_local(sidecar: Sidecar, local: OllamaSimulator) -> None:
+    """One failed call: with failure_threshold 1 every local deployment's first attempt
+    fails, and the benign call lands on the cloud fallback."""
+    local.fault = Fault("http_500", count=1)
+    await sidecar.stub.Chat(chat_request("fast-local", "What is 2+2?"), timeout=5)
+    assert not sidecar.engine.health.is_available("fast-local/0")
+
+
+async def test_sensitive_prompt_whose_only_local_deployment_is_cooling_is_tried_there(
+    sidecar: Sidecar, local: OllamaSimulator, cloud: OpenAISimulator
+) -> None:
+    await _cool_down_local(sidecar, local)
+    before = cloud.stats.requests
+    request = chat_request("fast-local", SSN_PROMPT)
+    route_plan = await sidecar.stub.Route(request, timeout=5)
+    assert [c.deployment for c in route_plan.candidates] == ["fast-local/0"]
+    assert any("panic" in note for note in route_plan.notes)
+    # Cooling, yet the backend answers again: the call is served rather than refused untried.
+    response = await sidecar.stub.Chat(request, timeout=5)
+    assert response.route.deployment == "fast-local/0"
+    assert response.content
+    assert sidecar.engine.health.is_available("fast-local/0")
+    assert cloud.stats.requests == before  # and the cloud never saw it
+
+
+async def test_with_the_panic_threshold_off_a_cooling_local_is_not_tried(
+    local: OllamaSimulator, cloud: OpenAISimulator
+) -> None:
+    config = make_config(
+        [("fast-local", "ollama/llama3.2:8b", {"api_base": local.base_url})],
+        health={"probe_interval": 0, "failure_threshold": 1, "cooldown": 30, "panic_threshold": 0},
+    )
+    async with running_sidecar(config) as sidecar:
+        local.fault = Fault("http_500", count=1)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await sidecar.stub.Chat(chat_request("fast-local", SSN_PROMPT), timeout=5)
+        tried = local.stats.requests
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await sidecar.stub.Chat(chat_request("fast-local", SSN_PROMPT), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "cooling down" in (err.value.details() or "")
+        assert local.stats.requests == tried

@@ -436,10 +436,12 @@ class Health:
         down: set[str],
         busy: dict[str, int] | None = None,
         ttft: dict[str, float] | None = None,
+        left: dict[str, float] | None = None,
     ) -> None:
         self.down = down
         self.busy = busy or {}
         self.ttfts = ttft or {}
+        self.left = left or {}
 
     def is_available(self, deployment_id: str) -> bool:
         return deployment_id not in self.down
@@ -449,6 +451,9 @@ class Health:
 
     def ttft(self, deployment_id: str) -> float | None:
         return self.ttfts.get(deployment_id)
+
+    def cooldown_left(self, deployment_id: str) -> float:
+        return self.left.get(deployment_id, 1.0 if deployment_id in self.down else 0.0)
 
 
 def test_unhealthy_deployments_are_tried_last() -> None:
@@ -622,3 +627,58 @@ def test_latency_based_prefers_fastest_and_still_explores() -> None:
     draws = iter([0.01, 0.9, 0.1])
     explored = plan(chat(model="m"), config, policy, health, rand=lambda: next(draws))
     assert ids(explored)[0] == "m/0"
+
+
+# --- never fail without trying: the panic threshold -----------------------------------
+
+
+def test_every_candidate_unhealthy_is_tried_anyway_soonest_to_recover_first() -> None:
+    config = make_config(dep("m", 0), dep("m", 1), dep("m", 2))
+    health = Health({"m/0", "m/1", "m/2"}, left={"m/0": 30.0, "m/1": 2.0, "m/2": 9.0})
+    routed = plan(chat(model="m"), config, compile_routing(config), health)
+    assert ids(routed) == ["m/1", "m/2", "m/0"]
+    assert routed.despite_health == {"m/0", "m/1", "m/2"}
+    assert "panic: 0 of 3 healthy, under the 50% threshold" in routed.notes[-1]
+
+
+def test_under_the_threshold_the_unhealthy_are_tried_after_the_healthy() -> None:
+    config = make_config(dep("m", 0), dep("m", 1), dep("m", 2))
+    routed = plan(chat(model="m"), config, compile_routing(config), Health({"m/0", "m/1"}))
+    assert ids(routed)[0] == "m/2"
+    assert routed.despite_health == {"m/0", "m/1"}
+    # At or above the threshold the unhealthy stay last, and are skipped while cooling.
+    lower = _with(config, health=dataclasses.replace(config.health, panic_threshold=0.3))
+    calm = plan(chat(model="m"), lower, compile_routing(lower), Health({"m/0", "m/1"}))
+    assert ids(calm)[0] == "m/2"
+    assert calm.despite_health == frozenset()
+
+
+def test_panic_threshold_zero_turns_it_off() -> None:
+    base = make_config(dep("m", 0), dep("m", 1))
+    config = _with(base, health=dataclasses.replace(base.health, panic_threshold=0.0))
+    routed = plan(chat(model="m"), config, compile_routing(config), Health({"m/0", "m/1"}))
+    assert routed.despite_health == frozenset()
+    assert routed.notes[-1] == "unhealthy, tried last: m/0, m/1"
+
+
+def test_panic_overrides_pre_call_checks() -> None:
+    base = make_config(dep("m", 0), dep("m", 1), dep("m", 2))
+    config = _with(base, router_settings=RouterSettings(enable_pre_call_checks=True))
+    routed = plan(chat(model="m"), config, compile_routing(config), Health({"m/0", "m/1"}))
+    assert ids(routed)[0] == "m/2"
+    assert set(ids(routed)) == {"m/0", "m/1", "m/2"}
+    assert routed.despite_health == {"m/0", "m/1"}
+
+
+def test_sensitive_request_whose_only_local_deployment_is_cooling_is_tried_there() -> None:
+    base = make_config(dep("fast"), dep("cloud", locality=CLOUD))
+    config = _with(base, litellm_settings=LitellmSettings(default_fallbacks=("cloud",)))
+    routed = plan(
+        chat(model="fast", local_only=True), config, compile_routing(config), Health({"fast/0"})
+    )
+    assert ids(routed) == ["fast/0"]
+    assert routed.despite_health == {"fast/0"}
+    # Not sensitive, the healthy cloud fallback is half the plan: no panic, cloud first.
+    benign = plan(chat(model="fast"), config, compile_routing(config), Health({"fast/0"}))
+    assert ids(benign) == ["cloud/0", "fast/0"]
+    assert benign.despite_health == frozenset()

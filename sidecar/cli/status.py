@@ -11,6 +11,9 @@ from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import decode_models
 from sidecar.types import ModelStatus
 
+# States whose reason says all there is: an old error would only mislead.
+_QUIET_STATES = frozenset({"up", "cold"})
+
 
 async def fetch_status(address: str, timeout: float = 5.0) -> str:
     """The health table of the sidecar at host:port, as text."""
@@ -33,16 +36,28 @@ def render_status(address: str, overall: int, models: tuple[ModelStatus, ...]) -
     if any(model.simulated for model in models):
         lines.append("SIMULATED BACKENDS in use (see the deployments marked simulated)")
     rows = [("alias", "deployment", "locality", "state", "in flight", "ttft", "detail")]
+    routed = []
     for model in models:
+        if model.via:
+            names = ", ".join(target.name for target in model.via)
+            routed.append(f"{model.name} routes each request to one of {names}")
         for d in model.deployments:
             h = d.health
             if h is None:
                 continue
             detail = h.reason
             if h.cooldown_seconds:
-                detail = f"{detail} ({h.cooldown_seconds:.1f}s left)"
-            if h.last_error and h.state != "up":
+                left = "until rechecked" if h.state == "not_pulled" else "left"
+                detail = f"{detail} ({h.cooldown_seconds:.1f}s {left})"
+            if h.last_error and h.state not in _QUIET_STATES:
                 detail = f"{detail}; last error: {h.last_error}"
+            if h.probes_not_offered:
+                offered = ", ".join(h.probes_not_offered)
+                detail = (
+                    f"{detail}; probes not offered: {offered}"
+                    if detail
+                    else (f"probes not offered: {offered}")
+                )
             if d.simulated:
                 detail = f"simulated; {detail}" if detail else "simulated"
             rows.append(
@@ -60,4 +75,4 @@ def render_status(address: str, overall: int, models: tuple[ModelStatus, ...]) -
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return "\n".join([*lines, *routed])

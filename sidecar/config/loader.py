@@ -210,9 +210,15 @@ _TIMEOUT_KEYS = frozenset({"connect", "first_token", "idle", "total"})
 
 
 def load_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    log_warnings: bool = True,
 ) -> SidecarConfig:
-    """Read, parse and validate a config file; ConfigError names the file and every problem."""
+    """Read, parse and validate a config file; ConfigError names the file and every problem.
+
+    Warnings are logged unless `log_warnings` is false (for a caller that shows
+    `config.warnings` itself); they are in `config.warnings` either way."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as file:
@@ -231,7 +237,7 @@ def load_config(
         raise ConfigError([f"invalid YAML{where}: {exc.problem or exc.context}"], source) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"invalid YAML: {exc}"], source) from exc
-    return parse_config(data, source=source, env=env)
+    return parse_config(data, source=source, env=env, log_warnings=log_warnings)
 
 
 def parse_config(
@@ -240,6 +246,7 @@ def parse_config(
     source: str = "",
     env: Mapping[str, str] | None = None,
     windows: ContextWindows | None = None,
+    log_warnings: bool = True,
 ) -> SidecarConfig:
     """Validate parsed YAML into a SidecarConfig, or raise one ConfigError listing all problems.
 
@@ -259,7 +266,7 @@ def parse_config(
             load_context_windows() if windows is None else windows,
             source,
         )
-    for warning in findings.warnings:
+    for warning in findings.warnings if log_warnings else ():
         _log.warning("%s%s", f"{source}: " if source else "", warning)
     if findings.errors or config is None:
         raise ConfigError(findings.errors, source)
@@ -513,8 +520,19 @@ def _health(section: Section) -> HealthConfig:
         max_cooldown=_or(section.number("max_cooldown", gt=0), base.max_cooldown),
         probe_interval=_or(section.number("probe_interval", ge=0), base.probe_interval),
         probe_timeout=_or(section.number("probe_timeout", gt=0), base.probe_timeout),
+        not_pulled_recheck=_or(section.number("not_pulled_recheck", gt=0), base.not_pulled_recheck),
+        panic_threshold=_or(_share(section, "panic_threshold"), base.panic_threshold),
         queue_timeout=_or(section.number("queue_timeout", ge=0), base.queue_timeout),
     )
+
+
+def _share(section: Section, key: str) -> float | None:
+    """A share within [0, 1]."""
+    value = section.number(key, ge=0)
+    if value is not None and value > 1:
+        section.error(key, f"must be <= 1, got {value:g}")
+        return None
+    return value
 
 
 def _router_settings(section: Section, timeouts: Timeouts) -> RouterSettings:

@@ -104,6 +104,12 @@ class HealthConfig:
     max_cooldown: float = 60.0
     probe_interval: float = 10.0  # active probes; 0 turns them off
     probe_timeout: float = 2.0
+    # How soon a deployment whose model is not pulled is looked at again.
+    not_pulled_recheck: float = 5.0
+    # When fewer than this share of a plan's deployments look healthy, the plan tries
+    # the unhealthy ones too rather than failing untried (Envoy's panic threshold);
+    # 0 turns it off.
+    panic_threshold: float = 0.5
     # How long a request waits for a slot on a deployment at max_parallel_requests
     # when no other candidate is left to spill to.
     queue_timeout: float = 1.0

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "os.environ/"
+# A number in scientific notation. YAML 1.1, which PyYAML implements, reads `1e-05`
+# (no dot in the mantissa) as a string, and token prices are written that way.
+SCIENTIFIC = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 # LiteLLM's duration grammar: a count and a unit (seconds, minutes, hours, days, weeks, months).
 DURATION = re.compile(r"[1-9][0-9]*(s|m|h|d|w|mo)")
 
@@ -115,7 +118,9 @@ class Section:
         return value
 
     def integer(self, key: str, *, gt: int | None = None, ge: int | None = None) -> int | None:
-        value = self.data.get(key)
+        value = _scientific(self.data.get(key))
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
@@ -124,7 +129,7 @@ class Section:
         return value if self._in_range(key, value, gt, ge) else None
 
     def number(self, key: str, *, gt: float | None = None, ge: float | None = None) -> float | None:
-        value = self.data.get(key)
+        value = _scientific(self.data.get(key))
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -262,6 +267,13 @@ class Section:
             self.findings.references.append((where, alias))
             result[alias] = self._alias_list(targets, f"{where}.{alias}")
         return result
+
+
+def _scientific(value: object) -> object:
+    """A string such as "1e-05" as the number it is; anything else unchanged."""
+    if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def describe(value: object) -> str:

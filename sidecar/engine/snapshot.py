@@ -25,6 +25,22 @@ class Snapshot:
         return cls(config, compile_routing(config))
 
     def models(self, health: HealthTracker) -> tuple[ModelStatus, ...]:
+        """Every alias; the auto alias last, with the aliases it routes to."""
+        models = self._groups(health)
+        tiers = self.policy.tiers
+        if not tiers:
+            return models
+        by_name = {model.name: model for model in models}
+        targets = dict.fromkeys(target.alias for target in tiers.values())
+        auto = ModelStatus(
+            name=self.policy.auto_alias,
+            description="routes each request to the alias its content calls for",
+            deployments=(),
+            via=tuple(by_name[name] for name in targets if name in by_name),
+        )
+        return (*models, auto)
+
+    def _groups(self, health: HealthTracker) -> tuple[ModelStatus, ...]:
         return tuple(
             ModelStatus(
                 name=group.name,
@@ -56,4 +72,5 @@ def _health(tracker: HealthTracker, deployment_id: str) -> HealthStatus:
         ttft_ms=None if h.ttft is None else h.ttft * 1000,
         cooldown_seconds=tracker.cooldown_left(deployment_id),
         last_error=h.last_error,
+        probes_not_offered=h.probes_not_offered,
     )

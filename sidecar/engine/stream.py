@@ -176,7 +176,7 @@ class ChatStream:
         """Try one candidate up to its first chunk; on failure record why and return None."""
         health = self._health
         clock = self._clock
-        if not health.is_available(deployment.id):
+        if not health.is_available(deployment.id) and deployment.id not in self.plan.despite_health:
             reason = health[deployment.id].reason
             failures.append(UpstreamUnavailable(deployment.id, f"cooling down ({reason})"))
             return None

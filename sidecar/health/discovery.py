@@ -20,7 +20,7 @@ import re
 
 from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.errors import UpstreamError
-from sidecar.providers.http import HttpPool, fetch_json
+from sidecar.providers.http import HttpPool, NotOffered, fetch_json
 
 log = logging.getLogger("sidecar.health.discovery")
 
@@ -64,8 +64,12 @@ async def discover_context_windows(
 async def _window(pool: HttpPool, deployment: Deployment) -> int | None:
     model = deployment.upstream_model
     names = {model, model if ":" in model else f"{model}:latest"}
-    loaded = await fetch_json(pool, deployment, "GET", "/api/ps")
-    for running in loaded.get("models") or ():
+    try:
+        loaded = await fetch_json(pool, deployment, "GET", "/api/ps")
+    except NotOffered:
+        loaded = {}  # servers without /api/ps still answer /api/show
+    running_models = loaded.get("models")
+    for running in running_models if isinstance(running_models, list) else ():
         if isinstance(running, dict) and running.get("name") in names:
             allocated = running.get("context_length")
             if isinstance(allocated, int) and allocated > 0:
@@ -74,7 +78,9 @@ async def _window(pool: HttpPool, deployment: Deployment) -> int | None:
     match = _NUM_CTX.search(str(shown.get("parameters") or ""))
     if match:
         return int(match.group(1))
-    info = shown.get("model_info") or {}
+    info = shown.get("model_info")
+    if not isinstance(info, dict):
+        return None
     arch = info.get("general.architecture")
     trained = info.get(f"{arch}.context_length") if arch else None
     return trained if isinstance(trained, int) and trained > 0 else None

@@ -8,7 +8,18 @@ half-open: exactly one request goes through as a probe, and its outcome closes
 or reopens the circuit. An upstream's Retry-After sets the cooldown directly.
 
 Active tracking (`Prober`, in probes.py) feeds the same tracker from cheap
-periodic requests that never cost tokens.
+periodic requests that never cost tokens, and is trusted less than real calls:
+
+- a probe that fails (refused, timed out, 5xx) may cool the deployment down,
+  but not when a real call succeeded within the last `probe_interval`, and any
+  real call that succeeds ends the cooldown at once;
+- a model the server says it has not pulled is NOT_PULLED, a state of its own
+  that lasts `not_pulled_recheck` seconds (the prober looks again by then)
+  instead of a doubling cooldown;
+- a pulled model that is not loaded is COLD: it takes calls, the first one is
+  slower;
+- a probe endpoint the server does not offer (404/405/501) is recorded in
+  `probes_not_offered` and never counts as a failure.
 
 Every method but `wait_for_slot` is synchronous and O(1): the engine calls
 them on the request path, and the planner reads them through `is_available`.
@@ -33,16 +44,21 @@ _TTFT_ALPHA = 0.2
 
 class State(enum.Enum):
     UP = "up"
+    COLD = "cold"  # takes calls, but the model is not loaded: the first answer is slower
     COOLING = "cooling"  # refusing traffic until `until`
     HALF_OPEN = "half_open"  # one probe request in flight
-    BUSY = "busy"  # reachable but not ready (e.g. Ollama loading the model)
+    NOT_PULLED = "not_pulled"  # the server lacks the model; looked at again at `until`
+
+
+# States that end by the clock at `until`.
+_TIMED = frozenset({State.COOLING, State.NOT_PULLED})
 
 
 @dataclass(slots=True)
 class DeploymentHealth:
     deployment: Deployment
     state: State = State.UP
-    until: float = 0.0  # end of the cooldown, clock time
+    until: float = 0.0  # end of the cooldown (or of NOT_PULLED), clock time
     relapses: int = 0  # cooldowns in a row, for the backoff
     consecutive_failures: int = 0
     outcomes: deque[bool] = field(default_factory=deque)
@@ -50,6 +66,11 @@ class DeploymentHealth:
     ttft: float | None = None  # moving average, seconds
     last_error: str = ""
     reason: str = ""  # why the current state was entered
+    # The active probe started the current cooldown (a probe's success may end it).
+    probe_cooled: bool = False
+    last_success: float | None = None  # clock time of the last real call that answered
+    # Probe endpoints this server does not offer, e.g. "/api/ps".
+    probes_not_offered: tuple[str, ...] = ()
 
 
 class HealthTracker:
@@ -79,7 +100,7 @@ class HealthTracker:
         h = self._health.get(deployment_id)
         if h is None:
             return True
-        if h.state is State.COOLING:
+        if h.state in _TIMED:
             return self._now() >= h.until
         return h.state is not State.HALF_OPEN
 
@@ -92,16 +113,17 @@ class HealthTracker:
         return h.ttft if h else None
 
     def cooldown_left(self, deployment_id: str) -> float:
-        """Seconds left in the deployment's cooldown; 0 when it is not cooling down."""
+        """Seconds until the deployment takes calls again: what is left of its cooldown
+        (or of NOT_PULLED); 0 when it is not waiting for either."""
         h = self._health.get(deployment_id)
-        if h is None or h.state is not State.COOLING:
+        if h is None or h.state not in _TIMED:
             return 0.0
         return max(0.0, h.until - self._now())
 
     def next_recovery(self) -> float | None:
-        """Seconds until the next cooldown that is still running ends, if any."""
+        """Seconds until the next cooldown (or NOT_PULLED) that is still running ends, if any."""
         now = self._now()
-        ends = [h.until - now for h in self._health.values() if h.state is State.COOLING]
+        ends = [h.until - now for h in self._health.values() if h.state in _TIMED]
         pending = [end for end in ends if end > 0]
         return min(pending) if pending else None
 
@@ -163,6 +185,7 @@ class HealthTracker:
         if h is None:
             return
         h.consecutive_failures = 0
+        h.last_success = self._now()
         self._remember(h, True)
         if ttft is not None:
             alpha = _TTFT_ALPHA
@@ -179,6 +202,8 @@ class HealthTracker:
         h.last_error = error
         self._remember(h, False)
         s = self.settings
+        if h.state is State.NOT_PULLED:
+            return  # already explained; the prober's recheck decides when it ends
         if retry_after is not None:
             self._cool(h, retry_after, f"upstream asked to retry after {retry_after:g}s")
         elif h.state is State.HALF_OPEN:
@@ -192,22 +217,64 @@ class HealthTracker:
 
     # -- active probes ----------------------------------------------------------
 
-    def probed(self, deployment_id: str, ok: bool, detail: str = "", busy: bool = False) -> None:
-        """The outcome of an active probe (never a token-costing request)."""
+    def probe_ready(self, deployment_id: str) -> None:
+        """A probe found the server up with the model ready."""
+        h = self._health.get(deployment_id)
+        if h is None or h.state is State.UP or not self._probe_may_lift(h):
+            return
+        h.relapses = 0
+        h.consecutive_failures = 0
+        self._set(h, State.UP, "probe succeeded")
+
+    def probe_cold(self, deployment_id: str, detail: str) -> None:
+        """A probe found the model pulled but not loaded: the first call will be slower."""
+        h = self._health.get(deployment_id)
+        if h is None or h.state is State.COLD or not self._probe_may_lift(h):
+            return
+        h.relapses = 0
+        h.consecutive_failures = 0
+        self._set(h, State.COLD, detail)
+
+    def probe_not_pulled(self, deployment_id: str, detail: str) -> None:
+        """A probe found the model missing on its server; look again soon, no backoff."""
+        h = self._health.get(deployment_id)
+        if h is None or h.state is State.HALF_OPEN or self._recently_answered(h):
+            return
+        h.last_error = detail
+        h.until = self._now() + self.settings.not_pulled_recheck
+        self._set(h, State.NOT_PULLED, detail)
+
+    def probe_failed(self, deployment_id: str, detail: str) -> None:
+        """A probe could not reach the server, timed out, or got a 5xx."""
         h = self._health.get(deployment_id)
         if h is None:
             return
-        if not ok:
-            h.last_error = detail
-            if h.state is not State.COOLING or self._now() >= h.until:
-                self._cool(h, self._backoff(h), f"probe failed: {detail}")
-        elif busy:
-            if h.state is not State.BUSY:
-                self._set(h, State.BUSY, detail or "busy")
-        elif h.state is not State.UP:
-            h.relapses = 0
-            h.consecutive_failures = 0
-            self._set(h, State.UP, "probe succeeded")
+        h.last_error = detail
+        if h.state is State.HALF_OPEN or self._recently_answered(h):
+            return
+        if h.state is State.COOLING and self._now() < h.until:
+            return
+        self._cool(h, self._backoff(h), f"probe failed: {detail}")
+        h.probe_cooled = True
+
+    def probe_not_offered(self, deployment_id: str, endpoint: str) -> None:
+        """The server does not offer this probe endpoint (404/405/501): never a failure."""
+        h = self._health.get(deployment_id)
+        if h is not None and endpoint not in h.probes_not_offered:
+            h.probes_not_offered = (*h.probes_not_offered, endpoint)
+
+    def _probe_may_lift(self, h: DeploymentHealth) -> bool:
+        """A probe's good news ends its own verdicts, never one that real calls earned."""
+        if h.state is State.HALF_OPEN:
+            return False
+        return h.state is not State.COOLING or h.probe_cooled
+
+    def _recently_answered(self, h: DeploymentHealth) -> bool:
+        """A real call answered since the last probe round: it outweighs any probe."""
+        return (
+            h.last_success is not None
+            and self._now() - h.last_success < self.settings.probe_interval
+        )
 
     # -- internals ----------------------------------------------------------------
 
@@ -224,6 +291,7 @@ class HealthTracker:
         h.relapses += 1
         h.until = self._now() + seconds
         h.outcomes.clear()
+        h.probe_cooled = False
         self._set(h, State.COOLING, reason)
 
     def _set(self, h: DeploymentHealth, state: State, reason: str) -> None:

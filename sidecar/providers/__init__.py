@@ -7,20 +7,21 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from sidecar.config.model import Deployment, ProviderKind
 from sidecar.errors import ProviderUnsupported, UpstreamError
 from sidecar.providers import ollama, openai
-from sidecar.providers.base import ProbeResult, Provider
+from sidecar.providers.base import ProbeResult, ProbeStatus, Provider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
 from sidecar.providers.openai import OpenAIProvider
 from sidecar.types import ChatRequest, Chunk
 
-__all__ = ["HttpPool", "ProbeResult", "Provider", "ProviderRegistry"]
+__all__ = ["HttpPool", "ProbeResult", "ProbeStatus", "Provider", "ProviderRegistry"]
 
 
 _BUILTIN: dict[ProviderKind, type[OllamaProvider | OpenAIProvider]] = {
     ProviderKind.OLLAMA: OllamaProvider,
     ProviderKind.OPENAI: OpenAIProvider,
 }
-_PROBES: dict[ProviderKind, Callable[[HttpPool, Deployment], Awaitable[ProbeResult]]] = {
+_Probe = Callable[[HttpPool, Deployment, frozenset[str]], Awaitable[ProbeResult]]
+_PROBES: dict[ProviderKind, _Probe] = {
     ProviderKind.OLLAMA: ollama.probe,
     ProviderKind.OPENAI: openai.probe,
 }
@@ -49,15 +50,18 @@ class ProviderRegistry:
             )
         return provider.stream(deployment, request)
 
-    async def probe(self, deployment: Deployment) -> ProbeResult | None:
-        """A health probe that costs no tokens; None when the provider has none."""
+    async def probe(
+        self, deployment: Deployment, skip: frozenset[str] = frozenset()
+    ) -> ProbeResult | None:
+        """A health probe that costs no tokens, leaving out the endpoints in `skip`
+        (those found not offered); None when the provider has none."""
         probe = _PROBES.get(deployment.provider)
         if probe is None:
             return None
         try:
-            return await probe(self.pool, deployment)
+            return await probe(self.pool, deployment, skip)
         except UpstreamError as exc:
-            return ProbeResult(False, exc.message)
+            return ProbeResult(ProbeStatus.FAILED, exc.message)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

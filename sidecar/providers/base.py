@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,13 +26,26 @@ class Provider(Protocol):
     ) -> AsyncGenerator[Chunk, None]: ...
 
 
+class ProbeStatus(enum.Enum):
+    """What a health probe learned; it reports only what the server told it."""
+
+    READY = "ready"  # reachable, and the model is there (and loaded, where that is known)
+    COLD = "cold"  # reachable, the model is there but not loaded: the next answer is slower
+    NOT_PULLED = "not_pulled"  # reachable, but the server says it does not have the model
+    FAILED = "failed"  # unreachable, timed out or a 5xx
+    UNKNOWN = "unknown"  # nothing learned (a reply in a shape the probe does not know)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of a health probe that cost no tokens."""
 
-    ok: bool
+    status: ProbeStatus
     detail: str = ""
-    busy: bool = False  # reachable, but the next answer will be slow (model loading)
+    # Probe endpoints the server answered 404/405/501: it does not offer them.
+    not_offered: tuple[str, ...] = ()
+    # Every probe endpoint is skipped or not offered: there is nothing left to probe.
+    exhausted: bool = False
 
 
 class LineSplitter:

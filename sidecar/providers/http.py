@@ -31,6 +31,17 @@ from sidecar.errors import (
 
 # Bounds the error bodies read from an upstream so a hostile one cannot make us buffer much.
 _MAX_ERROR_BODY = 64 * 1024
+# Statuses meaning the server does not offer an endpoint at all (rather than failing at it).
+_NOT_OFFERED = frozenset({404, 405, 501})
+
+
+class NotOffered(UpstreamUnavailable):
+    """The upstream does not offer an optional endpoint (HTTP 404, 405 or 501)."""
+
+    def __init__(self, deployment: str, path: str, status: int) -> None:
+        super().__init__(deployment, f"{path} is not offered (HTTP {status})")
+        self.path = path
+        self.status = status
 
 
 class HttpPool:
@@ -117,12 +128,15 @@ async def fetch_json(
 ) -> dict[str, Any]:
     """Fetch a small JSON document from the upstream (health probes, model discovery).
 
-    The caller bounds the time it may take."""
+    Raises NotOffered when the server has no such endpoint. The caller bounds the
+    time it may take."""
     session = pool.session(deployment.api_base)
     url = deployment.api_base + path
     try:
         data = None if body is None else orjson.dumps(body)
         async with session.request(method, url, data=data, headers=headers) as response:
+            if response.status in _NOT_OFFERED:
+                raise NotOffered(deployment.id, path, response.status)
             if response.status != 200:
                 raise await status_error(deployment, response)
             raw = await response.content.read(_MAX_ERROR_BODY * 16)

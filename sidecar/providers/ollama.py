@@ -9,8 +9,15 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter, ProbeResult
-from sidecar.providers.http import HttpPool, drain, fetch_json, malformed, open_stream
+from sidecar.providers.base import LineSplitter, ProbeResult, ProbeStatus
+from sidecar.providers.http import (
+    HttpPool,
+    NotOffered,
+    drain,
+    fetch_json,
+    malformed,
+    open_stream,
+)
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
@@ -186,20 +193,54 @@ def _json_object(arguments: str) -> Any:
         return {}
 
 
-async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
-    """Is Ollama up and the model pulled? `/api/tags` and `/api/ps` cost no tokens.
+async def probe(
+    pool: HttpPool, deployment: Deployment, skip: frozenset[str] = frozenset()
+) -> ProbeResult:
+    """Is Ollama up and the model pulled and loaded? `/api/tags` and `/api/ps` cost no tokens.
 
-    A pulled model that is not loaded yet answers its first request only after
-    loading it, so it counts as busy rather than down.
+    Either endpoint may be missing (older builds, proxies that expose only the
+    chat API, other Ollama-compatible servers): a 404/405/501 is reported in
+    `not_offered`, and the caller passes those back in `skip`. A pulled model
+    that is not loaded yet answers its first request only after loading it: cold.
     """
-    tags = await fetch_json(pool, deployment, "GET", "/api/tags")
-    names = {m.get("name") for m in tags.get("models") or () if isinstance(m, dict)}
     model = deployment.upstream_model
     wanted = {model, model if ":" in model else f"{model}:latest"}
-    if names and not wanted & names:
-        return ProbeResult(False, f"model {model!r} is not pulled on {deployment.api_base}")
-    loaded = await fetch_json(pool, deployment, "GET", "/api/ps")
-    running = {m.get("name") for m in loaded.get("models") or () if isinstance(m, dict)}
-    if not wanted & running:
-        return ProbeResult(True, f"model {model!r} is not loaded yet", busy=True)
-    return ProbeResult(True)
+    not_offered: list[str] = []
+    unknown: list[str] = []
+    learned = False
+    for path in ("/api/tags", "/api/ps"):
+        if path in skip:
+            continue
+        try:
+            reply = await fetch_json(pool, deployment, "GET", path)
+        except NotOffered:
+            not_offered.append(path)
+            continue
+        except UpstreamMalformed as exc:
+            unknown.append(exc.message)
+            continue
+        names = _model_names(reply)
+        if names is None:
+            unknown.append(f"reply to GET {path} lists no models in Ollama's shape")
+            continue
+        learned = True
+        if path == "/api/tags" and names and not wanted & names:
+            detail = f"model {model!r} is not pulled on {deployment.api_base}"
+            return ProbeResult(ProbeStatus.NOT_PULLED, detail, tuple(not_offered))
+        if path == "/api/ps" and not wanted & names:
+            detail = f"model {model!r} is not loaded yet: the first call will be slower"
+            return ProbeResult(ProbeStatus.COLD, detail, tuple(not_offered))
+    if learned:
+        return ProbeResult(ProbeStatus.READY, "", tuple(not_offered))
+    exhausted = skip.union(not_offered) >= {"/api/tags", "/api/ps"}
+    return ProbeResult(ProbeStatus.UNKNOWN, "; ".join(unknown), tuple(not_offered), exhausted)
+
+
+def _model_names(reply: dict[str, Any]) -> set[str] | None:
+    """The model names of an `/api/tags` or `/api/ps` reply; None when it has no list."""
+    models = reply.get("models")
+    if models is None:
+        return set()  # Ollama sends null for an empty list
+    if not isinstance(models, list):
+        return None
+    return {m["name"] for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}

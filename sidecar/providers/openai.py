@@ -16,8 +16,15 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter, ProbeResult
-from sidecar.providers.http import HttpPool, drain, fetch_json, malformed, open_stream
+from sidecar.providers.base import LineSplitter, ProbeResult, ProbeStatus
+from sidecar.providers.http import (
+    HttpPool,
+    NotOffered,
+    drain,
+    fetch_json,
+    malformed,
+    open_stream,
+)
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
@@ -206,8 +213,21 @@ def _data_url(image: str) -> str:
     return f"data:image/png;base64,{image}"
 
 
-async def probe(pool: HttpPool, deployment: Deployment) -> ProbeResult:
-    """`GET /models` answers without generating anything, so it costs no tokens."""
+async def probe(
+    pool: HttpPool, deployment: Deployment, skip: frozenset[str] = frozenset()
+) -> ProbeResult:
+    """`GET /models` answers without generating anything, so it costs no tokens.
+
+    A server that does not offer it (404/405/501) says so in `not_offered`; the
+    caller passes it back in `skip` and there is nothing left to probe.
+    """
+    if "/models" in skip:
+        return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
     headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
-    await fetch_json(pool, deployment, "GET", "/models", headers=headers)
-    return ProbeResult(True)
+    try:
+        await fetch_json(pool, deployment, "GET", "/models", headers=headers)
+    except NotOffered:
+        return ProbeResult(ProbeStatus.UNKNOWN, not_offered=("/models",), exhausted=True)
+    except UpstreamMalformed as exc:
+        return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
+    return ProbeResult(ProbeStatus.READY)

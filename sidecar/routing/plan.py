@@ -26,6 +26,13 @@ The steps, each leaving a reason or a note in the plan:
    `default_fallbacks`), filtered by the same privacy and context rules, and
    none with `no_fallback`. Deployments the health view reports down go last,
    or are left out with `enable_pre_call_checks`.
+5. Never fail without trying: when fewer than `health.panic_threshold` of the
+   plan's deployments look healthy (every one of them, in the worst case), the
+   unhealthy ones are kept, soonest to recover first, and listed in
+   `RoutePlan.despite_health` so that the engine tries them although they are
+   cooling down, as Envoy routes to every host under its panic threshold. A
+   sensitive request whose only local deployment is cooling is tried there
+   rather than refused untried.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class HealthView(Protocol):
 
     def ttft(self, deployment_id: str) -> float | None: ...
 
+    def cooldown_left(self, deployment_id: str) -> float: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -77,6 +86,8 @@ class RoutePlan:
     no_fallback: bool = False
     # When to start the next candidate beside a slow one; None: one at a time.
     hedge: Hedge | None = None
+    # Deployments to try although they look unhealthy (under the panic threshold).
+    despite_health: frozenset[str] = frozenset()
 
 
 def plan(
@@ -120,16 +131,9 @@ def plan(
             kept = _fitting(policy, fallback, request, tokens, reasons, notes, _Held())
             ordered = _order(kept, strategy, health, rand)
             candidates += [Candidate(d, f"fallback {group} -> {fallback}") for d in ordered]
+    despite: frozenset[str] = frozenset()
     if health is not None:
-        up = [c for c in candidates if health.is_available(c.deployment.id)]
-        if len(up) < len(candidates):
-            down = sorted({c.deployment.id for c in candidates} - {c.deployment.id for c in up})
-            if policy.config.router_settings.enable_pre_call_checks and up:
-                notes.append(f"pre-call checks: left out unhealthy {', '.join(down)}")
-                candidates = up
-            else:
-                notes.append(f"unhealthy, tried last: {', '.join(down)}")
-                candidates = up + [c for c in candidates if c not in up]
+        candidates, despite = _by_health(candidates, policy.config, health, notes)
     return RoutePlan(
         model=alias,
         candidates=tuple(candidates),
@@ -139,7 +143,37 @@ def plan(
         sensitive_reasons=reasons,
         no_fallback=no_fallback,
         hedge=hedge_for(candidates, policy.config),
+        despite_health=despite,
     )
+
+
+def _by_health(
+    candidates: list[Candidate], config: SidecarConfig, health: HealthView, notes: list[str]
+) -> tuple[list[Candidate], frozenset[str]]:
+    """Healthy candidates first; the unhealthy left out, put last, or, under the panic
+    threshold, put last to be tried anyway (the second value), soonest to recover first."""
+    planned = dict.fromkeys(c.deployment.id for c in candidates)
+    down = {d for d in planned if not health.is_available(d)}
+    if not down:
+        return candidates, frozenset()
+    up = [c for c in candidates if c.deployment.id not in down]
+    rest = [c for c in candidates if c.deployment.id in down]
+    threshold = config.health.panic_threshold
+    healthy = len(planned) - len(down)
+    if threshold > 0 and healthy < threshold * len(planned):
+        rest.sort(key=lambda c: health.cooldown_left(c.deployment.id))
+        order = ", ".join(dict.fromkeys(c.deployment.id for c in rest))
+        notes.append(
+            f"unhealthy, tried last: {order} (panic: {healthy} of {len(planned)} healthy, "
+            f"under the {threshold:.0%} threshold: tried anyway, soonest to recover first)"
+        )
+        return up + rest, frozenset(down)
+    listed = ", ".join(sorted(down))
+    if config.router_settings.enable_pre_call_checks and up:
+        notes.append(f"pre-call checks: left out unhealthy {listed}")
+        return up, frozenset()
+    notes.append(f"unhealthy, tried last: {listed}")
+    return up + rest, frozenset()
 
 
 def request_text(request: ChatRequest) -> str:

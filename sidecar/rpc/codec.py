@@ -6,6 +6,7 @@ The server decodes requests and encodes answers; a gRPC client of the sidecar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -252,6 +253,7 @@ def encode_models(models: Iterable[ModelStatus]) -> pb.ListModelsResponse:
                 )
                 for d in model.deployments
             ],
+            routes_to=[target.name for target in model.via],
         )
         for model in models
     ]
@@ -260,6 +262,18 @@ def encode_models(models: Iterable[ModelStatus]) -> pb.ListModelsResponse:
 
 
 def decode_models(message: pb.ListModelsResponse) -> tuple[ModelStatus, ...]:
+    models = _decode_models(message)
+    # A routing alias (auto) refers to the aliases it routes to, decoded first.
+    by_name = {model.name: model for model in models}
+    return tuple(
+        dataclasses.replace(model, via=tuple(by_name[n] for n in info.routes_to if n in by_name))
+        if info.routes_to
+        else model
+        for info, model in zip(message.models, models, strict=True)
+    )
+
+
+def _decode_models(message: pb.ListModelsResponse) -> tuple[ModelStatus, ...]:
     return tuple(
         ModelStatus(
             name=model.name,
@@ -290,6 +304,7 @@ def _encode_health(health: HealthStatus) -> pb.DeploymentHealth:
         ttft_ms=health.ttft_ms or 0.0,
         cooldown_seconds=health.cooldown_seconds,
         last_error=health.last_error,
+        probes_not_offered=health.probes_not_offered,
     )
 
 
@@ -301,6 +316,7 @@ def _decode_health(message: pb.DeploymentHealth) -> HealthStatus:
         ttft_ms=message.ttft_ms or None,
         cooldown_seconds=message.cooldown_seconds,
         last_error=message.last_error,
+        probes_not_offered=tuple(message.probes_not_offered),
     )
 
 

@@ -39,13 +39,20 @@ class StandIns:
             return self
         deployments = self._original.deployments
         why = await asyncio.gather(*(self._why_simulate(d) for d in deployments))
+        chosen = [(d, reason) for d, reason in zip(deployments, why, strict=True) if reason]
+        # Each simulator knows every model it stands in for before the first request, so
+        # that its model listings (and the health probes reading them) are complete.
+        models: dict[str, list[str]] = {}
+        for deployment, _ in chosen:
+            models.setdefault(_profile(deployment), []).append(deployment.upstream_model)
         replaced: dict[str, Deployment] = {}
         try:
-            for deployment, reason in zip(deployments, why, strict=True):
-                if reason is not None:
-                    replaced[deployment.id] = await self._stand_in(deployment)
-                    self.simulated.append(deployment.id)
-                    self.reasons.append(f"{deployment.id}: {reason}")
+            for profile, names in models.items():
+                await self._simulator(profile, names)
+            for deployment, reason in chosen:
+                replaced[deployment.id] = self._stand_in(deployment)
+                self.simulated.append(deployment.id)
+                self.reasons.append(f"{deployment.id}: {reason}")
         except BaseException:
             await self._stop()
             raise
@@ -71,15 +78,11 @@ class StandIns:
             return f"nothing answers at {deployment.api_base}"
         return None
 
-    async def _stand_in(self, deployment: Deployment) -> Deployment:
-        if deployment.locality is Locality.LOCAL:
-            large = any(size in deployment.upstream_model.lower() for size in _LARGE_LOCAL)
-            profile = "local-70b" if large else "local-8b"
-            simulator: OllamaSimulator | OpenAISimulator = await self._simulator(profile)
-            provider = ProviderKind.OLLAMA
-        else:
-            simulator = await self._simulator("gpt-4o-mini")
-            provider = ProviderKind.OPENAI
+    def _stand_in(self, deployment: Deployment) -> Deployment:
+        simulator = self._simulators[_profile(deployment)]
+        provider = (
+            ProviderKind.OLLAMA if isinstance(simulator, OllamaSimulator) else ProviderKind.OPENAI
+        )
         return dataclasses.replace(
             deployment,
             provider=provider,
@@ -88,21 +91,27 @@ class StandIns:
             simulated=True,
         )
 
-    async def _simulator(self, profile: str) -> OllamaSimulator | OpenAISimulator:
-        simulator = self._simulators.get(profile)
-        if simulator is None:
-            if profile.startswith("local"):
-                simulator = OllamaSimulator(profile=profile_by_name(profile))
-            else:
-                simulator = OpenAISimulator(profile=profile_by_name(profile))
-            await simulator.start()
-            self._simulators[profile] = simulator
-        return simulator
+    async def _simulator(self, profile: str, models: list[str]) -> None:
+        simulator: OllamaSimulator | OpenAISimulator
+        if profile.startswith("local"):
+            simulator = OllamaSimulator(profile=profile_by_name(profile), models=models)
+        else:
+            simulator = OpenAISimulator(profile=profile_by_name(profile), models=models)
+        await simulator.start()
+        self._simulators[profile] = simulator
 
     async def _stop(self) -> None:
         simulators, self._simulators = list(self._simulators.values()), {}
         for simulator in simulators:
             await simulator.stop()
+
+
+def _profile(deployment: Deployment) -> str:
+    """The simulator profile a deployment is stood in by: local sizes, or a cloud model."""
+    if deployment.locality is Locality.LOCAL:
+        large = any(size in deployment.upstream_model.lower() for size in _LARGE_LOCAL)
+        return "local-70b" if large else "local-8b"
+    return "gpt-4o-mini"
 
 
 async def _answers(api_base: str) -> bool:

@@ -1,6 +1,8 @@
 """Simulated LLM upstreams that speak the real wire protocols, for tests, benchmarks and
 `make run`: `OllamaSimulator` (native NDJSON API) and `OpenAISimulator` (Chat Completions SSE),
-with configurable latency, token rate (`SimProfile`) and injected faults (`Fault`).
+with configurable latency, token rate (`SimProfile`) and injected faults (`Fault`). What a
+simulated model answers (text, tool calls from the tool's schema, JSON valid against the
+requested schema) is in `reply` and `schema`.
 """
 
 from sidecar.simulate.faults import FAULT_KINDS, Fault, FaultKind

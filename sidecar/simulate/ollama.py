@@ -3,7 +3,9 @@ documentation: /api/chat, /api/tags, /api/ps, /api/show).
 
 Streams are NDJSON, one `ChatResponse` object per line, ending with the `done: true` line
 that carries `done_reason`, the token counts and the durations in nanoseconds. Errors are
-`{"error": "..."}`, before the stream as an HTTP status, after it as a last line.
+`{"error": "..."}`, before the stream as an HTTP status, after it as a last line. What the
+answer says (text, a tool call, JSON for `format`) is decided in reply.py; `logprobs` is
+refused with a 400.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import orjson
 from aiohttp import web
 
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
-from sidecar.simulate.profile import SimProfile, answer_text
+from sidecar.simulate.profile import SimProfile
+from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for
 from sidecar.simulate.server import (
     TOOL_CALL_TOKENS,
     Answer,
@@ -57,9 +60,10 @@ class OllamaSimulator(Simulator):
     """`POST /api/chat`, `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`,
     `GET|HEAD /`.
 
-    Any model name is served unless `models` is given; `context_length` is what `/api/ps`
-    reports as allocated (and `num_ctx` in `/api/show`), `trained_context_length` the
-    model's maximum in `/api/show`'s `model_info`.
+    Any model name is served unless `models` is given, and then `/api/tags` and `/api/ps`
+    list those models from the start (else only the ones asked for so far, as pulls would
+    appear); `context_length` is what `/api/ps` reports as allocated (and `num_ctx` in
+    `/api/show`), `trained_context_length` the model's maximum in `/api/show`'s `model_info`.
     """
 
     def __init__(
@@ -119,12 +123,17 @@ class OllamaSimulator(Simulator):
                     "done": True,
                 }
             )
+        if body.get("logprobs") or body.get("top_logprobs") is not None:
+            raise WireError(400, LOGPROBS_REFUSED)
+        options = body.get("options")
         return ChatCall(
             model=model,
             stream=stream,
-            max_tokens=_num_predict(body.get("options")),
+            max_tokens=_num_predict(options),
             prompt_tokens=prompt_tokens(messages),
-            tool=_first_tool(body.get("tools")),
+            tool=choose_tool(_tools(body.get("tools")), messages, forced=None, allowed=True),
+            output=output_for(None, messages, ollama_format=body.get("format")),
+            seed=options.get("seed") if isinstance(options, dict) else None,
         )
 
     def _model_of(self, model: object) -> str:
@@ -156,21 +165,25 @@ class OllamaSimulator(Simulator):
                     {
                         "model": call.model,
                         "created_at": _now_rfc3339(),
-                        "message": _message("", call.tool),
+                        "message": _message("", call, answer),
                         "done": False,
                     }
                 )
                 + b"\n"
             )
             return
-        # Token text is plain ASCII with no JSON escapes, so it can be spliced in as bytes.
-        head = b'{"model":%s,"created_at":%s,"message":{"role":"assistant","content":"' % (
+        head = b'{"model":%s,"created_at":%s,"message":{"role":"assistant","content":' % (
             orjson.dumps(call.model),
             orjson.dumps(_now_rfc3339()),
         )
-        tail = b'"},"done":false}\n'
+        tail = b'},"done":false}\n'
+        if answer.pieces is not None:
+            for piece in answer.pieces:
+                yield head + orjson.dumps(piece) + tail
+            return
+        # Token text is plain ASCII with no JSON escapes, so it can be spliced in as bytes.
         for index in range(answer.tokens):
-            yield b"%stok%d %s" % (head, index, tail)
+            yield b'%s"tok%d "%s' % (head, index, tail)
 
     def _tail_frames(
         self, exchange: Exchange, call: ChatCall, answer: Answer, sent: int
@@ -183,7 +196,7 @@ class OllamaSimulator(Simulator):
             exchange,
             call,
             answer,
-            content=answer_text(answer.tokens),
+            content=answer.text,
             eval_count=_eval_count(call, answer.tokens),
         )
         return orjson.dumps(final)
@@ -192,7 +205,9 @@ class OllamaSimulator(Simulator):
         self, exchange: Exchange, call: ChatCall, answer: Answer, *, content: str, eval_count: int
     ) -> dict[str, Any]:
         now = time.monotonic_ns()
-        message = _message(content, call.tool if not call.stream else None)
+        message = _message(content, call, answer)
+        if call.stream:
+            message.pop("tool_calls", None)  # a stream sent them in its body frames
         return {
             "model": call.model,
             "created_at": _now_rfc3339(),
@@ -307,25 +322,27 @@ def _num_predict(options: object) -> int | None:
     return None if value < 0 else value  # -1 (and -2) mean no limit
 
 
-def _first_tool(tools: object) -> str | None:
-    if tools is None or tools == []:
-        return None
+def _tools(tools: object) -> list[Tool]:
+    if tools is None:
+        return []
     if not isinstance(tools, list):
         raise WireError(400, "tools: expected an array")
-    first = tools[0]
-    function = first.get("function") if isinstance(first, dict) else None
-    name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str) or not name:
-        raise WireError(400, "tools[0].function.name: missing")
-    return name
+    out = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise WireError(400, f"tools[{index}].function.name: missing")
+        parameters = function.get("parameters") if isinstance(function, dict) else None
+        out.append(Tool(name, parameters if isinstance(parameters, dict) else {}))
+    return out
 
 
-def _message(content: str, tool: str | None) -> dict[str, Any]:
+def _message(content: str, call: ChatCall, answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool is not None:
-        message["tool_calls"] = [
-            {"id": "call_sim_0", "function": {"index": 0, "name": tool, "arguments": {}}}
-        ]
+    if call.tool is not None:
+        function = {"index": 0, "name": call.tool.name, "arguments": answer.arguments or {}}
+        message["tool_calls"] = [{"id": "call_sim_0", "function": function}]
     return message
 
 

@@ -4,7 +4,9 @@ and not).
 Streams are SSE `data: {chunk}` frames: a first chunk with `delta.role`, one chunk per
 token, a finish chunk with an empty delta, a usage chunk with `choices: []` when
 `stream_options.include_usage` is set (and then `usage: null` on every other chunk), and
-`data: [DONE]`. Errors are `{"error": {"message", "type", "param", "code"}}`.
+`data: [DONE]`. Errors are `{"error": {"message", "type", "param", "code"}}`. What the
+answer says (text, a tool call, JSON for `response_format`) is decided in reply.py;
+`logprobs` and `top_logprobs` are refused with a 400.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import orjson
 from aiohttp import web
 
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
-from sidecar.simulate.profile import SimProfile, answer_text
+from sidecar.simulate.profile import SimProfile
+from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for, pieces
 from sidecar.simulate.server import (
     TOOL_CALL_TOKENS,
     Answer,
@@ -38,7 +41,6 @@ _ERROR_FRAME: Final = (
     b'"param":null,"code":null}}\n\n'
 )
 _MODEL_CREATED: Final = 1_715_367_049
-_TOOL_ARGUMENTS: Final = "{}"
 
 
 class OpenAISimulator(Simulator):
@@ -103,12 +105,17 @@ class OpenAISimulator(Simulator):
         stream = body.get("stream") or False
         if not isinstance(stream, bool):
             raise WireError(400, "Invalid type for 'stream': expected a boolean.", param="stream")
+        if body.get("logprobs") or body.get("top_logprobs") is not None:
+            raise WireError(400, LOGPROBS_REFUSED, param="logprobs", code="unsupported_parameter")
+        seed = body.get("seed")
         return ChatCall(
             model=model,
             stream=stream,
             max_tokens=_max_tokens(body),
             prompt_tokens=prompt_tokens(messages),
-            tool=_tool_to_call(body),
+            tool=_tool_to_call(body, messages),
+            output=output_for(body.get("response_format"), messages),
+            seed=seed if isinstance(seed, int) else None,
             include_usage=_include_usage(body.get("stream_options"), stream),
             reply_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             created=int(time.time()),
@@ -170,11 +177,17 @@ class OpenAISimulator(Simulator):
                 "index": 0,
                 "id": _call_id(),
                 "type": "function",
-                "function": {"name": call.tool, "arguments": ""},
+                "function": {"name": call.tool.name, "arguments": ""},
             }
             yield _sse(_chunk(call, [_choice({"tool_calls": [first]})]))
-            rest = {"index": 0, "function": {"arguments": _TOOL_ARGUMENTS}}
-            yield _sse(_chunk(call, [_choice({"tool_calls": [rest]})]))
+            # Arguments arrive in fragments, as OpenAI streams them.
+            for fragment in pieces(_arguments(answer)):
+                rest = {"index": 0, "function": {"arguments": fragment}}
+                yield _sse(_chunk(call, [_choice({"tool_calls": [rest]})]))
+            return
+        if answer.pieces is not None:
+            for piece in answer.pieces:
+                yield _sse(_chunk(call, [_choice({"content": piece})]))
             return
         # Splice each token between constant bytes: the token text needs no JSON escaping,
         # and the chunk is otherwise the same every time.
@@ -202,7 +215,7 @@ class OpenAISimulator(Simulator):
     def _completion(self, exchange: Exchange, call: ChatCall, answer: Answer) -> bytes:
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": None if call.tool is not None else answer_text(answer.tokens),
+            "content": None if call.tool is not None else answer.text,
             "refusal": None,
             "annotations": [],
         }
@@ -211,7 +224,7 @@ class OpenAISimulator(Simulator):
                 {
                     "id": _call_id(),
                     "type": "function",
-                    "function": {"name": call.tool, "arguments": _TOOL_ARGUMENTS},
+                    "function": {"name": call.tool.name, "arguments": _arguments(answer)},
                 }
             ]
         completion = TOOL_CALL_TOKENS if call.tool is not None else answer.tokens
@@ -274,29 +287,30 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
-def _tool_to_call(body: dict[str, Any]) -> str | None:
+def _tool_to_call(body: dict[str, Any], messages: list[Any]) -> Tool | None:
     tools = body.get("tools")
     if not tools:
         return None
     if not isinstance(tools, list):
         raise WireError(400, "Invalid type for 'tools': expected an array.", param="tools")
-    names = []
+    declared = []
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
             param = f"tools[{index}].function.name"
             raise WireError(400, f"Missing required parameter: '{param}'.", param=param)
-        names.append(name)
+        parameters = function.get("parameters") if isinstance(function, dict) else None
+        declared.append(Tool(name, parameters if isinstance(parameters, dict) else {}))
     choice = body.get("tool_choice")
-    if choice == "none":
-        return None
-    if isinstance(choice, dict):
+    forced: str | None = None
+    if choice == "required":
+        forced = ""
+    elif isinstance(choice, dict):
         function = choice.get("function")
         named = function.get("name") if isinstance(function, dict) else None
-        if isinstance(named, str) and named in names:
-            return named
-    return names[0]
+        forced = named if isinstance(named, str) else ""
+    return choose_tool(declared, messages, forced=forced, allowed=choice != "none")
 
 
 def _include_usage(options: object, stream: bool) -> bool:
@@ -350,6 +364,10 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+def _arguments(answer: Answer) -> str:
+    return orjson.dumps(answer.arguments or {}).decode()
 
 
 def _sse(payload: dict[str, Any]) -> bytes:

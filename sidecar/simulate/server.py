@@ -37,7 +37,14 @@ from sidecar.simulate.faults import (
     fault_from_json,
     fault_to_json,
 )
-from sidecar.simulate.profile import Pacing, SimProfile, profile_from_json, profile_to_json
+from sidecar.simulate.profile import (
+    Pacing,
+    SimProfile,
+    answer_text,
+    profile_from_json,
+    profile_to_json,
+)
+from sidecar.simulate.reply import JsonOutput, Tool, arguments, generator, json_text, pieces
 
 BODY_HISTORY: Final = 100
 # Bodies of 100K-token chats run to megabytes; aiohttp's default cap is 1 MiB.
@@ -81,7 +88,9 @@ class ChatCall:
     stream: bool
     max_tokens: int | None
     prompt_tokens: int
-    tool: str | None = None  # the tool to call instead of answering with text
+    tool: Tool | None = None  # the tool to call instead of answering with text
+    output: JsonOutput | None = None  # the JSON the answer must be, if any
+    seed: int | None = None  # the request's seed: the same one gives the same answer
     include_usage: bool = False
     reply_id: str = ""  # for protocols whose every frame repeats the reply's identity
     created: int = 0  # unix seconds, likewise
@@ -92,6 +101,13 @@ class Answer:
     tokens: int  # text tokens to send (0 for a tool call)
     capped: bool  # the request's max tokens cut the answer short
     pacing: Pacing
+    # The text's pieces when it is generated (JSON); None for the profile's tokN text.
+    pieces: tuple[str, ...] | None = None
+    arguments: dict[str, Any] | None = None  # of the tool call, when there is one
+
+    @property
+    def text(self) -> str:
+        return answer_text(self.tokens) if self.pieces is None else "".join(self.pieces)
 
 
 class WireError(Exception):
@@ -366,12 +382,17 @@ class Simulator(ABC):
 
     def _plan(self, call: ChatCall) -> Answer:
         pacing = Pacing.draw(self._profile, self._rng)
+        rng = generator(call.seed, self._rng)
         if call.tool is not None:
-            return Answer(tokens=0, capped=False, pacing=pacing)
-        tokens = self._profile.answer_tokens
+            return Answer(0, False, pacing, arguments=arguments(call.tool, rng))
+        parts = None
+        if call.output is not None:
+            parts = pieces(json_text(call.output, rng, self._profile.answer_tokens))
+        tokens = self._profile.answer_tokens if parts is None else len(parts)
         if call.max_tokens is not None and call.max_tokens < tokens:
-            return Answer(tokens=max(call.max_tokens, 0), capped=True, pacing=pacing)
-        return Answer(tokens=tokens, capped=False, pacing=pacing)
+            kept = max(call.max_tokens, 0)
+            return Answer(kept, True, pacing, None if parts is None else parts[:kept])
+        return Answer(tokens, False, pacing, parts)
 
     async def _stream(
         self, exchange: Exchange, call: ChatCall, answer: Answer, fault: Fault | None

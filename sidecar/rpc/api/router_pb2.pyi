@@ -530,16 +530,21 @@ class DeploymentHealth(_message.Message):
     TTFT_MS_FIELD_NUMBER: _builtins.int
     COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    PROBES_NOT_OFFERED_FIELD_NUMBER: _builtins.int
     state: _builtins.str
-    """up | cooling | half_open | busy"""
+    """up | cold | cooling | half_open | not_pulled"""
     reason: _builtins.str
     """why it entered that state"""
     in_flight: _builtins.int
     ttft_ms: _builtins.float
     """moving average of time to first token; 0 when unknown"""
     cooldown_seconds: _builtins.float
-    """left in the current cooldown"""
+    """left in the current cooldown (or until not_pulled is rechecked)"""
     last_error: _builtins.str
+    @_builtins.property
+    def probes_not_offered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Health-probe endpoints its server does not offer (404/405/501), no longer asked."""
+
     def __init__(
         self,
         *,
@@ -549,10 +554,11 @@ class DeploymentHealth(_message.Message):
         ttft_ms: _builtins.float = ...,
         cooldown_seconds: _builtins.float = ...,
         last_error: _builtins.str = ...,
+        probes_not_offered: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "in_flight", b"in_flight", "last_error", b"last_error", "reason", b"reason", "state", b"state", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "in_flight", b"in_flight", "last_error", b"last_error", "probes_not_offered", b"probes_not_offered", "reason", b"reason", "state", b"state", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -565,20 +571,28 @@ class ModelInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ROUTES_TO_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     @_builtins.property
     def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelDeployment]: ...
+    @_builtins.property
+    def routes_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For an alias the router resolves per request (auto), with no deployments of its
+        own: the aliases it chooses among.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         deployments: _abc.Iterable[Global___ModelDeployment] | None = ...,
         description: _builtins.str = ...,
+        routes_to: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "description", b"description", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "description", b"description", "name", b"name", "routes_to", b"routes_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
