@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.app import BridgeSettings
+from sidecar.cli.serve import SidecarProcess
 from sidecar.config import load_config
 from sidecar.engine import Engine
-from sidecar.runtime.process import SidecarServer
 from sidecar.runtime.standins import StandIns
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "litellm_config.yaml"
@@ -26,7 +26,7 @@ MASTER_KEY = "sk-your-proxy-master-key"  # the seed file's general_settings.mast
 
 @dataclass
 class Demo:
-    server: SidecarServer
+    server: SidecarProcess
     standins: StandIns
 
     @property
@@ -47,7 +47,7 @@ async def running_demo(probe_interval: float | None = None) -> AsyncIterator[Dem
         if probe_interval is not None:
             health = dataclasses.replace(config.health, probe_interval=probe_interval)
             config = dataclasses.replace(config, health=health)
-        server = SidecarServer(
+        server = SidecarProcess(
             Engine(config),
             grpc_port=0,
             http_port=0,

@@ -20,11 +20,11 @@ from aiohttp import web
 
 from sidecar.cli.status import render_status
 from sidecar.config.model import Deployment, HealthConfig, ProviderKind
+from sidecar.engine.snapshot import Snapshot
 from sidecar.health import HealthTracker, State
 from sidecar.health.discovery import discover_context_windows
 from sidecar.health.probes import Prober
 from sidecar.providers import HttpPool, ProbeResult, ProbeStatus, ProviderRegistry
-from sidecar.engine.snapshot import Snapshot
 from tests.harness import chat_request, make_config, running_sidecar, wait_until
 
 MODEL = "llama3.2:8b"
