@@ -104,7 +104,10 @@ async def _wait_ready(
                 found[name] = match.group(1)
         if len(found) == len(wanted):
             return found
-    raise RuntimeError("process exited before it was ready:\n" + "".join(seen[-20:]))
+    code = await process.wait()
+    raise RuntimeError(
+        f"process exited ({code}) before it was ready:\n" + "".join(seen[-20:]).strip()
+    )
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:
