@@ -3,7 +3,7 @@
 The engine owns a `Clock` and hands it to health tracking, the watchdog and each
 call, so a test can swap in a fake one and move time forward instead of sleeping.
 Times are seconds on a monotonic scale; `call_at` schedules a callback at such a
-time. `timeout_at` is `asyncio.timeout_at` on any clock.
+time. `sleep` and `timeout_at` are asyncio's on any clock; `alarm` is a future due at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +42,24 @@ class MonotonicClock:
         # (uvloop's is cached per iteration, in milliseconds).
         delay = max(0.0, when - time.monotonic())
         return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def alarm(clock: Clock, when: float) -> asyncio.Future[None]:
+    """A future that completes once `now()` reaches `when`; cancelling it disarms the timer."""
+    due: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    timer = clock.call_at(when, lambda: _settle(due))
+    due.add_done_callback(lambda _: timer.cancel())
+    return due
+
+
+async def sleep(clock: Clock, seconds: float) -> None:
+    """`asyncio.sleep` on any clock."""
+    await alarm(clock, clock.now() + seconds)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @asynccontextmanager

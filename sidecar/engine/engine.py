@@ -65,7 +65,9 @@ class Engine:
         """Start the background work: active health probes, when configured."""
         config = self.config
         if config.health.probe_interval > 0 and self._prober is None:
-            prober = Prober(config.deployments, self.health, self.providers, config.health)
+            prober = Prober(
+                config.deployments, self.health, self.providers, config.health, self.clock
+            )
             self._prober = asyncio.create_task(prober.run(), name="health probes")
 
     def plan(self, request: ChatRequest) -> RoutePlan:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from sidecar.clock import Clock, timeout_at
+from sidecar.clock import Clock, alarm, timeout_at
 from sidecar.config.model import Deployment
 from sidecar.engine.egress import Egress
 from sidecar.engine.watchdog import Watchdog
@@ -240,7 +240,6 @@ class ChatStream:
         pending = list(candidates[self._next :])
         running: set[asyncio.Task[_Opened | None]] = set()
         clock = self._clock
-        loop = asyncio.get_running_loop()
 
         def start() -> None:
             candidate = pending.pop(0)
@@ -253,18 +252,11 @@ class ChatStream:
                 return False
             return hedge.to_cloud or pending[0].deployment.locality is Locality.LOCAL
 
-        def hedge_due() -> asyncio.Future[None]:
-            """A future that completes once the running attempt has waited `hedge.after`."""
-            due: asyncio.Future[None] = loop.create_future()
-            timer = clock.call_at(clock.now() + hedge.after, lambda: _settle(due))
-            due.add_done_callback(lambda _: timer.cancel())
-            return due
-
         winner: _Opened | None = None
         start()
         try:
             while running and winner is None:
-                due = hedge_due() if may_hedge() else None
+                due = alarm(clock, clock.now() + hedge.after) if may_hedge() else None
                 waiting: set[asyncio.Future[_Opened | None] | asyncio.Future[None]] = set(running)
                 if due is not None:
                     waiting.add(due)
@@ -350,8 +342,3 @@ class ChatStream:
 
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

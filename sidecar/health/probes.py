@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from sidecar.clock import Clock, MonotonicClock, sleep, timeout_at
 from sidecar.config.model import Deployment, HealthConfig
 from sidecar.health.tracker import HealthTracker
 from sidecar.providers import ProbeResult, ProbeStatus, ProviderRegistry
@@ -36,7 +37,9 @@ class Prober:
         health: HealthTracker,
         providers: ProviderRegistry,
         settings: HealthConfig,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock = clock or MonotonicClock()
         self._deployments = tuple(deployments)
         self._health = health
         self._providers = providers
@@ -61,7 +64,7 @@ class Prober:
             wait = await self.probe(deployment)
             if wait is None:
                 return
-            await asyncio.sleep(wait)
+            await sleep(self._clock, wait)
 
     async def probe(self, deployment: Deployment) -> float | None:
         """Probe one deployment; the seconds until its next probe, None for never."""
@@ -77,7 +80,7 @@ class Prober:
         settings = self._settings
         skip = self._skip.get(deployment.id, frozenset())
         try:
-            async with asyncio.timeout(settings.probe_timeout):
+            async with timeout_at(self._clock, self._clock.now() + settings.probe_timeout):
                 result = await self._providers.probe(deployment, skip)
         except TimeoutError:
             result = ProbeResult(
