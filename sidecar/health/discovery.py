@@ -21,6 +21,7 @@ import re
 from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.errors import UpstreamError
 from sidecar.providers.http import HttpPool, NotOffered, fetch_json
+from sidecar.providers.ollama import listed_names
 
 log = logging.getLogger("sidecar.health.discovery")
 
@@ -63,7 +64,7 @@ async def discover_context_windows(
 
 async def _window(pool: HttpPool, deployment: Deployment) -> int | None:
     model = deployment.upstream_model
-    names = {model, model if ":" in model else f"{model}:latest"}
+    names = listed_names(model)
     try:
         loaded = await fetch_json(pool, deployment, "GET", "/api/ps")
     except NotOffered:

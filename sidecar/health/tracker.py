@@ -205,7 +205,11 @@ class HealthTracker:
         if h.state is State.NOT_PULLED:
             return  # already explained; the prober's recheck decides when it ends
         if retry_after is not None:
-            self._cool(h, retry_after, f"upstream asked to retry after {retry_after:g}s")
+            self._cool(
+                h,
+                min(retry_after, s.max_cooldown),
+                f"upstream asked to retry after {retry_after:g}s",
+            )
         elif h.state is State.HALF_OPEN:
             self._cool(h, self._backoff(h), "probe request failed")
         elif h.consecutive_failures >= s.failure_threshold:

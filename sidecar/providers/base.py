@@ -1,4 +1,4 @@
-"""What every provider offers the engine: one streaming call, canonical in and out."""
+"""What every provider offers the engine: one streaming call and one free probe."""
 
 from __future__ import annotations
 
@@ -9,21 +9,6 @@ from typing import Protocol
 
 from sidecar.config.model import Deployment
 from sidecar.types import ChatRequest, Chunk
-
-
-class Provider(Protocol):
-    """Translates canonical requests to one upstream wire protocol and back.
-
-    `stream` returns an async iterator of chunks. It yields only chunks that
-    carry something (text, tool calls, or the final finish reason and usage), and
-    merges frames that were already buffered into one chunk. It raises
-    `UpstreamError` subclasses naming the deployment, and releases the upstream
-    connection when closed early.
-    """
-
-    def stream(
-        self, deployment: Deployment, request: ChatRequest
-    ) -> AsyncGenerator[Chunk, None]: ...
 
 
 class ProbeStatus(enum.Enum):
@@ -48,21 +33,26 @@ class ProbeResult:
     exhausted: bool = False
 
 
-class LineSplitter:
-    """Splits a byte stream into complete lines, keeping the unfinished tail."""
+class Provider(Protocol):
+    """Translates canonical requests to one upstream wire protocol and back.
 
-    __slots__ = ("_tail",)
+    Built with the shared `HttpPool` (see registry.py). `stream` returns an async
+    iterator of chunks. It yields only chunks that carry something (text, tool
+    calls, or the final finish reason and usage), and merges frames that were
+    already buffered into one chunk. It raises `UpstreamError` subclasses naming
+    the deployment, and releases the upstream connection when closed early.
+    """
 
-    def __init__(self) -> None:
-        self._tail = b""
+    def stream(
+        self, deployment: Deployment, request: ChatRequest
+    ) -> AsyncGenerator[Chunk, None]: ...
 
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._tail:
-            data = self._tail + data
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        return lines
+    async def probe(
+        self, deployment: Deployment, skip: frozenset[str] = frozenset()
+    ) -> ProbeResult:
+        """Whether the deployment can answer, asked in a way that costs no tokens,
+        leaving out the probe endpoints in `skip` (those found not offered before).
 
-    @property
-    def tail(self) -> bytes:
-        return self._tail
+        May raise `UpstreamError`; the registry turns that into a failed result.
+        """
+        ...

@@ -10,14 +10,17 @@ call, which is what lets the providers coalesce tokens under load.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sidecar.config.model import Deployment
 from sidecar.errors import (
@@ -31,6 +34,21 @@ from sidecar.errors import (
 
 # Bounds the error bodies read from an upstream so a hostile one cannot make us buffer much.
 _MAX_ERROR_BODY = 64 * 1024
+# One NDJSON line or SSE event. Token frames are a few hundred bytes and a tool call
+# with long arguments some tens of kilobytes; 1 MiB leaves room for any real frame
+# while bounding what an upstream that never ends a line can make one call buffer.
+DEFAULT_MAX_FRAME = 1024 * 1024
+# After the terminal frame, how long the rest of the body (a chunked terminator, an
+# SSE [DONE]) may take to arrive before the connection is closed rather than reused.
+# Well-behaved servers send it at once; this only costs time with one that keeps the
+# socket open, and then at most this much.
+DEFAULT_LINGER = 0.1
+# What may follow the terminal frame and still be read so the connection is reused.
+_MAX_LINGER_BYTES = 64 * 1024
+# Longest cooldown an upstream's Retry-After may ask for; the health tracker caps it
+# again by its own max_cooldown.
+MAX_RETRY_AFTER = 3600.0
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Statuses meaning the server does not offer an endpoint at all (rather than failing at it).
 _NOT_OFFERED = frozenset({404, 405, 501})
 
@@ -45,11 +63,21 @@ class NotOffered(UpstreamUnavailable):
 
 
 class HttpPool:
-    """One keep-alive aiohttp session per upstream base URL, created on first use."""
+    """One keep-alive aiohttp session per upstream base URL, created on first use.
 
-    def __init__(self, *, connect_timeout: float = 5.0) -> None:
+    Also holds the limits on what upstreams may send: `max_frame` bytes in one
+    stream frame and `linger` seconds for what follows the terminal frame. Bodies
+    are asked for uncompressed (`Accept-Encoding: identity`) and never inflated, so
+    a compression bomb cannot make the loop inflate gigabytes.
+    """
+
+    def __init__(
+        self, *, max_frame: int = DEFAULT_MAX_FRAME, linger: float = DEFAULT_LINGER
+    ) -> None:
+        self.max_frame = max_frame
+        self.linger = linger
         self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._connect_timeout = connect_timeout
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def session(self, api_base: str) -> aiohttp.ClientSession:
         session = self._sessions.get(api_base)
@@ -57,14 +85,21 @@ class HttpPool:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, ttl_dns_cache=300)
             session = aiohttp.ClientSession(
                 connector=connector,
-                # Total and read limits are enforced by the engine per phase (first
-                # token, idle gap, caller deadline); only connecting is bounded here.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                auto_decompress=True,
+                headers={"Accept-Encoding": "identity"},
+                auto_decompress=False,
                 raise_for_status=False,
             )
             self._sessions[api_base] = session
         return session
+
+    def timeout(self, deployment: Deployment) -> aiohttp.ClientTimeout:
+        """The deployment's connect limit (DNS, TCP and TLS); total and read limits
+        are enforced by the engine per phase (first token, idle gap, caller deadline)."""
+        connect = deployment.timeouts.connect
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(total=None, connect=connect)
+        return timeout
 
     async def aclose(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
@@ -90,7 +125,9 @@ async def open_stream(
     session = pool.session(deployment.api_base)
     url = deployment.api_base + path
     try:
-        response = await session.post(url, data=orjson.dumps(body), headers=headers)
+        response = await session.post(
+            url, data=orjson.dumps(body), headers=headers, timeout=pool.timeout(deployment)
+        )
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamUnavailable(deployment.id, f"cannot connect to {url}: {exc}") from exc
     except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
@@ -111,12 +148,6 @@ async def open_stream(
         response.release()
 
 
-async def drain(response: aiohttp.ClientResponse) -> None:
-    """Read what follows the final frame so the connection can be reused."""
-    while await response.content.readany():
-        pass
-
-
 async def fetch_json(
     pool: HttpPool,
     deployment: Deployment,
@@ -134,7 +165,9 @@ async def fetch_json(
     url = deployment.api_base + path
     try:
         data = None if body is None else orjson.dumps(body)
-        async with session.request(method, url, data=data, headers=headers) as response:
+        async with session.request(
+            method, url, data=data, headers=headers, timeout=pool.timeout(deployment)
+        ) as response:
             if response.status in _NOT_OFFERED:
                 raise NotOffered(deployment.id, path, response.status)
             if response.status != 200:
@@ -189,20 +222,82 @@ def error_message(raw: bytes) -> str:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), at most
+    MAX_RETRY_AFTER; None for anything else. Never raises, whatever the upstream sent."""
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        # Digits with an optional fraction, which some servers send; "inf", "nan",
+        # "-5" and "1e9" are not seconds. A float of digits is finite or inf, never nan.
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def malformed(deployment: Deployment, what: str, frame: bytes) -> UpstreamMalformed:
     shown = frame[:120].decode("utf-8", "replace")
     return UpstreamMalformed(deployment.id, f"malformed {what}: {shown!r}")
+
+
+async def linger(pool: HttpPool, response: aiohttp.ClientResponse) -> None:
+    """After the terminal frame, read what is left of the body so the connection can
+    be reused, for at most `pool.linger` seconds and a bounded number of bytes.
+
+    Gives up quietly otherwise: the answer is complete, and releasing a response
+    whose body did not end closes its connection instead of reusing it.
+    """
+    content = response.content
+    if content.is_eof():
+        return
+    left = _MAX_LINGER_BYTES
+    try:
+        async with asyncio.timeout(pool.linger):
+            while data := await content.readany():
+                left -= len(data)
+                if left < 0:
+                    return
+    except (TimeoutError, UpstreamError, aiohttp.ClientError, ConnectionError):
+        return
+
+
+def watch_framing(response: aiohttp.ClientResponse, deployment: Deployment) -> Callable[[], None]:
+    """Make a broken transfer encoding fail the body's next read at once.
+
+    aiohttp's C parser, on a malformed chunk, closes the connection but never
+    wakes the reader of the body, which would then wait for the idle timeout. When
+    the connection is lost after such a parse error and the body has neither ended
+    nor failed, the body is failed as malformed here. Returns the function that
+    stops watching (call it before the response is released).
+    """
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return _unwatched
+    content = response.content
+
+    def check(_: object = None) -> None:
+        broken = isinstance(protocol.exception(), HttpProcessingError)
+        if broken and not content.is_eof() and content.exception() is None:
+            content.set_exception(
+                UpstreamMalformed(deployment.id, "the upstream broke the transfer encoding")
+            )
+
+    closed = protocol.closed
+    if closed is None:  # the connection was lost already
+        check()
+        return _unwatched
+    closed.add_done_callback(check)
+
+    def unwatch() -> None:
+        closed.remove_done_callback(check)
+
+    return unwatch
+
+
+def _unwatched() -> None:
+    pass

@@ -8,16 +8,11 @@ from typing import Any
 import orjson
 
 from sidecar.config.model import Deployment
-from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter, ProbeResult, ProbeStatus
-from sidecar.providers.http import (
-    HttpPool,
-    NotOffered,
-    drain,
-    fetch_json,
-    malformed,
-    open_stream,
-)
+from sidecar.errors import UpstreamMalformed, UpstreamUnavailable
+from sidecar.providers.base import ProbeResult, ProbeStatus
+from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
+from sidecar.providers.ndjson import NdjsonReader
+from sidecar.providers.relay import Draft, relay
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
@@ -29,66 +24,104 @@ class OllamaProvider:
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
-    async def stream(
-        self, deployment: Deployment, request: ChatRequest
-    ) -> AsyncGenerator[Chunk, None]:
+    def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
-        async with open_stream(self._pool, deployment, "/api/chat", body, _HEADERS) as response:
-            lines = LineSplitter()
-            saw_tools = False
-            read = response.content.readany
-            while data := await read():
-                chunk = Chunk()
-                text: list[str] = []
-                for line in lines.feed(data):
-                    if not line.strip():
-                        continue
-                    try:
-                        done = _apply_line(deployment, line, chunk, text)
-                    except UpstreamError:
-                        # Frames that arrived whole before the bad one still reach the caller.
-                        if text or chunk.tool_calls:
-                            chunk.content = "".join(text)
-                            yield chunk
-                        raise
-                    saw_tools = saw_tools or bool(chunk.tool_calls)
-                    if done:
-                        if saw_tools and chunk.finish_reason == "stop":
-                            chunk.finish_reason = "tool_calls"
-                        chunk.content = "".join(text)
-                        yield chunk
-                        await drain(response)
-                        return
-                if text or chunk.tool_calls:
-                    chunk.content = "".join(text)
-                    yield chunk
-            if lines.tail.strip():
-                raise malformed(deployment, "Ollama stream ending", lines.tail)
-            raise UpstreamMalformed(deployment.id, "Ollama stream ended without a done line")
+        reader = NdjsonReader(self._pool.max_frame)
+        return relay(
+            self._pool, deployment, "/api/chat", body, _HEADERS, reader, _Decoder(deployment)
+        )
+
+    async def probe(
+        self, deployment: Deployment, skip: frozenset[str] = frozenset()
+    ) -> ProbeResult:
+        """Is Ollama up and the model pulled and loaded? `/api/tags` and `/api/ps` cost
+        no tokens.
+
+        Either endpoint may be missing (older builds, proxies that expose only the
+        chat API, other Ollama-compatible servers): a 404/405/501 is reported in
+        `not_offered`, and the caller passes those back in `skip`. A pulled model
+        that is not loaded yet answers its first request only after loading it: cold.
+        """
+        model = deployment.upstream_model
+        wanted = listed_names(model)
+        not_offered: list[str] = []
+        unknown: list[str] = []
+        learned = False
+        for path in ("/api/tags", "/api/ps"):
+            if path in skip:
+                continue
+            try:
+                reply = await fetch_json(self._pool, deployment, "GET", path)
+            except NotOffered:
+                not_offered.append(path)
+                continue
+            except UpstreamMalformed as exc:
+                unknown.append(exc.message)
+                continue
+            names = _model_names(reply)
+            if names is None:
+                unknown.append(f"reply to GET {path} lists no models in Ollama's shape")
+                continue
+            learned = True
+            if path == "/api/tags" and names and not wanted & names:
+                detail = f"model {model!r} is not pulled on {deployment.api_base}"
+                return ProbeResult(ProbeStatus.NOT_PULLED, detail, tuple(not_offered))
+            if path == "/api/ps" and not wanted & names:
+                detail = f"model {model!r} is not loaded yet: the first call will be slower"
+                return ProbeResult(ProbeStatus.COLD, detail, tuple(not_offered))
+        if learned:
+            return ProbeResult(ProbeStatus.READY, "", tuple(not_offered))
+        exhausted = skip.union(not_offered) >= {"/api/tags", "/api/ps"}
+        return ProbeResult(ProbeStatus.UNKNOWN, "; ".join(unknown), tuple(not_offered), exhausted)
 
 
-def _apply_line(deployment: Deployment, line: bytes, chunk: Chunk, text: list[str]) -> bool:
-    """Fold one NDJSON line into `chunk`; True when it was the final line."""
-    try:
-        frame = orjson.loads(line)
-        if "error" in frame:
-            # Ollama reports failures after the first byte as an error line (HTTP 200).
-            raise UpstreamUnavailable(deployment.id, f"upstream error: {frame['error']}")
-        message = frame.get("message")
-        if message:
-            content = message.get("content")
-            if content:
-                text.append(content)
-            calls = message.get("tool_calls")
-            if calls:
-                chunk.tool_calls += _tool_calls(calls, len(chunk.tool_calls))
-        if not frame.get("done"):
-            return False
-        chunk.finish_reason = frame.get("done_reason") or "stop"
-        chunk.usage = Usage(frame.get("prompt_eval_count"), frame.get("eval_count"))
-        return True
-    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-        raise malformed(deployment, "Ollama stream line", line) from exc
+def listed_names(model: str) -> frozenset[str]:
+    """The names Ollama may list `model` under: a name without a tag means `:latest`."""
+    # The tag follows the last "/", so a registry port ("host:5000/llama3") is not one.
+    if ":" in model.rpartition("/")[2]:
+        return frozenset((model,))
+    return frozenset((model, f"{model}:latest"))
+
+
+class _Decoder:
+    """Folds /api/chat lines; the line with `done: true` is the last."""
+
+    __slots__ = ("_calls", "_deployment")
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        self._calls = 0  # tool calls so far, to number the ones Ollama gives no id
+
+    def fold(self, line: bytes, draft: Draft) -> bool:
+        try:
+            frame = orjson.loads(line)
+            if "error" in frame:
+                # Ollama reports failures after the first byte as an error line (HTTP 200).
+                raise UpstreamUnavailable(self._deployment.id, f"upstream error: {frame['error']}")
+            message = frame.get("message")
+            if message:
+                content = message.get("content")
+                if content:
+                    draft.text.append(content)
+                calls = message.get("tool_calls")
+                if calls:
+                    draft.calls += _tool_calls(calls, self._calls)
+                    self._calls += len(calls)
+            if not frame.get("done"):
+                return False
+            finish = frame.get("done_reason") or "stop"
+            # Ollama says "stop" after tool calls; OpenAI's convention, which the
+            # front doors speak, says "tool_calls".
+            draft.finish = "tool_calls" if self._calls and finish == "stop" else finish
+            draft.usage = Usage(frame.get("prompt_eval_count"), frame.get("eval_count"))
+            return True
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise malformed(self._deployment, "Ollama stream line", line) from exc
+
+    def end(self, draft: Draft, rest: bytes) -> Chunk:
+        if rest:
+            raise malformed(self._deployment, "Ollama stream ending", rest)
+        raise UpstreamMalformed(self._deployment.id, "Ollama stream ended without a done line")
 
 
 def _tool_calls(calls: list[dict[str, Any]], start: int) -> tuple[ToolCall, ...]:
@@ -191,49 +224,6 @@ def _json_object(arguments: str) -> Any:
         return orjson.loads(arguments) if arguments else {}
     except orjson.JSONDecodeError:
         return {}
-
-
-async def probe(
-    pool: HttpPool, deployment: Deployment, skip: frozenset[str] = frozenset()
-) -> ProbeResult:
-    """Is Ollama up and the model pulled and loaded? `/api/tags` and `/api/ps` cost no tokens.
-
-    Either endpoint may be missing (older builds, proxies that expose only the
-    chat API, other Ollama-compatible servers): a 404/405/501 is reported in
-    `not_offered`, and the caller passes those back in `skip`. A pulled model
-    that is not loaded yet answers its first request only after loading it: cold.
-    """
-    model = deployment.upstream_model
-    wanted = {model, model if ":" in model else f"{model}:latest"}
-    not_offered: list[str] = []
-    unknown: list[str] = []
-    learned = False
-    for path in ("/api/tags", "/api/ps"):
-        if path in skip:
-            continue
-        try:
-            reply = await fetch_json(pool, deployment, "GET", path)
-        except NotOffered:
-            not_offered.append(path)
-            continue
-        except UpstreamMalformed as exc:
-            unknown.append(exc.message)
-            continue
-        names = _model_names(reply)
-        if names is None:
-            unknown.append(f"reply to GET {path} lists no models in Ollama's shape")
-            continue
-        learned = True
-        if path == "/api/tags" and names and not wanted & names:
-            detail = f"model {model!r} is not pulled on {deployment.api_base}"
-            return ProbeResult(ProbeStatus.NOT_PULLED, detail, tuple(not_offered))
-        if path == "/api/ps" and not wanted & names:
-            detail = f"model {model!r} is not loaded yet: the first call will be slower"
-            return ProbeResult(ProbeStatus.COLD, detail, tuple(not_offered))
-    if learned:
-        return ProbeResult(ProbeStatus.READY, "", tuple(not_offered))
-    exhausted = skip.union(not_offered) >= {"/api/tags", "/api/ps"}
-    return ProbeResult(ProbeStatus.UNKNOWN, "; ".join(unknown), tuple(not_offered), exhausted)
 
 
 def _model_names(reply: dict[str, Any]) -> set[str] | None:

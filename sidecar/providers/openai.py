@@ -16,15 +16,10 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import LineSplitter, ProbeResult, ProbeStatus
-from sidecar.providers.http import (
-    HttpPool,
-    NotOffered,
-    drain,
-    fetch_json,
-    malformed,
-    open_stream,
-)
+from sidecar.providers.base import ProbeResult, ProbeStatus
+from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
+from sidecar.providers.relay import Draft, relay
+from sidecar.providers.sse import Event, SseReader
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
@@ -37,58 +32,67 @@ class OpenAIProvider:
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
-    async def stream(
-        self, deployment: Deployment, request: ChatRequest
-    ) -> AsyncGenerator[Chunk, None]:
+    def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if deployment.api_key:
-            headers["Authorization"] = f"Bearer {deployment.api_key}"
-        async with open_stream(
-            self._pool, deployment, "/chat/completions", body, headers
-        ) as response:
-            lines = LineSplitter()
-            data_lines: list[bytes] = []
-            finish: str | None = None
-            usage: Usage | None = None
-            read = response.content.readany
-            while data := await read():
-                text: list[str] = []
-                calls: list[ToolCall] = []
-                for line in lines.feed(data):
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if line:
-                        if line.startswith(b"data:"):
-                            payload = line[5:]
-                            data_lines.append(payload[1:] if payload[:1] == b" " else payload)
-                        # Other fields (event:, id:, retry:) and comments carry nothing we use.
-                        continue
-                    if not data_lines:
-                        continue
-                    event = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
-                    data_lines = []
-                    if event == _DONE:
-                        yield Chunk("".join(text), tuple(calls), finish or "stop", usage)
-                        await drain(response)
-                        return
-                    try:
-                        frame = _decode(deployment, event)
-                        finish = _apply_frame(deployment, frame, text, calls) or finish
-                    except UpstreamError:
-                        # Frames that arrived whole before the bad one still reach the caller.
-                        if text or calls:
-                            yield Chunk("".join(text), tuple(calls))
-                        raise
-                    if frame.get("usage"):
-                        usage = _usage(frame["usage"])
-                if text or calls:
-                    yield Chunk("".join(text), tuple(calls))
-            if finish is not None:
-                # Some compatible servers close the stream without the [DONE] sentinel.
-                yield Chunk("", (), finish, usage)
-                return
-            raise UpstreamMalformed(deployment.id, "SSE stream ended before the answer finished")
+        headers.update(_auth(deployment))
+        reader = SseReader(self._pool.max_frame)
+        decoder = _Decoder(deployment)
+        return relay(self._pool, deployment, "/chat/completions", body, headers, reader, decoder)
+
+    async def probe(
+        self, deployment: Deployment, skip: frozenset[str] = frozenset()
+    ) -> ProbeResult:
+        """`GET /models` answers without generating anything, so it costs no tokens.
+
+        A server that does not offer it (404/405/501) says so in `not_offered`; the
+        caller passes it back in `skip` and there is nothing left to probe.
+        """
+        if "/models" in skip:
+            return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
+        try:
+            await fetch_json(self._pool, deployment, "GET", "/models", headers=_auth(deployment))
+        except NotOffered:
+            return ProbeResult(ProbeStatus.UNKNOWN, not_offered=("/models",), exhausted=True)
+        except UpstreamMalformed as exc:
+            return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
+        return ProbeResult(ProbeStatus.READY)
+
+
+def _auth(deployment: Deployment) -> dict[str, str]:
+    return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+
+
+class _Decoder:
+    """Folds chat.completion.chunk events. The last frame is `[DONE]` or, for servers
+    that never send it, the usage chunk that follows the finish (usage is always
+    requested), or a finish chunk that carries the usage itself."""
+
+    __slots__ = ("_deployment",)
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+
+    def fold(self, event: Event, draft: Draft) -> bool:
+        data = event[1]
+        if data == _DONE:
+            return True
+        deployment = self._deployment
+        frame = _decode(deployment, data)
+        finish = _apply_frame(deployment, frame, draft.text, draft.calls)
+        if finish is not None:
+            draft.finish = finish
+        usage = frame.get("usage")
+        if not usage:
+            return False
+        draft.usage = _usage(usage)
+        return draft.finish is not None
+
+    def end(self, draft: Draft, rest: bytes) -> Chunk:
+        if draft.finish is not None:
+            # Some compatible servers close the stream without the [DONE] sentinel.
+            return draft.final()
+        raise UpstreamMalformed(self._deployment.id, "SSE stream ended before the answer finished")
 
 
 def _decode(deployment: Deployment, event: bytes) -> dict[str, Any]:
@@ -211,23 +215,3 @@ def _data_url(image: str) -> str:
     if image.startswith(("data:", "http://", "https://")):
         return image
     return f"data:image/png;base64,{image}"
-
-
-async def probe(
-    pool: HttpPool, deployment: Deployment, skip: frozenset[str] = frozenset()
-) -> ProbeResult:
-    """`GET /models` answers without generating anything, so it costs no tokens.
-
-    A server that does not offer it (404/405/501) says so in `not_offered`; the
-    caller passes it back in `skip` and there is nothing left to probe.
-    """
-    if "/models" in skip:
-        return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
-    headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
-    try:
-        await fetch_json(pool, deployment, "GET", "/models", headers=headers)
-    except NotOffered:
-        return ProbeResult(ProbeStatus.UNKNOWN, not_offered=("/models",), exhausted=True)
-    except UpstreamMalformed as exc:
-        return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
-    return ProbeResult(ProbeStatus.READY)
