@@ -75,11 +75,18 @@ def test_an_abandoned_probe_lets_the_next_request_probe() -> None:
 
 def test_retry_after_sets_the_cooldown_exactly() -> None:
     clock = Clock()
-    health = tracker(clock)
+    health = tracker(clock, max_cooldown=10.0)
     health.failed("m/0", "429", retry_after=7.5)
     assert health.cooldown_left("m/0") == 7.5
     assert "retry after 7.5s" in health["m/0"].reason
     assert health.next_recovery() == 7.5
+
+
+def test_retry_after_is_capped_by_max_cooldown() -> None:
+    clock = Clock()
+    health = tracker(clock, max_cooldown=10.0)
+    health.failed("m/0", "429", retry_after=999_999_999.0)
+    assert health.cooldown_left("m/0") == 10.0
 
 
 def test_error_rate_over_the_window_starts_a_cooldown() -> None:

@@ -17,8 +17,10 @@ from aiohttp import web
 from sidecar.config.model import Deployment, ProviderKind
 from sidecar.errors import UpstreamMalformed, UpstreamRateLimited, UpstreamUnavailable
 from sidecar.providers import HttpPool, ProviderRegistry
-from sidecar.simulate import OllamaSimulator, SimProfile
+from sidecar.providers.ollama import listed_names
+from sidecar.simulate import OllamaSimulator, OpenAISimulator, SimProfile
 from sidecar.types import ChatRequest, Chunk, Message, Usage
+from tests.harness import UPSTREAM_KEY
 
 REQUEST = ChatRequest("m", (Message("user", "hi"),))
 
@@ -173,3 +175,141 @@ async def test_buffered_tokens_are_coalesced_into_fewer_chunks() -> None:
         chunks = await collect(ProviderKind.OLLAMA, sim.base_url)
     assert text(chunks).split() == [f"tok{i}" for i in range(200)]
     assert len(chunks) < 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "first", "rest"),
+    [
+        (
+            ProviderKind.OLLAMA,
+            "",
+            b'{"message":{"role":"assistant","content":"one"},"done":false}\n',
+            b'{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}\n',
+        ),
+        (ProviderKind.OPENAI, "/v1", sse(HELLO), sse(FINISH) + sse(USAGE) + b"data: [DONE]\n\n"),
+    ],
+    ids=["ollama", "openai"],
+)
+async def test_a_lone_token_is_never_held_back(
+    kind: ProviderKind, path: str, first: bytes, rest: bytes
+) -> None:
+    # The upstream sends the rest only once the caller has the first token: a provider
+    # that waited for more before yielding would never get it.
+    relayed = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(first)
+        await relayed.wait()
+        await response.write(rest)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    deployment = Deployment(
+        "m/0", "m", kind, "model", f"http://127.0.0.1:{runner.addresses[0][1]}{path}"
+    )
+    registry = ProviderRegistry(HttpPool())
+    chunks: list[Chunk] = []
+    try:
+        async with asyncio.timeout(10):
+            async for chunk in registry.stream(deployment, REQUEST):
+                chunks.append(chunk)
+                relayed.set()
+    finally:
+        await registry.aclose()
+        await runner.cleanup()
+    assert chunks[0].content in ("one", "Hel")
+    assert chunks[0].finish_reason is None
+    assert chunks[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "good", "bad"),
+    [
+        (
+            ProviderKind.OLLAMA,
+            "",
+            b'{"message":{"content":"Li"},"done":false}\n{"message":{"content":"ma"},"done":false}\n',
+            b"{not json\n",
+        ),
+        (ProviderKind.OPENAI, "/v1", sse(HELLO) + sse(WORLD), b"data: {not json\n\n"),
+    ],
+    ids=["ollama", "openai"],
+)
+async def test_frames_whole_before_a_bad_one_still_reach_the_caller(
+    kind: ProviderKind, path: str, good: bytes, bad: bytes
+) -> None:
+    async with scripted([good + bad]) as url:
+        deployment = Deployment("m/0", "m", kind, "model", url + path)
+        registry = ProviderRegistry(HttpPool())
+        chunks: list[Chunk] = []
+        try:
+            with pytest.raises(UpstreamMalformed, match="not json"):
+                async for chunk in registry.stream(deployment, REQUEST):
+                    chunks.append(chunk)
+        finally:
+            await registry.aclose()
+    assert text(chunks) in ("Lima", "Hello")
+
+
+async def test_tool_calls_from_separate_lines_keep_separate_indexes() -> None:
+    lines = (
+        b'{"message":{"tool_calls":[{"function":{"name":"a","arguments":{"x":1}}}]},"done":false}\n'
+        b'{"message":{"tool_calls":[{"function":{"name":"b","arguments":{}}}]},"done":false}\n'
+        b'{"message":{"content":""},"done":true,"done_reason":"stop"}\n'
+    )
+    async with scripted([lines[:80], lines[80:]]) as url:
+        chunks = await collect(ProviderKind.OLLAMA, url)
+    calls = [call for c in chunks for call in c.tool_calls]
+    assert [(c.name, c.index, c.id) for c in calls] == [("a", 0, "call_0"), ("b", 1, "call_1")]
+    assert calls[0].arguments == '{"x":1}'
+    assert chunks[-1].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("model", "names"),
+    [
+        ("llama3", {"llama3", "llama3:latest"}),
+        ("llama3:8b", {"llama3:8b"}),
+        ("library/llama3", {"library/llama3", "library/llama3:latest"}),
+        ("host:5000/llama3", {"host:5000/llama3", "host:5000/llama3:latest"}),
+        ("host:5000/llama3:70b", {"host:5000/llama3:70b"}),
+    ],
+)
+def test_ollama_names_a_model_without_tag_latest(model: str, names: set[str]) -> None:
+    assert listed_names(model) == names
+
+
+async def test_every_builtin_provider_probes_through_the_registry(
+    ollama: OllamaSimulator, openai_sim: OpenAISimulator
+) -> None:
+    registry = ProviderRegistry(HttpPool())
+    try:
+        results = {
+            kind: await registry.probe(Deployment("m/0", "m", kind, "llama3", base, api_key=key))
+            for kind, base, key in [
+                (ProviderKind.OLLAMA, ollama.base_url, None),
+                (ProviderKind.OPENAI, openai_sim.base_url, UPSTREAM_KEY),
+            ]
+        }
+        refused = await registry.probe(
+            Deployment("m/0", "m", ProviderKind.OPENAI, "x", "http://127.0.0.1:9/v1")
+        )
+        not_built = await registry.probe(
+            Deployment("m/0", "m", ProviderKind.GEMINI, "x", "http://127.0.0.1:9")
+        )
+    finally:
+        await registry.aclose()
+    assert all(result is not None and result.ok for result in results.values())
+    assert refused is not None
+    assert not refused.ok
+    assert not_built is None
+    assert ProviderRegistry.builtin(ProviderKind.OLLAMA)
+    assert not ProviderRegistry.builtin(ProviderKind.GEMINI)
