@@ -28,7 +28,7 @@ from sidecar.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from sidecar.providers import HttpPool, ProviderRegistry
+from sidecar.providers import HttpPool, ProbeStatus, ProviderRegistry
 from sidecar.providers.http import DEFAULT_MAX_FRAME, MAX_RETRY_AFTER, parse_retry_after
 from sidecar.types import ChatRequest, Chunk, Message, Usage
 from tests.harness import chat_request, make_config, running_sidecar, wait_until
@@ -353,7 +353,7 @@ async def test_probes_ask_for_identity_and_never_inflate() -> None:
         with memory_bounded(48 * 2**20):
             result = await providers.probe(OPENAI.deployment(upstream.url))
     assert result is not None
-    assert not result.ok
+    assert result.status is ProbeStatus.UNKNOWN  # a reply it cannot read, never inflated
     assert upstream.requests[0].header("accept-encoding") == "identity"
 
 
