@@ -126,6 +126,23 @@ _SCALARS = st.sampled_from(
         {"const": "fixed"},
     ]
 )
+
+
+def _all_of(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """allOf over objects that do not both require one property (with types that may
+    disagree, which no instance satisfies), else over the first part alone."""
+    objects = [p for p in parts if p.get("type") == "object"]
+    if not objects:
+        return {"allOf": parts[:1]}
+    taken: set[str] = set()
+    kept = []
+    for part in objects:
+        properties = {k: v for k, v in part["properties"].items() if k not in taken}
+        taken |= properties.keys()
+        kept.append({**part, "properties": properties, "required": sorted(properties)})
+    return {"allOf": kept}
+
+
 _SCHEMAS = st.recursive(
     _SCALARS,
     lambda inner: st.one_of(
@@ -138,9 +155,7 @@ _SCHEMAS = st.recursive(
             lambda props: {"type": "object", "properties": props, "required": sorted(props)}
         ),
         st.lists(inner, min_size=1, max_size=3).map(lambda options: {"anyOf": options}),
-        st.lists(inner, min_size=1, max_size=2).map(
-            lambda parts: {"allOf": [p for p in parts if p.get("type") == "object"] or parts[:1]}
-        ),
+        st.lists(inner, min_size=1, max_size=2).map(_all_of),
     ),
     max_leaves=8,
 )
