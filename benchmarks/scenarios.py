@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from benchmarks import failover, hybrid, overhead, route_bench
+from benchmarks import budget_bench, failover, hybrid, overhead, route_bench
 from benchmarks.suite import Scenario
 
 SCENARIOS: Mapping[str, Scenario] = {
-    s.name: s for s in (route_bench.SCENARIO, overhead.SCENARIO, hybrid.SCENARIO, failover.SCENARIO)
+    s.name: s
+    for s in (
+        route_bench.SCENARIO,
+        overhead.SCENARIO,
+        hybrid.SCENARIO,
+        failover.SCENARIO,
+        budget_bench.SCENARIO,
+    )
 }

@@ -5,6 +5,8 @@
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
     GET  /health/readiness        calls can be served now (no key needed)
+    GET  /spend/logs, /global/spend/logs, /global/spend/report, /global/spend
+                                  spend in LiteLLM's shapes (bridge/spend.py)
 
 The paths also answer without the /v1 prefix, as LiteLLM's do. A stream's
 headers go out with its first chunk, so a call that fails before its first
@@ -15,6 +17,7 @@ stream with an error event and no [DONE].
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -26,6 +29,7 @@ from typing import Final, TypeVar
 
 import orjson
 
+from bridge import spend
 from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
 from bridge.backend import AnswerStream, Backend
 from bridge.errors import HttpError, http_error
@@ -104,6 +108,10 @@ class BridgeApp:
             "/health/liveliness": ("GET", self._liveliness),
             "/health/liveness": ("GET", self._liveliness),
             "/health/readiness": ("GET", self._readiness),
+            "/spend/logs": ("GET", self._spend_logs),
+            "/global/spend/logs": ("GET", self._global_spend_logs),
+            "/global/spend/report": ("GET", self._global_spend_report),
+            "/global/spend": ("GET", self._global_spend),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -157,7 +165,7 @@ class BridgeApp:
         id_header = (b"x-request-id", request_id.encode())
         try:
             raw = await read_body(receive, head.content_length, self._settings.max_body_bytes)
-            parsed = parse_chat(parse_body(raw), request_id)
+            parsed = _with_caller(parse_chat(parse_body(raw), request_id), head.authorization)
         except ClientGone:
             return
         except HttpError as err:
@@ -259,7 +267,38 @@ class BridgeApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         models = await self._call(self._backend.models())
-        await _send_body(send, 200, health_body(self._backend.mode, models), [JSON])
+        budgets = await self._call(self._backend.budgets())
+        await _send_body(send, 200, health_body(self._backend.mode, models, budgets), [JSON])
+
+    # -- spend --------------------------------------------------------------------------
+
+    async def _spend_logs(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        query, summarize = spend.logs_query(spend.query_params(scope["query_string"]))
+        report = await self._call(self._backend.spend(query))
+        body = orjson.dumps(spend.logs_body(report, query, summarize))
+        await _send_body(send, 200, body, [JSON])
+
+    async def _global_spend_logs(
+        self, scope: Scope, receive: Receive, send: Send, head: _Head
+    ) -> None:
+        query = spend.global_query(spend.query_params(scope["query_string"]), time.time())
+        report = await self._call(self._backend.spend(query))
+        await _send_body(send, 200, orjson.dumps(spend.global_logs_body(report.daily)), [JSON])
+
+    async def _global_spend_report(
+        self, scope: Scope, receive: Receive, send: Send, head: _Head
+    ) -> None:
+        query, group_by = spend.report_query(spend.query_params(scope["query_string"]))
+        report = await self._call(self._backend.spend(query))
+        body = orjson.dumps(spend.report_body(report.daily, group_by))
+        await _send_body(send, 200, body, [JSON])
+
+    async def _global_spend(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        query = spend.global_query({}, time.time())
+        report = await self._call(self._backend.spend(query))
+        cap = next((b.cap for b in report.budgets if b.budget == "global"), None)
+        total = sum(d.spend for d in report.daily)
+        await _send_body(send, 200, orjson.dumps({"spend": total, "max_budget": cap}), [JSON])
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         await _send_body(send, 200, b'"I\'m alive!"', [JSON])
@@ -306,6 +345,18 @@ async def _watched(receive: Receive, request_id: str) -> AsyncIterator[Disconnec
         log.info("request %s: the client went away; upstream closed", request_id)
     finally:
         await watch.aclose()
+
+
+def _with_caller(parsed: ParsedChat, authorization: bytes | None) -> ParsedChat:
+    """The call's caller for per-caller caps: metadata.caller, else its API key (hashed)."""
+    request = parsed.request
+    if "caller" in request.metadata or authorization is None:
+        return parsed
+    key = authorization.partition(b" ")[2].strip()
+    if not key:
+        return parsed
+    metadata = {**request.metadata, "caller": spend.key_caller(key)}
+    return dataclasses.replace(parsed, request=dataclasses.replace(request, metadata=metadata))
 
 
 def _route_headers(route: RouteTaken | None) -> list[tuple[bytes, bytes]]:

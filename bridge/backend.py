@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from sidecar.engine import Engine
-from sidecar.types import ChatRequest, ChatResponse, Chunk, ModelStatus, RouteTaken
+from sidecar.types import (
+    BudgetStatus,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    ModelStatus,
+    RouteTaken,
+    SpendQuery,
+    SpendReport,
+)
 
 
 class AnswerStream(Protocol):
@@ -44,6 +53,12 @@ class Backend(Protocol):
 
     async def models(self) -> tuple[ModelStatus, ...]: ...
 
+    async def spend(self, query: SpendQuery) -> SpendReport:
+        """Spend records and daily totals matching `query`, with every cap's headroom."""
+        ...
+
+    async def budgets(self) -> tuple[BudgetStatus, ...]: ...
+
     async def ready(self) -> str | None:
         """None when calls can be served, else why not."""
         ...
@@ -70,6 +85,12 @@ class InProcessBackend:
 
     async def models(self) -> tuple[ModelStatus, ...]:
         return self._engine.models()
+
+    async def spend(self, query: SpendQuery) -> SpendReport:
+        return await self._engine.spend(query)
+
+    async def budgets(self) -> tuple[BudgetStatus, ...]:
+        return await self._engine.budget_status()
 
     async def ready(self) -> str | None:
         return None if self._engine.models() else "no models are configured"

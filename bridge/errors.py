@@ -5,7 +5,9 @@
 
 Statuses are chosen so the OpenAI SDK raises the class a caller expects:
 400 BadRequestError, 401 AuthenticationError, 404 NotFoundError, 413 APIStatusError,
-429 RateLimitError, 5xx InternalServerError. A privacy refusal (FAILED_PRECONDITION)
+429 RateLimitError, 5xx InternalServerError. A spend cap that has no room is a 429
+with LiteLLM's type `budget_exceeded` and `x-should-retry: false` (no retry-after
+unless the cap resets within the hour). A privacy refusal (FAILED_PRECONDITION)
 is a 400, the canonical mapping of that code: the request as sent can never be
 served and retrying it is pointless, while a 403 would send the caller looking
 for a problem with their key.
@@ -69,6 +71,8 @@ def bad_request(param: str | None, message: str, code: str | None = None) -> Htt
 
 def http_error(exc: SidecarError) -> HttpError:
     """The response a failed call becomes, with its field, kind and retry-after."""
+    if exc.kind == "budget_exceeded":
+        return _budget_error(exc)
     status, type_, code = _BY_CODE.get(exc.code, (500, "server_error", None))
     param = exc.field
     if exc.code is ErrorCode.NOT_FOUND:
@@ -80,3 +84,13 @@ def http_error(exc: SidecarError) -> HttpError:
     if retry_after is not None and status in (429, 503):
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     return HttpError(status, exc.message, type_=type_, param=param, code=code, headers=headers)
+
+
+def _budget_error(exc: SidecarError) -> HttpError:
+    if exc.retry_after is None:
+        # Not transient: the OpenAI SDKs read this header and do not retry.
+        headers = [(b"x-should-retry", b"false")]
+    else:
+        headers = [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
+    # LiteLLM's shape: its type, and the status as the code.
+    return HttpError(429, exc.message, type_="budget_exceeded", code="429", headers=headers)

@@ -26,7 +26,17 @@ from sidecar.rpc.codec import (
     decode_response,
     encode_request,
 )
-from sidecar.types import ChatRequest, ChatResponse, Chunk, ModelStatus, RouteTaken
+from sidecar.rpc.spend_codec import decode_budget, decode_report, encode_query
+from sidecar.types import (
+    BudgetStatus,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    ModelStatus,
+    RouteTaken,
+    SpendQuery,
+    SpendReport,
+)
 
 _CODES: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
@@ -101,6 +111,21 @@ class RemoteBackend:
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return decode_models(listed)
+
+    async def spend(self, query: SpendQuery) -> SpendReport:
+        try:
+            answer = await self._stub.GetSpend(encode_query(query), timeout=_METADATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        return decode_report(answer)
+
+    async def budgets(self) -> tuple[BudgetStatus, ...]:
+        request = encode_query(SpendQuery(), budgets_only=True)
+        try:
+            answer = await self._stub.GetSpend(request, timeout=_METADATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        return tuple(decode_budget(b) for b in answer.budgets)
 
     async def ready(self) -> str | None:
         try:

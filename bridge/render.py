@@ -9,11 +9,13 @@ small orjson call and a join. `model` is always the alias the caller asked for.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
 from sidecar.types import (
+    BudgetStatus,
     ChatResponse,
     Chunk,
     DeploymentStatus,
@@ -154,8 +156,11 @@ def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
     return out
 
 
-def health_body(mode: str, models: Sequence[ModelStatus]) -> bytes:
-    """Every deployment as the sidecar knows it; no upstream is called to build this."""
+def health_body(
+    mode: str, models: Sequence[ModelStatus], budgets: Sequence[BudgetStatus] = ()
+) -> bytes:
+    """Every deployment as the sidecar knows it, and every spend cap's headroom; no
+    upstream is called to build this."""
     deployments = [_deployment_health(m, d) for m in models for d in m.deployments]
     healthy = sum(d["status"] in _SERVING for d in deployments)
     return orjson.dumps(
@@ -167,8 +172,25 @@ def health_body(mode: str, models: Sequence[ModelStatus]) -> bytes:
             "healthy_count": healthy,
             "unhealthy_count": len(deployments) - healthy,
             "deployments": deployments,
+            "budgets": [_budget(b) for b in budgets],
         }
     )
+
+
+def _budget(b: BudgetStatus) -> dict[str, Any]:
+    return {
+        "budget": b.budget,
+        "max_budget": b.cap,
+        "spend": b.spent,
+        "reserved": b.reserved,
+        "remaining": b.remaining,
+        "budget_duration": b.duration,
+        "budget_reset_at": None if b.resets_at is None else _iso(b.resets_at),
+    }
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat()
 
 
 def _deployment_health(model: ModelStatus, d: DeploymentStatus) -> dict[str, Any]:

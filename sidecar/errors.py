@@ -5,6 +5,8 @@
     │   └── ContextWindowExceeded no deployment can hold the prompt
     ├── UnknownModel              the alias is not configured (lists the known ones)
     ├── PrivacyBlocked            sensitive request and no local deployment left
+    ├── BudgetExceeded            a spend cap leaves no deployment of the plan (names the cap)
+    ├── SpendUnavailable          the spend log or ledger cannot be read for a report
     ├── NoDeploymentAvailable     every candidate failed before its first token
     └── UpstreamError             one deployment failed (names it)
         ├── UpstreamUnavailable   refused, reset, 5xx
@@ -12,7 +14,9 @@
         ├── UpstreamTimeout       connect / first token / idle gap / total
         ├── UpstreamMalformed     a reply that is not the protocol it should be
         ├── UpstreamRejected      a 4xx that retrying elsewhere will not fix
-        └── ProviderUnsupported   no provider is built for that deployment
+        ├── ProviderUnsupported   no provider is built for that deployment
+        ├── BudgetRefused         the egress could not reserve the call's worst case
+        └── LedgerUnavailable     the spend ledger cannot be reached (cloud fails closed)
 
     ConfigError                   a configuration file that cannot be used
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 
 class ErrorCode(enum.Enum):
@@ -86,6 +91,31 @@ class PrivacyBlocked(SidecarError):
     code = ErrorCode.FAILED_PRECONDITION
 
 
+class BudgetExceeded(SidecarError):
+    """A spend cap the call counts toward has no room left for it (LiteLLM's type)."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+    kind = "budget_exceeded"
+
+    def __init__(
+        self, budget: str, cap: float, spent: float, resets_at: float | None, model: str = ""
+    ) -> None:
+        resets = "never resets" if resets_at is None else f"resets at {_utc(resets_at)}"
+        what = f" for model {model!r}" if model else ""
+        super().__init__(
+            f"Budget has been exceeded{what}: budget {budget!r} has spent ${spent:.6f} of "
+            f"${cap:.6f} and {resets}"
+        )
+        self.budget = budget
+        self.cap = cap
+        self.spent = spent
+        self.resets_at = resets_at  # unix time of the next reset, None when it never resets
+
+
+class SpendUnavailable(SidecarError):
+    code = ErrorCode.UNAVAILABLE
+
+
 class NoDeploymentAvailable(SidecarError):
     """Every candidate of the plan failed before producing a token."""
 
@@ -136,6 +166,27 @@ class UpstreamRejected(UpstreamError):
 
 class ProviderUnsupported(UpstreamError):
     code = ErrorCode.UNIMPLEMENTED
+
+
+class BudgetRefused(UpstreamError):
+    """The worst case of a call on this deployment no longer fits a cap it counts toward."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+    kind = "budget_exceeded"
+
+    def __init__(self, deployment: str, exceeded: BudgetExceeded) -> None:
+        super().__init__(deployment, exceeded.message)
+        self.exceeded = exceeded
+
+
+class LedgerUnavailable(UpstreamError):
+    """The spend ledger could not be asked, so a cloud call was not made."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+def _utc(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ConfigError(Exception):

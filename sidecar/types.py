@@ -90,6 +90,9 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Prompt tokens read from the provider's prompt cache, part of prompt_tokens (OpenAI's
+    # convention), billed at the cached rate.
+    cached_tokens: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -199,3 +202,76 @@ class ModelStatus:
 
     def _reached(self) -> tuple[DeploymentStatus, ...]:
         return self.deployments + tuple(d for model in self.via for d in model.deployments)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRecord:
+    """One call as the spend log keeps it: who, where, how much. Never the prompt text."""
+
+    request_id: str
+    start_time: float  # unix seconds
+    end_time: float
+    caller: str
+    model_group: str  # the alias the caller asked for (or auto routing chose)
+    model: str  # the upstream model of the deployment that answered; "" when none did
+    deployment: str
+    provider: str
+    locality: str  # local | cloud | "" when no deployment answered
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost: float  # USD, every attempt of the call included
+    ttft_ms: float | None
+    latency_ms: float
+    status: str  # ok | error | cancelled
+    attempts: int
+    fallbacks: int  # attempts beyond the first
+    route_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One spend cap in its current window."""
+
+    budget: str  # e.g. "global", "model_group:cloud-strong", "caller:billing"
+    cap: float  # USD
+    spent: float
+    reserved: float  # held by calls in flight
+    duration: str | None  # LiteLLM duration; None: never resets
+    window_start: float | None  # unix seconds
+    resets_at: float | None
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.cap - self.spent - self.reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendQuery:
+    """Filters of a spend report; times are unix seconds, `end` exclusive."""
+
+    request_id: str = ""
+    caller: str = ""
+    model: str = ""  # matches the model group or the upstream model
+    start: float | None = None
+    end: float | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DailySpend:
+    date: str  # YYYY-MM-DD, UTC
+    model_group: str
+    model: str
+    caller: str
+    spend: float
+    prompt_tokens: int
+    completion_tokens: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReport:
+    rows: tuple[SpendRecord, ...]  # newest first, at most the query's limit
+    daily: tuple[DailySpend, ...]  # by day, model and caller, oldest first
+    budgets: tuple[BudgetStatus, ...]

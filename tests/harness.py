@@ -35,10 +35,15 @@ class Sidecar:
 
 @asynccontextmanager
 async def running_sidecar(
-    config: SidecarConfig, *, clock: Clock | None = None
+    config: SidecarConfig,
+    *,
+    clock: Clock | None = None,
+    data_dir: str | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> AsyncIterator[Sidecar]:
     """A sidecar on 127.0.0.1, port 0, with a connected client stub."""
-    server = SidecarProcess(Engine(config, clock=clock), host="127.0.0.1", grpc_port=0)
+    engine = Engine(config, clock=clock, data_dir=data_dir, wall=wall)
+    server = SidecarProcess(engine, host="127.0.0.1", grpc_port=0)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     try:

@@ -100,8 +100,9 @@ def test_route_explains_a_plan(tmp_path: Path) -> None:
     assert "unknown model 'nope'" in result.stderr
 
 
-async def test_serve_with_simulated_backends_answers_and_drains() -> None:
-    # What `make run` does, on a machine with no Ollama and no API keys.
+async def test_serve_with_simulated_backends_answers_and_drains(tmp_path: Path) -> None:
+    # What `make run` does, on a machine with no Ollama and no API keys (and its spend
+    # ledger in the test's own directory).
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -117,7 +118,7 @@ async def test_serve_with_simulated_backends_answers_and_drains() -> None:
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "LLM_SIDECAR_DATA_DIR": str(tmp_path)},
     )
     try:
         assert process.stdout is not None

@@ -381,7 +381,7 @@ async def test_hedge_never_goes_to_cloud_unless_allowed() -> None:
                 (
                     "cloud-fast",
                     "ollama/pretend-cloud",
-                    {"api_base": cloud.base_url, "model_info": {"locality": "cloud"}},
+                    {"api_base": cloud.base_url, "model_info": {"locality": "cloud", "free": True}},
                 ),
             ],
             litellm_settings={"fallbacks": [{"fast-local": ["cloud-fast"]}]},

@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
-from sidecar.config import load_config
+from sidecar.budget import resolve_prices
+from sidecar.budget.budgets import BudgetBook
+from sidecar.budget.prices import PICO_PER_USD, Price
+from sidecar.config import SidecarConfig, load_config
 from sidecar.config.table import render_model_table
 from sidecar.routing import compile_routing
+from sidecar.types import Locality
+
+_PER_MILLION = PICO_PER_USD / 10**6
 
 
 def check_config(path: str) -> str:
     """The model table of the configuration at `path`; raises ConfigError naming each problem.
 
-    The routing sections are compiled too, so that what `serve` would refuse is refused here.
+    The routing sections are compiled and every cloud deployment's price resolved too,
+    so that what `serve` would refuse is refused here.
     """
     # The table lists the warnings; logging them too would print each one twice.
     config = load_config(path, log_warnings=False)
     compile_routing(config)
-    return render_model_table(config)
+    prices = resolve_prices(config)
+    book = BudgetBook(config)
+    return "\n".join([render_model_table(config), "", *render_spend(config, prices, book)])
+
+
+def render_spend(config: SidecarConfig, prices: dict[str, Price], book: BudgetBook) -> list[str]:
+    """Each cloud deployment's price (USD per 1M tokens, and where it came from) and the caps."""
+    lines = ["prices (USD per 1M tokens: input / cached input / output)"]
+    for d in config.deployments:
+        if d.locality is Locality.LOCAL:
+            continue
+        p = prices[d.id]
+        cached = p.cached_input or p.input
+        lines.append(
+            f"  {d.id}: {p.input / _PER_MILLION:g} / {cached / _PER_MILLION:g} / "
+            f"{p.output / _PER_MILLION:g} ({p.source or 'price table'})"
+        )
+    if len(lines) == 1:
+        lines.append("  (no cloud deployments)")
+    lines.append("budgets")
+    budgets = book.configured()
+    for b in budgets:
+        lines.append(
+            f"  {b.id}: ${b.cap_usd:,.2f} {f'per {b.duration}' if b.duration else 'in all'}"
+        )
+    if not budgets:
+        lines.append("  (none: cloud spend is recorded but not capped)")
+    return lines

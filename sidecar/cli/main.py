@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-request-mb", type=_megabytes, default=8.0, help="largest HTTP request body accepted"
     )
+    serve.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the SQLite ledger and spend log live (default: budget.data_dir, else "
+        "$LLM_SIDECAR_DATA_DIR, else $XDG_STATE_HOME/llm-sidecar or ~/.local/state/llm-sidecar)",
+    )
 
     bridge = commands.add_parser(
         "bridge", help="run the OpenAI-compatible HTTP bridge alone, in front of a remote sidecar"
@@ -76,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--sidecar", default="127.0.0.1:50051", metavar="HOST:PORT", help="its gRPC address"
     )
 
+    spend = commands.add_parser(
+        "spend", help="show a running sidecar's spend per model and what each budget has left"
+    )
+    spend.add_argument(
+        "--sidecar", default="127.0.0.1:50051", metavar="HOST:PORT", help="its gRPC address"
+    )
+    spend.add_argument("--days", type=int, default=30, help="days of spend to show (default 30)")
+    spend.add_argument("--model", default="", help="only this model group or upstream model")
+    spend.add_argument("--caller", default="", help="only this caller")
+    spend.add_argument("--plot", metavar="FILE.png", help="also draw daily spend per model")
+
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
     return parser
@@ -101,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sidecar.cli.status import fetch_status
 
             print(uvloop.run(fetch_status(args.sidecar)))
+            return 0
+        if args.command == "spend":
+            from sidecar.cli.spend import show_spend
+
+            print(uvloop.run(show_spend(args)))
             return 0
         if args.command == "serve":
             from sidecar.cli.serve import serve  # imported here: it pulls in grpc

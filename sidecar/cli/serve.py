@@ -7,6 +7,7 @@ This is where the process is composed: the engine, the gRPC door and (unless
 from __future__ import annotations
 
 import argparse
+import os
 from types import TracebackType
 
 from bridge.app import BridgeSettings, MiB
@@ -92,7 +93,7 @@ async def serve(args: argparse.Namespace) -> int:
         providers = ProviderRegistry()
         config = await discover_context_windows(config, providers.pool)
         process = SidecarProcess(
-            Engine(config, providers),
+            Engine(config, providers, data_dir=data_dir(args.data_dir, config.budget.data_dir)),
             host=args.host,
             grpc_port=args.grpc_port,
             http_port=None if args.no_http else args.http_port,
@@ -102,6 +103,18 @@ async def serve(args: argparse.Namespace) -> int:
         print(banner(process, standins), flush=True)
         await process.runtime.run_until_signalled(grace=args.drain_seconds)
     return 0
+
+
+def data_dir(flag: str | None, configured: str | None) -> str:
+    """Where the ledger and spend log live: the flag, the config, the environment, or the
+    user's state directory, so that spend survives a restart by default."""
+    chosen = flag or configured or os.environ.get("LLM_SIDECAR_DATA_DIR")
+    if chosen:
+        return chosen
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(state, "llm-sidecar")
 
 
 def banner(process: SidecarProcess, standins: StandIns) -> str:

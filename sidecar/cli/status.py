@@ -1,6 +1,8 @@
-"""`llm-sidecar status`: ask a running sidecar how its backends are doing."""
+"""`llm-sidecar status`: ask a running sidecar how its backends and budgets are doing."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -9,7 +11,8 @@ from sidecar.errors import SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import decode_models
-from sidecar.types import ModelStatus
+from sidecar.rpc.spend_codec import decode_budget, encode_query
+from sidecar.types import BudgetStatus, ModelStatus, SpendQuery
 
 # States whose reason says all there is: an old error would only mislead.
 _QUIET_STATES = frozenset({"up", "cold"})
@@ -22,15 +25,23 @@ async def fetch_status(address: str, timeout: float = 5.0) -> str:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service="")
             overall = await health.Check(request, timeout=timeout)
-            models = await pb_grpc.RouterStub(channel).ListModels(
-                pb.ListModelsRequest(), timeout=timeout
+            stub = pb_grpc.RouterStub(channel)
+            models = await stub.ListModels(pb.ListModelsRequest(), timeout=timeout)
+            spend = await stub.GetSpend(
+                encode_query(SpendQuery(), budgets_only=True), timeout=timeout
             )
     except grpc.aio.AioRpcError as exc:
         raise SidecarError(f"cannot reach the sidecar at {address}: {exc.details()}") from exc
-    return render_status(address, overall.status, decode_models(models))
+    budgets = tuple(decode_budget(b) for b in spend.budgets)
+    return render_status(address, overall.status, decode_models(models), budgets)
 
 
-def render_status(address: str, overall: int, models: tuple[ModelStatus, ...]) -> str:
+def render_status(
+    address: str,
+    overall: int,
+    models: tuple[ModelStatus, ...],
+    budgets: tuple[BudgetStatus, ...] = (),
+) -> str:
     state = health_pb2.HealthCheckResponse.ServingStatus.Name(overall)
     lines = [f"sidecar {address}: {state}"]
     if any(model.simulated for model in models):
@@ -75,4 +86,21 @@ def render_status(address: str, overall: int, models: tuple[ModelStatus, ...]) -
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    if budgets:
+        lines.append("budgets (USD): remaining of cap")
+        for b in budgets:
+            resets = "never resets" if b.resets_at is None else f"resets in {_left(b.resets_at)}"
+            lines.append(
+                f"  {b.budget}: ${b.remaining:,.4f} of ${b.cap:,.2f} left "
+                f"(spent ${b.spent:,.4f}, held ${b.reserved:,.4f}; {resets})"
+            )
     return "\n".join([*lines, *routed])
+
+
+def _left(resets_at: float) -> str:
+    seconds = max(0.0, resets_at - time.time())
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds:.0f}s"

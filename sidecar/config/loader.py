@@ -13,10 +13,12 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import TypeVar
+from urllib.parse import quote
 
 import yaml
 
 from sidecar.config.model import (
+    BudgetSettings,
     Deployment,
     GeneralSettings,
     HealthConfig,
@@ -25,6 +27,7 @@ from sidecar.config.model import (
     RetryPolicy,
     RouterSettings,
     SidecarConfig,
+    SpendCap,
     TelemetryConfig,
     Timeouts,
 )
@@ -62,6 +65,7 @@ _TOP_KEYS = frozenset(
         "telemetry",
         "routing_rules",
         "privacy",
+        "budget",
     }
 )
 _ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
@@ -80,6 +84,9 @@ _PARAM_KEYS = frozenset(
         "tpm",
         "input_cost_per_token",
         "output_cost_per_token",
+        "cache_read_input_token_cost",
+        "max_budget",
+        "budget_duration",
     }
 )
 # Request parameters a provider forwards upstream as they are (Ollama options and
@@ -125,6 +132,8 @@ _INFO_KEYS = frozenset(
         "base_model",
         "input_cost_per_token",
         "output_cost_per_token",
+        "cache_read_input_token_cost",
+        "free",
     }
 )
 _QUIET_INFO = frozenset(
@@ -144,7 +153,16 @@ _QUIET_INFO = frozenset(
     }
 )
 _LITELLM_KEYS = frozenset(
-    {"request_timeout", "num_retries", "default_fallbacks", "fallbacks", "context_window_fallbacks"}
+    {
+        "request_timeout",
+        "num_retries",
+        "default_fallbacks",
+        "fallbacks",
+        "context_window_fallbacks",
+        "max_budget",
+        "budget_duration",
+        "max_end_user_budget",
+    }
 )
 # Logging, callbacks and caching switches: they change nothing about routing.
 _QUIET_LITELLM = frozenset(
@@ -168,10 +186,19 @@ _QUIET_LITELLM = frozenset(
         "enable_preview_features",
     }
 )
-_ROUTER_KEYS = frozenset({"routing_strategy", "enable_pre_call_checks", "model_group_retry_policy"})
-_QUIET_ROUTER = frozenset(
-    {"redis_host", "redis_port", "redis_password", "redis_url", "cache_responses", "debug_level"}
+_ROUTER_KEYS = frozenset(
+    {
+        "routing_strategy",
+        "enable_pre_call_checks",
+        "model_group_retry_policy",
+        "provider_budget_config",
+        "redis_host",
+        "redis_port",
+        "redis_password",
+        "redis_url",
+    }
 )
+_QUIET_ROUTER = frozenset({"cache_responses", "debug_level"})
 _RETRY_KEYS = frozenset(
     {"timeout_seconds", "num_retries", "fallbacks", "hedge_after_ms", "hedge_to_cloud", "timeouts"}
 )
@@ -207,6 +234,24 @@ _QUIET_GENERAL = frozenset(
     }
 )
 _TIMEOUT_KEYS = frozenset({"connect", "first_token", "idle", "total"})
+_BUDGET_KEYS = frozenset(
+    {
+        "data_dir",
+        "ledger",
+        "redis_url",
+        "redis_prefix",
+        "on_ledger_error",
+        "callers",
+        "default_caller",
+        "refresh_interval",
+        "reservation_grace",
+        "default_answer_tokens",
+        "spend_log_queue",
+        "spend_log_batch",
+        "spend_log_interval",
+    }
+)
+_CAP_KEYS = frozenset({"max_budget", "budget_duration"})
 
 
 def load_config(
@@ -286,6 +331,7 @@ def _parse_top(
     telemetry.check_keys(frozenset({"console_interval"}))
     interval = telemetry.number("console_interval", ge=0)
     general = _general_settings(top.section("general_settings"), env)
+    budget = _budget(top.section("budget"), top.section("router_settings"), env)
     routing_rules = top.raw_mapping("routing_rules")
     privacy = top.raw_mapping("privacy")
     if aliases:
@@ -298,6 +344,7 @@ def _parse_top(
         timeouts=timeouts,
         health=health,
         telemetry=TelemetryConfig(_or(interval, 0.0)),
+        budget=budget,
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,
@@ -407,6 +454,13 @@ def _deployment(
     )
     max_budget = info.number("max_budget", ge=0)
     budget_duration = info.duration("budget_duration")
+    own_budget = params.number("max_budget", ge=0)
+    own_duration = params.duration("budget_duration")
+    cached_cost = _first(
+        params.number("cache_read_input_token_cost", ge=0),
+        info.number("cache_read_input_token_cost", ge=0),
+    )
+    free = _or(info.boolean("free"), False)
 
     if name is None or resolved is None or api_base is None:
         return None
@@ -453,6 +507,11 @@ def _deployment(
         budget_duration=budget_duration,
         input_cost_per_token=input_cost,
         output_cost_per_token=output_cost,
+        cache_read_input_token_cost=cached_cost,
+        deployment_max_budget=own_budget,
+        deployment_budget_duration=own_duration,
+        base_model=base_model,
+        free=free,
     )
 
 
@@ -489,6 +548,9 @@ def _litellm_settings(section: Section) -> LitellmSettings:
         default_fallbacks=section.aliases("default_fallbacks"),
         fallbacks=section.fallback_map("fallbacks"),
         context_window_fallbacks=section.fallback_map("context_window_fallbacks"),
+        max_budget=section.number("max_budget", ge=0),
+        budget_duration=section.duration("budget_duration"),
+        max_end_user_budget=section.number("max_end_user_budget", ge=0),
     )
 
 
@@ -559,6 +621,7 @@ def _router_settings(section: Section, timeouts: Timeouts) -> RouterSettings:
         routing_strategy=_or(strategy, ROUTING_STRATEGIES[0]),
         enable_pre_call_checks=_or(section.boolean("enable_pre_call_checks"), False),
         model_group_retry_policy=policies,
+        provider_budget_config=_provider_budgets(section),
     )
 
 
@@ -570,6 +633,87 @@ def _general_settings(section: Section, env: Mapping[str, str]) -> GeneralSettin
         max_budget=section.number("max_budget", ge=0),
         budget_duration=section.duration("budget_duration"),
     )
+
+
+def _provider_budgets(router: Section) -> dict[str, SpendCap]:
+    """LiteLLM's `provider_budget_config: {openai: {budget_limit, time_period}}`."""
+    outer = router.section("provider_budget_config")
+    caps: dict[str, SpendCap] = {}
+    for provider in outer.data:
+        if not isinstance(provider, str):
+            outer.findings.error(outer.path, f"expected a provider name, got {describe(provider)}")
+            continue
+        entry = outer.section(provider)
+        entry.check_keys(frozenset({"budget_limit", "time_period"}))
+        limit = entry.number("budget_limit", ge=0)
+        if limit is None and entry.present:
+            entry.error("budget_limit", "required")
+        if limit is not None:
+            caps[provider] = SpendCap(limit, entry.duration("time_period"))
+    return caps
+
+
+def _budget(section: Section, router: Section, env: Mapping[str, str]) -> BudgetSettings:
+    """The sidecar's `budget` section, and the Redis address of router_settings / REDIS_URL."""
+    section.check_keys(_BUDGET_KEYS)
+    base = BudgetSettings()
+    callers: dict[str, SpendCap] = {}
+    for caller in section.section("callers").data:
+        cap = _cap(section.section("callers"), str(caller))
+        if cap is not None:
+            callers[str(caller)] = cap
+    return BudgetSettings(
+        data_dir=section.string("data_dir"),
+        ledger=_or(section.choice("ledger", ("auto", "sqlite", "redis")), base.ledger),
+        redis_url=_redis_url(section, router, env),
+        redis_prefix=_or(section.string("redis_prefix"), base.redis_prefix),
+        on_ledger_error=_or(
+            section.choice("on_ledger_error", ("fail_closed", "fail_open")), base.on_ledger_error
+        ),
+        callers=callers,
+        default_caller=_cap(section, "default_caller"),
+        refresh_interval=_or(section.number("refresh_interval", gt=0), base.refresh_interval),
+        reservation_grace=_or(section.number("reservation_grace", ge=0), base.reservation_grace),
+        default_answer_tokens=_or(
+            section.integer("default_answer_tokens", gt=0), base.default_answer_tokens
+        ),
+        spend_log_queue=_or(section.integer("spend_log_queue", gt=0), base.spend_log_queue),
+        spend_log_batch=_or(section.integer("spend_log_batch", gt=0), base.spend_log_batch),
+        spend_log_interval=_or(section.number("spend_log_interval", gt=0), base.spend_log_interval),
+    )
+
+
+def _cap(parent: Section, key: str) -> SpendCap | None:
+    """`{max_budget, budget_duration}` under key; None when absent or broken."""
+    if parent.data.get(key) is None:
+        return None
+    entry = parent.section(key)
+    entry.check_keys(_CAP_KEYS)
+    cap = entry.number("max_budget", ge=0)
+    duration = entry.duration("budget_duration")
+    if cap is None:
+        if entry.present:
+            entry.error("max_budget", "required")
+        return None
+    return SpendCap(cap, duration)
+
+
+def _redis_url(section: Section, router: Section, env: Mapping[str, str]) -> str | None:
+    explicit = section.secret("redis_url", env) or router.secret("redis_url", env)
+    if explicit is not None:
+        return explicit
+    host = router.secret("redis_host", env)
+    if host is None:
+        return env.get("REDIS_URL") or None
+    port = router.data.get("redis_port", 6379)
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        router.error("redis_port", f"expected a port number, got {describe(port)}")
+        return None
+    password = router.secret("redis_password", env)
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
 
 
 def _first(*values: _T | None) -> _T | None:

@@ -62,12 +62,21 @@ class Deployment:
     # Rate limits the upstream enforces (litellm_params.rpm / tpm), per minute.
     rpm: int | None = None
     tpm: int | None = None
-    # Spend cap of this deployment alone (model_info), on top of the global one.
+    # Spend cap of the deployment's model group (model_info, as the seed writes it).
     max_budget: float | None = None
     budget_duration: str | None = None  # e.g. "30d", validated by the loader
     # Custom pricing in USD per token; None means use the provider's list price.
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+    # Price of prompt tokens read from the provider's cache (LiteLLM's name).
+    cache_read_input_token_cost: float | None = None
+    # Spend cap of this deployment alone (litellm_params.max_budget, LiteLLM's "model budget").
+    deployment_max_budget: float | None = None
+    deployment_budget_duration: str | None = None
+    # The model the price table knows this one as (model_info.base_model).
+    base_model: str | None = None
+    # model_info.free: a cloud deployment that costs nothing (no price needed).
+    free: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,18 @@ class LitellmSettings:
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     context_window_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     num_retries: int = 0
+    # LiteLLM's own spelling of the proxy-wide cap, and its cap for each end user.
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    max_end_user_budget: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCap:
+    """A cap in USD, reset every `duration` (LiteLLM's grammar), or never when None."""
+
+    max_budget: float
+    duration: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +157,35 @@ class RouterSettings:
     routing_strategy: str = "simple-shuffle"
     enable_pre_call_checks: bool = False
     model_group_retry_policy: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    # Spend caps per provider (openai, anthropic, ...), for its cloud deployments.
+    provider_budget_config: Mapping[str, SpendCap] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Where spend is kept and how the ledger behaves (the sidecar's own `budget` section)."""
+
+    # SQLite ledger and spend log; None: the process decides (a directory, or memory).
+    data_dir: str | None = None
+    ledger: str = "auto"  # auto (redis when an address is configured) | sqlite | redis
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "llm-sidecar"
+    # What a cloud call does when the ledger cannot be reached: refused (closed) or let
+    # through unmetered (open).
+    on_ledger_error: str = "fail_closed"
+    # Caps per caller id, and the cap of every caller not listed.
+    callers: Mapping[str, SpendCap] = field(default_factory=dict)
+    default_caller: SpendCap | None = None
+    # Seconds between refreshes of what other sidecars spent, for planning.
+    refresh_interval: float = 1.0
+    # Seconds past a call's total time limit after which an unsettled reservation (its
+    # sidecar died) is settled at its worst case.
+    reservation_grace: float = 30.0
+    # Answer room reserved (and sent upstream as max_tokens) when nothing else bounds it.
+    default_answer_tokens: int = 4096
+    spend_log_queue: int = 10_000
+    spend_log_batch: int = 500
+    spend_log_interval: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +205,7 @@ class SidecarConfig:
     timeouts: Timeouts = Timeouts()
     health: HealthConfig = HealthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    budget: BudgetSettings = BudgetSettings()
     # Kept raw here: routing validates and compiles them (`compile_routing`), which needs
     # the model groups above and so cannot run inside this module.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)

@@ -3,14 +3,17 @@
 It owns what outlives one call: the configuration snapshot (configuration and
 compiled routing policy), the providers and their connection pools, the egress
 through which every request leaves, the health tracker and its probes, the
-clock, and telemetry.
+budgets (ledger and spend log), the clock, and telemetry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
+from sidecar.budget import Budgets
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
@@ -24,9 +27,12 @@ from sidecar.providers import ProviderRegistry
 from sidecar.routing import RoutePlan, plan
 from sidecar.telemetry import Telemetry
 from sidecar.types import (
+    BudgetStatus,
     ChatRequest,
     ChatResponse,
     ModelStatus,
+    SpendQuery,
+    SpendReport,
     ToolCall,
     Usage,
     merge_tool_calls,
@@ -42,27 +48,41 @@ class Engine:
         providers: ProviderRegistry | None = None,
         telemetry: Telemetry | None = None,
         clock: Clock | None = None,
+        *,
+        data_dir: str | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`data_dir` holds the SQLite ledger and spend log (default: the configuration's
+        budget.data_dir, else memory); `wall` is the calendar clock budget windows use."""
         self.snapshot = Snapshot.build(config)
         self.clock = clock or MonotonicClock()
         self.providers = providers or ProviderRegistry()
         self.telemetry = telemetry or Telemetry.from_config(config.telemetry)
         self.health = HealthTracker(config.deployments, config.health, clock=self.clock)
+        # Raises ConfigError for a cloud deployment with no price.
+        self.budgets = Budgets(config, data_dir=data_dir, wall=wall)
+        self._egress = Egress(self.providers, self.budgets)
         self._services = CallServices(
-            egress=Egress(self.providers),
+            egress=self._egress,
             health=self.health,
             clock=self.clock,
             telemetry=self.telemetry,
             queue_timeout=config.health.queue_timeout,
+            budgets=self.budgets,
         )
         self._prober: asyncio.Task[None] | None = None
+        self._started = False
 
     @property
     def config(self) -> SidecarConfig:
         return self.snapshot.config
 
-    def start(self) -> None:
-        """Start the background work: active health probes, when configured."""
+    async def start(self) -> None:
+        """Open the budgets' stores and start the background work: the spend log writer,
+        the budget sweep and, when configured, active health probes."""
+        if not self._started:
+            self._started = True
+            await self.budgets.start()
         config = self.config
         if config.health.probe_interval > 0 and self._prober is None:
             prober = Prober(
@@ -73,7 +93,7 @@ class Engine:
     def plan(self, request: ChatRequest) -> RoutePlan:
         validate_request(request)
         snapshot = self.snapshot
-        return plan(request, snapshot.config, snapshot.policy, self.health)
+        return plan(request, snapshot.config, snapshot.policy, self.health, self.budgets.view())
 
     def models(self) -> tuple[ModelStatus, ...]:
         """Every alias with its deployments and what health tracking knows of each."""
@@ -127,11 +147,24 @@ class Engine:
         assert stream.route is not None  # set with the first chunk, and a finished call had one
         return ChatResponse("".join(text), merge_tool_calls(fragments), finish, usage, stream.route)
 
+    async def budget_status(self) -> tuple[BudgetStatus, ...]:
+        """Every spend cap in its current window: cap, spent, held, when it resets."""
+        return await self.budgets.status()
+
+    async def spend(self, query: SpendQuery) -> SpendReport:
+        """Spend records and daily totals matching `query`, with the caps' headroom."""
+        return await self.budgets.report(query)
+
     async def aclose(self) -> None:
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
             self._prober = None
+        await self._egress.drain()
+        if self._started:
+            self._started = False
+            # After the front doors drained: every call's record is queued by now.
+            await self.budgets.aclose()
         await self.providers.aclose()
         self.telemetry.shutdown()

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from sidecar.budget import Budgets, caller_of
 from sidecar.clock import Clock, alarm, timeout_at
 from sidecar.config.model import Deployment
-from sidecar.engine.egress import Egress
+from sidecar.engine.egress import Attempt, Chunks, Egress
 from sidecar.engine.watchdog import Watchdog
 from sidecar.errors import (
+    BudgetRefused,
+    LedgerUnavailable,
     NoDeploymentAvailable,
     PrivacyBlocked,
     UpstreamError,
@@ -29,7 +31,7 @@ from sidecar.errors import (
 from sidecar.health import HealthTracker
 from sidecar.routing import Candidate, Hedge, RoutePlan
 from sidecar.telemetry import Telemetry
-from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken
+from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken, SpendRecord, Usage
 
 log = logging.getLogger("sidecar.engine.stream")
 
@@ -43,6 +45,7 @@ class CallServices:
     clock: Clock
     telemetry: Telemetry
     queue_timeout: float  # how long a call may wait for a slot on a busy last candidate
+    budgets: Budgets | None = None  # spend records go to its log
 
 
 @dataclass(slots=True)
@@ -50,10 +53,11 @@ class _Opened:
     """An attempt that produced its first chunk."""
 
     deployment: Deployment
-    upstream: AsyncGenerator[Chunk, None]
+    attempt: Attempt
     first: Chunk
     end: float | None  # clock time by which the whole call must be over
     ttft: float  # seconds from sending the request to its first chunk
+    reason: str  # why the plan had this candidate
 
 
 class ChatStream:
@@ -72,7 +76,8 @@ class ChatStream:
         self._request = request
         self.plan = route_plan
         self._deadline = deadline  # clock time, None when the caller set no deadline
-        self._upstream: AsyncGenerator[Chunk, None] | None = None
+        self._attempt: Attempt | None = None
+        self._upstream: Chunks | None = None  # the committed attempt's chunks
         self._deployment: Deployment | None = None
         self._watchdog: Watchdog | None = None
         self._done = False
@@ -83,6 +88,13 @@ class ChatStream:
         self._outcome = "cancelled"  # until the call ends otherwise
         self._recorded = False
         self.route: RouteTaken | None = None
+        # For the spend record: what every attempt cost, the answer's usage, its reason.
+        self._started = self._clock.now()
+        budgets = services.budgets
+        self._started_wall = budgets.wall() if budgets is not None else 0.0
+        self._settlements: list[asyncio.Task[float]] = []
+        self._usage: Usage | None = None
+        self._reason = ""
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -101,7 +113,10 @@ class ChatStream:
                 raise self._timeout(watchdog.expired)
             watchdog.waiting_since = self._clock.now()
             try:
-                return await upstream.__anext__()
+                chunk = await upstream.__anext__()
+                if chunk.usage is not None:
+                    self._usage = chunk.usage
+                return chunk
             except asyncio.CancelledError:
                 if watchdog.claims():
                     raise self._timeout(watchdog.expired or "idle") from None
@@ -134,7 +149,7 @@ class ChatStream:
                     )
                     break
                 can_spill = self._next < len(candidates)
-                opened = await self._attempt(candidate.deployment, failures, can_spill=can_spill)
+                opened = await self._try(candidate, failures, can_spill=can_spill)
                 if opened is not None:
                     break
         else:
@@ -143,6 +158,9 @@ class ChatStream:
             return self._commit(opened)
         self._done = True
         self._outcome = "error"
+        refused = [f for f in failures if isinstance(f, BudgetRefused)]
+        if refused and len(refused) == len(failures):
+            raise refused[0].exceeded
         if not failures and self.plan.sensitive:
             raise PrivacyBlocked(
                 f"request held back for privacy: no local deployment of {self.plan.model!r}"
@@ -170,10 +188,11 @@ class ChatStream:
         self.route = None
         return True
 
-    async def _attempt(
-        self, deployment: Deployment, failures: list[UpstreamError], *, can_spill: bool
+    async def _try(
+        self, candidate: Candidate, failures: list[UpstreamError], *, can_spill: bool
     ) -> _Opened | None:
         """Try one candidate up to its first chunk; on failure record why and return None."""
+        deployment = candidate.deployment
         health = self._health
         clock = self._clock
         if not health.is_available(deployment.id) and deployment.id not in self.plan.despite_health:
@@ -193,19 +212,31 @@ class ChatStream:
         started = clock.now()
         limits = deployment.timeouts
         end = _earliest(self._deadline, started + limits.total)
+        egress = self._services.egress
         try:
-            upstream = self._services.egress.open(
-                deployment, self._request, sensitive=self.plan.sensitive
+            attempt = await egress.open(
+                deployment, self._request, sensitive=self.plan.sensitive, lifetime=end - started
             )
         except PrivacyBlocked as exc:
             log.error("%s", exc.message)
             health.end(deployment.id)
             return None
+        except (BudgetRefused, LedgerUnavailable) as exc:
+            # Not the deployment's fault: health is told nothing.
+            health.end(deployment.id)
+            failures.append(exc)
+            log.info("attempt on %s not made: %s", deployment.id, exc.message)
+            return None
+        except BaseException:
+            health.end(deployment.id)
+            raise
         failure: UpstreamError
+        billed = False  # whether the provider may bill a failed attempt that relayed nothing
         try:
             async with timeout_at(clock, _earliest(end, started + limits.first_token)):
-                first = await upstream.__anext__()
+                first = await attempt.chunks.__anext__()
         except TimeoutError:
+            billed = True
             failure = UpstreamTimeout(
                 deployment.id, f"no first token within {limits.first_token:g}s"
             )
@@ -214,14 +245,14 @@ class ChatStream:
         except StopAsyncIteration:
             failure = UpstreamMalformed(deployment.id, "the stream ended with no answer")
         except BaseException:
-            await upstream.aclose()
+            self._settled(await egress.close(attempt))
             health.end(deployment.id)
             raise
         else:
             ttft = clock.now() - started
             health.succeeded(deployment.id, ttft)
-            return _Opened(deployment, upstream, first, end, ttft)
-        await upstream.aclose()
+            return _Opened(deployment, attempt, first, end, ttft, candidate.reason)
+        self._settled(await egress.close(attempt, billed=billed))
         health.failed(deployment.id, failure.message, failure.retry_after)
         health.end(deployment.id)
         failures.append(failure)
@@ -244,7 +275,7 @@ class ChatStream:
         def start() -> None:
             candidate = pending.pop(0)
             self._next += 1
-            attempt = self._attempt(candidate.deployment, failures, can_spill=bool(pending))
+            attempt = self._try(candidate, failures, can_spill=bool(pending))
             running.add(asyncio.create_task(attempt))
 
         def may_hedge() -> bool:
@@ -288,13 +319,17 @@ class ChatStream:
 
     async def _release(self, opened: _Opened) -> None:
         """Drop an attempt that answered but lost the race."""
-        await opened.upstream.aclose()
-        self._health.end(opened.deployment.id)
+        try:
+            self._settled(await self._services.egress.close(opened.attempt))
+        finally:
+            self._health.end(opened.deployment.id)
 
     def _commit(self, opened: _Opened) -> Chunk:
         deployment = opened.deployment
-        self._upstream = opened.upstream
+        self._attempt = opened.attempt
+        self._upstream = opened.attempt.chunks
         self._deployment = deployment
+        self._reason = opened.reason
         self._watchdog = Watchdog(self._clock, deployment.timeouts.idle, opened.end)
         self._ttft = opened.ttft
         self.route = RouteTaken(
@@ -308,6 +343,8 @@ class ChatStream:
         )
         first = opened.first
         first.route = self.route
+        if first.usage is not None:
+            self._usage = first.usage
         return first
 
     def _timeout(self, reason: str) -> UpstreamTimeout:
@@ -327,17 +364,59 @@ class ChatStream:
             self._services.telemetry.call_ended(
                 self.plan.model, self.route, self._outcome, self._ttft
             )
+            budgets = self._services.budgets
+            if budgets is None:
+                return
+            end, latency = budgets.wall(), self._clock.now() - self._started
+
+            async def record(cost: float) -> None:
+                await budgets.record(self._spend_record(end, latency, cost))
+
+            if self._settlements:
+                # Cloud attempts: recorded once their settlements say what they cost.
+                self._services.egress.after(self._settlements, record)
+            else:
+                await record(0.0)
+
+    def _settled(self, settlement: asyncio.Task[float] | None) -> None:
+        if settlement is not None:
+            self._settlements.append(settlement)
 
     async def _drop_upstream(self) -> None:
         if self._watchdog is not None:
             self._watchdog.close()
-        if self._upstream is not None:
-            upstream, self._upstream = self._upstream, None
+        if self._attempt is not None:
+            attempt, self._attempt, self._upstream = self._attempt, None, None
             try:
-                await upstream.aclose()
+                self._settled(await self._services.egress.close(attempt))
             finally:
                 if self._deployment is not None:
                     self._health.end(self._deployment.id)
+
+    def _spend_record(self, now: float, latency: float, cost: float) -> SpendRecord:
+        route, usage = self.route, self._usage or Usage()
+        deployment = self._deployment
+        return SpendRecord(
+            request_id=self._request.request_id,
+            start_time=self._started_wall,
+            end_time=now,
+            caller=caller_of(self._request),
+            model_group=self.plan.model,
+            model=deployment.upstream_model if deployment is not None else "",
+            deployment=route.deployment if route is not None else "",
+            provider=route.provider if route is not None else "",
+            locality=route.locality.value if route is not None else "",
+            prompt_tokens=usage.prompt_tokens or 0,
+            completion_tokens=usage.completion_tokens or 0,
+            cached_tokens=usage.cached_tokens or 0,
+            cost=cost,
+            ttft_ms=None if self._ttft is None else self._ttft * 1000,
+            latency_ms=latency * 1000,
+            status=self._outcome,
+            attempts=self._attempts,
+            fallbacks=max(0, self._attempts - 1),
+            route_reason=self._reason,
+        )
 
 
 def _earliest(a: float | None, b: float) -> float:

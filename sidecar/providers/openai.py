@@ -144,7 +144,9 @@ def _stream_error(deployment: Deployment, error: Any) -> UpstreamError:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), cached)
 
 
 def build_body(deployment: Deployment, request: ChatRequest) -> dict[str, Any]:

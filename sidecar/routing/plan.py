@@ -21,12 +21,17 @@ The steps, each leaving a reason or a note in the plan:
    `context_window_fallbacks` chain is followed (not with `no_fallback`).
    The routing strategy orders the rest (weighted shuffle, least busy, or
    lowest time to first token with some exploration).
-4. Resilience: the group again for each retry (`num_retries`), then its
+4. Budgets: a cloud deployment whose worst-case cost no longer fits a spend cap
+   it counts toward (the budget view says) is left out. When that empties the
+   group, its failure fallbacks still apply, and an auto-routed request takes
+   the nearest tier with a local deployment; with nothing left the call fails
+   with BudgetExceeded naming the cap.
+5. Resilience: the group again for each retry (`num_retries`), then its
    failure fallbacks (the group's retry policy, else `fallbacks`, else
-   `default_fallbacks`), filtered by the same privacy and context rules, and
-   none with `no_fallback`. Deployments the health view reports down go last,
-   or are left out with `enable_pre_call_checks`.
-5. Never fail without trying: when fewer than `health.panic_threshold` of the
+   `default_fallbacks`), filtered by the same privacy, context and budget rules,
+   and none with `no_fallback`. Deployments the health view reports down go
+   last, or are left out with `enable_pre_call_checks`.
+6. Never fail without trying: when fewer than `health.panic_threshold` of the
    plan's deployments look healthy (every one of them, in the worst case), the
    unhealthy ones are kept, soonest to recover first, and listed in
    `RoutePlan.despite_health` so that the engine tries them although they are
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.config.model import Deployment, SidecarConfig
-from sidecar.errors import ContextWindowExceeded, PrivacyBlocked, UnknownModel
+from sidecar.errors import BudgetExceeded, ContextWindowExceeded, PrivacyBlocked, UnknownModel
 from sidecar.routing.hedging import Hedge, hedge_for
 from sidecar.routing.policy import RoutingPolicy, compile_routing
 from sidecar.routing.tokens import chat_overhead, estimate_tokens
@@ -63,6 +68,14 @@ class HealthView(Protocol):
     def ttft(self, deployment_id: str) -> float | None: ...
 
     def cooldown_left(self, deployment_id: str) -> float: ...
+
+
+class BudgetView(Protocol):
+    """What the spend caps leave, as of one moment; reading it does no I/O."""
+
+    def exceeded(self, deployment: Deployment, request: ChatRequest) -> BudgetExceeded | None:
+        """The cap that cannot take this request's worst case on `deployment`, if any."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,7 @@ def plan(
     config: SidecarConfig,
     policy: RoutingPolicy | None = None,
     health: HealthView | None = None,
+    budgets: BudgetView | None = None,
     *,
     rand: Callable[[], float] = random.random,
 ) -> RoutePlan:
@@ -102,7 +116,7 @@ def plan(
 
     `policy` is `compile_routing(config)`, built once at start-up; without it the
     configuration is compiled on every call, which is only fit for one-off use.
-    Raises UnknownModel, PrivacyBlocked or ContextWindowExceeded.
+    Raises UnknownModel, PrivacyBlocked, ContextWindowExceeded or BudgetExceeded.
     """
     if policy is None:
         policy = compile_routing(config)
@@ -116,21 +130,20 @@ def plan(
     alias, reason = _resolve_alias(request, policy, text, tokens, reasons, notes)
     if reasons:
         notes.append(f"sensitive ({', '.join(reasons)}): cloud excluded")
-    group, chosen, reason = _deployments(
-        alias, reason, request, policy, tokens, reasons, no_fallback, notes
-    )
-    strategy = policy.config.router_settings.routing_strategy
-    candidates = [Candidate(d, reason) for d in _order(chosen, strategy, health, rand)]
-    retry = policy.config.router_settings.model_group_retry_policy.get(group)
-    retries = retry.num_retries if retry else policy.config.litellm_settings.num_retries
-    first = list(candidates)
-    for n in range(1, retries + 1):
-        candidates += [Candidate(c.deployment, f"{c.reason}; retry {n}") for c in first]
-    if not no_fallback:
-        for fallback in _fallbacks(policy.config, group):
-            kept = _fitting(policy, fallback, request, tokens, reasons, notes, _Held())
-            ordered = _order(kept, strategy, health, rand)
-            candidates += [Candidate(d, f"fallback {group} -> {fallback}") for d in ordered]
+    scope = _Scope(request, policy, tokens, reasons, no_fallback, health, budgets, rand)
+    candidates, held = _candidates(alias, reason, scope, notes)
+    if (
+        not candidates
+        and held.budget is not None
+        and (request.model or policy.auto_alias) == (policy.auto_alias)
+    ):
+        local = _local_tier(request, policy, text, tokens)
+        if local is not None and local[0] != alias:
+            notes.append(f"budget: auto routing falls back to the local tier {local[0]}")
+            alias = local[0]
+            candidates, _ = _candidates(alias, local[1], scope, notes)
+    if not candidates and held.budget is not None:
+        raise held.budget
     despite: frozenset[str] = frozenset()
     if health is not None:
         candidates, despite = _by_health(candidates, policy.config, health, notes)
@@ -174,6 +187,56 @@ def _by_health(
         return up, frozenset()
     notes.append(f"unhealthy, tried last: {listed}")
     return up + rest, frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What every group of one plan is filtered and ordered by."""
+
+    request: ChatRequest
+    policy: RoutingPolicy
+    tokens: int
+    reasons: tuple[str, ...]
+    no_fallback: bool
+    health: HealthView | None
+    budgets: BudgetView | None
+    rand: Callable[[], float]
+
+
+def _candidates(
+    alias: str, reason: str, scope: _Scope, notes: list[str]
+) -> tuple[list[Candidate], _Held]:
+    """The group's deployments, its retries, then its failure fallbacks; and why some were
+    held back."""
+    policy = scope.policy
+    held = _Held()
+    group, chosen, reason = _deployments(alias, reason, scope, notes, held)
+    strategy = policy.config.router_settings.routing_strategy
+    candidates = [Candidate(d, reason) for d in _order(chosen, strategy, scope.health, scope.rand)]
+    retry = policy.config.router_settings.model_group_retry_policy.get(group)
+    retries = retry.num_retries if retry else policy.config.litellm_settings.num_retries
+    first = list(candidates)
+    for n in range(1, retries + 1):
+        candidates += [Candidate(c.deployment, f"{c.reason}; retry {n}") for c in first]
+    if not scope.no_fallback:
+        for fallback in _fallbacks(policy.config, group):
+            others = _Held()
+            kept = _fitting(fallback, scope, notes, others)
+            held.budget = held.budget or others.budget
+            ordered = _order(kept, strategy, scope.health, scope.rand)
+            candidates += [Candidate(d, f"fallback {group} -> {fallback}") for d in ordered]
+    return candidates, held
+
+
+def _local_tier(
+    request: ChatRequest, policy: RoutingPolicy, text: str, tokens: int
+) -> tuple[str, str] | None:
+    """The auto tier nearest the request's with a local deployment, as (alias, reason)."""
+    verdict = policy.scorer.score(text, tokens, len(request.messages))
+    chosen = policy.local_tiers.get(verdict.tier)
+    if chosen is None:
+        return None
+    return chosen.alias, f"auto: {verdict.why} -> {chosen.alias} (cloud over budget)"
 
 
 def request_text(request: ChatRequest) -> str:
@@ -247,39 +310,29 @@ def _resolve_alias(
 
 
 def _deployments(
-    alias: str,
-    reason: str,
-    request: ChatRequest,
-    policy: RoutingPolicy,
-    tokens: int,
-    reasons: tuple[str, ...],
-    no_fallback: bool,
-    notes: list[str],
+    alias: str, reason: str, scope: _Scope, notes: list[str], held: _Held
 ) -> tuple[str, list[Deployment], str]:
-    """The first group of the context chain with deployments left, its name and reason."""
-    chain = (alias,) if no_fallback else (alias, *policy.context_chains.get(alias, ()))
-    held = _Held()
+    """The first group of the context chain with deployments left, its name and reason;
+    none when caps held them all back (the failure fallbacks may still serve)."""
+    policy = scope.policy
+    chain = (alias,) if scope.no_fallback else (alias, *policy.context_chains.get(alias, ()))
     for name in chain:
-        kept = _fitting(policy, name, request, tokens, reasons, notes, held)
+        kept = _fitting(name, scope, notes, held)
         if kept:
             if name == alias:
                 return name, kept, reason
             notes.append(f"context fallback: {alias} -> {name}")
             return name, kept, f"{reason}; context fallback -> {name}"
-    raise held.error(alias, chain, reasons)
+    if held.budget is not None:
+        return alias, [], reason
+    raise held.error(alias, chain, scope.reasons)
 
 
-def _fitting(
-    policy: RoutingPolicy,
-    group: str,
-    request: ChatRequest,
-    tokens: int,
-    reasons: tuple[str, ...],
-    notes: list[str],
-    held: _Held,
-) -> list[Deployment]:
-    """The group's deployments that may take the request: local when sensitive, and
-    with a context window that holds the prompt and the output room."""
+def _fitting(group: str, scope: _Scope, notes: list[str], held: _Held) -> list[Deployment]:
+    """The group's deployments that may take the request: local when sensitive, with a
+    context window that holds the prompt and the output room, and within their caps."""
+    policy, request, tokens, reasons = scope.policy, scope.request, scope.tokens, scope.reasons
+    budgets = scope.budgets
     checks = policy.rules.context.checks
     requested = request.params.max_tokens
     default_output = policy.rules.context.default_output_tokens
@@ -299,6 +352,15 @@ def _fitting(
             if needed > window:
                 notes.append(f"context {needed:,} > {window:,}: skipped {d.id}")
                 held.too_small(needed, window)
+                continue
+        if budgets is not None and d.locality is not Locality.LOCAL:
+            over = budgets.exceeded(d, request)
+            if over is not None:
+                notes.append(
+                    f"budget: left out {d.id} ({over.budget}: ${over.spent:.4f} of "
+                    f"${over.cap:.4f} spent or held)"
+                )
+                held.budget = held.budget or over
                 continue
         kept.append(d)
     return kept
@@ -342,6 +404,7 @@ class _Held:
     context: int = 0
     largest: int = 0
     needed: int = 0
+    budget: BudgetExceeded | None = None  # the first cap that held a deployment back
 
     def too_small(self, needed: int, window: int) -> None:
         self.context += 1

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.engine import Engine
-from sidecar.errors import ErrorCode, SidecarError
+from sidecar.errors import BudgetExceeded, ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
@@ -32,11 +34,15 @@ from sidecar.rpc.codec import (
     route_metadata,
 )
 from sidecar.rpc.health import HealthPublisher
+from sidecar.rpc.spend_codec import decode_query, encode_budget, encode_report
 from sidecar.types import ChatRequest
 
 log = logging.getLogger("sidecar.rpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+ERROR_DOMAIN = "llm-sidecar"
+# The standard trailer carrying a google.rpc.Status with rich error details.
+_DETAILS_KEY = "grpc-status-details-bin"
 
 STATUS = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -95,6 +101,17 @@ class RouterServicer(pb_grpc.RouterServicer):
     ) -> pb.ListModelsResponse:
         return encode_models(self._engine.models())
 
+    async def GetSpend(
+        self, request: pb.SpendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SpendResponse:
+        try:
+            if request.budgets_only:
+                budgets = await self._engine.budget_status()
+                return pb.SpendResponse(budgets=[encode_budget(b) for b in budgets])
+            return encode_report(await self._engine.spend(decode_query(request)))
+        except SidecarError as exc:
+            await _abort(context, exc)
+
 
 def _decode(request: pb.ChatRequest) -> ChatRequest:
     chat = decode_request(request)
@@ -106,14 +123,49 @@ def _decode(request: pb.ChatRequest) -> ChatRequest:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:
     log.info("call failed: %s", exc.message)
-    trailing: list[tuple[str, str]] = []
+    trailing: list[tuple[str, str | bytes]] = []
     if exc.retry_after is not None:
         # How long the caller should wait, as the HTTP bridge's retry-after header says it.
         trailing.append(("retry-after", f"{exc.retry_after:.3f}"))
     if exc.kind is not None:
         trailing.append((ERROR_KIND_KEY, exc.kind))
+    if isinstance(exc, BudgetExceeded):
+        trailing.append((_DETAILS_KEY, _budget_details(exc)))
     await context.abort(STATUS[exc.code], exc.message, tuple(trailing))
     raise AssertionError("context.abort returned")  # abort always raises
+
+
+def _budget_details(exc: BudgetExceeded) -> bytes:
+    """google.rpc.Status with ErrorInfo (BUDGET_EXHAUSTED), QuotaFailure and, only for a
+    cap that resets soon, RetryInfo."""
+    metadata = {"budget": exc.budget, "cap": f"{exc.cap:.6f}", "spent": f"{exc.spent:.6f}"}
+    if exc.resets_at is not None:
+        metadata["resets_at"] = f"{exc.resets_at:.0f}"
+    details = [
+        error_details_pb2.ErrorInfo(
+            reason="BUDGET_EXHAUSTED", domain=ERROR_DOMAIN, metadata=metadata
+        ),
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=f"budget:{exc.budget}", description=exc.message
+                )
+            ]
+        ),
+    ]
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(exc.retry_after * 1000))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        wrapped = any_pb2.Any()
+        wrapped.Pack(detail)
+        packed.append(wrapped)
+    status = status_pb2.Status(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=exc.message, details=packed
+    )
+    return status.SerializeToString()
 
 
 async def add_services(server: grpc.aio.Server, engine: Engine) -> HealthPublisher:

@@ -38,7 +38,7 @@ class Runtime:
         self._engine_open = True
 
     async def start(self) -> None:
-        self.engine.start()
+        await self.engine.start()
         try:
             for door in self.doors:
                 await door.start()

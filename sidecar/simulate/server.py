@@ -66,6 +66,9 @@ class SimStats:
     completed: int = 0
     disconnects: int = 0
     last_disconnect_at: float | None = None
+    # Tokens of the answers that reached their end (what a provider would bill for them).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def to_json(self, *, include_bodies: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -74,6 +77,8 @@ class SimStats:
             "completed": self.completed,
             "disconnects": self.disconnects,
             "last_disconnect_at": self.last_disconnect_at,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
         if include_bodies:
             out["bodies"] = list(self.bodies)
@@ -412,6 +417,7 @@ class Simulator(ABC):
             return resp
         for frame in self._tail_frames(exchange, call, answer, sent):
             await resp.write(frame)
+        self._count(call, sent)
         return resp
 
     async def _once(
@@ -424,6 +430,7 @@ class Simulator(ABC):
         if pacing.gap is not None and answer.tokens > 1:
             await asyncio.sleep(pacing.gap * (answer.tokens - 1))
         if fault is None:
+            self._count(call, answer.tokens)
             return web.Response(body=self._completion(exchange, call, answer), content_type=_JSON)
         if fault.kind == "drop":
             _drop(exchange)
@@ -431,6 +438,10 @@ class Simulator(ABC):
         if fault.kind == "malformed":
             return web.Response(body=self._garbage_frame(call), content_type=_JSON)
         return self._error_response(WireError(500, "simulated failure", type_="server_error"))
+
+    def _count(self, call: ChatCall, sent: int) -> None:
+        self.stats.prompt_tokens += call.prompt_tokens
+        self.stats.completion_tokens += TOOL_CALL_TOKENS if call.tool is not None else sent
 
     async def _break(
         self, exchange: Exchange, resp: web.StreamResponse, call: ChatCall, fault: Fault

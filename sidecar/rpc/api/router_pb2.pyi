@@ -621,3 +621,244 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class SpendRequest(_message.Message):
+    """Filters of a spend report. Times are unix seconds; 0 leaves that bound open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    BUDGETS_ONLY_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    caller: _builtins.str
+    model: _builtins.str
+    """a model group (alias) or an upstream model"""
+    start_time: _builtins.float
+    end_time: _builtins.float
+    """exclusive"""
+    limit: _builtins.int
+    """records at most; 0 means 100"""
+    budgets_only: _builtins.bool
+    """only the caps, no records or totals"""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        caller: _builtins.str = ...,
+        model: _builtins.str = ...,
+        start_time: _builtins.float = ...,
+        end_time: _builtins.float = ...,
+        limit: _builtins.int = ...,
+        budgets_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets_only", b"budgets_only", "caller", b"caller", "end_time", b"end_time", "limit", b"limit", "model", b"model", "request_id", b"request_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendRequest: _TypeAlias = SpendRequest  # noqa: Y015
+
+@_typing.final
+class SpendRecord(_message.Message):
+    """One call as the spend log keeps it (never the prompt text)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    MODEL_GROUP_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    LOCALITY_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    TTFT_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    ROUTE_REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    start_time: _builtins.float
+    end_time: _builtins.float
+    caller: _builtins.str
+    model_group: _builtins.str
+    model: _builtins.str
+    deployment: _builtins.str
+    provider: _builtins.str
+    locality: Global___Locality.ValueType
+    """unspecified when no deployment answered"""
+    prompt_tokens: _builtins.int
+    completion_tokens: _builtins.int
+    cached_tokens: _builtins.int
+    cost: _builtins.float
+    """USD, every attempt included"""
+    ttft_ms: _builtins.float
+    latency_ms: _builtins.float
+    status: _builtins.str
+    """ok | error | cancelled"""
+    attempts: _builtins.int
+    fallbacks: _builtins.int
+    route_reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        start_time: _builtins.float = ...,
+        end_time: _builtins.float = ...,
+        caller: _builtins.str = ...,
+        model_group: _builtins.str = ...,
+        model: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        locality: Global___Locality.ValueType = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cached_tokens: _builtins.int = ...,
+        cost: _builtins.float = ...,
+        ttft_ms: _builtins.float | None = ...,
+        latency_ms: _builtins.float = ...,
+        status: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        fallbacks: _builtins.int = ...,
+        route_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttft_ms", b"_ttft_ms", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttft_ms", b"_ttft_ms", "attempts", b"attempts", "cached_tokens", b"cached_tokens", "caller", b"caller", "completion_tokens", b"completion_tokens", "cost", b"cost", "deployment", b"deployment", "end_time", b"end_time", "fallbacks", b"fallbacks", "latency_ms", b"latency_ms", "locality", b"locality", "model", b"model", "model_group", b"model_group", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "start_time", b"start_time", "status", b"status", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ttft_ms: _TypeAlias = _typing.Literal["ttft_ms"]  # noqa: Y015
+    _WhichOneofArgType__ttft_ms: _TypeAlias = _typing.Literal["_ttft_ms", b"_ttft_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttft_ms) -> _WhichOneofReturnType__ttft_ms | None: ...
+
+Global___SpendRecord: _TypeAlias = SpendRecord  # noqa: Y015
+
+@_typing.final
+class DailySpend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    MODEL_GROUP_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """YYYY-MM-DD, UTC"""
+    model_group: _builtins.str
+    model: _builtins.str
+    caller: _builtins.str
+    spend: _builtins.float
+    prompt_tokens: _builtins.int
+    completion_tokens: _builtins.int
+    requests: _builtins.int
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        model_group: _builtins.str = ...,
+        model: _builtins.str = ...,
+        caller: _builtins.str = ...,
+        spend: _builtins.float = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "completion_tokens", b"completion_tokens", "date", b"date", "model", b"model", "model_group", b"model_group", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailySpend: _TypeAlias = DailySpend  # noqa: Y015
+
+@_typing.final
+class BudgetStatus(_message.Message):
+    """One spend cap in its current window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    CAP_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    budget: _builtins.str
+    """e.g. "global", "model_group:cloud-strong", "caller:billing" """
+    cap: _builtins.float
+    """USD"""
+    spent: _builtins.float
+    reserved: _builtins.float
+    """held by calls in flight"""
+    duration: _builtins.str
+    """LiteLLM duration; empty: never resets"""
+    window_start: _builtins.float
+    """unix seconds; 0 when it never resets"""
+    resets_at: _builtins.float
+    """unix seconds; 0 when it never resets"""
+    def __init__(
+        self,
+        *,
+        budget: _builtins.str = ...,
+        cap: _builtins.float = ...,
+        spent: _builtins.float = ...,
+        reserved: _builtins.float = ...,
+        duration: _builtins.str = ...,
+        window_start: _builtins.float = ...,
+        resets_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cap", b"cap", "duration", b"duration", "reserved", b"reserved", "resets_at", b"resets_at", "spent", b"spent", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetStatus: _TypeAlias = BudgetStatus  # noqa: Y015
+
+@_typing.final
+class SpendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendRecord]:
+        """newest first"""
+
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailySpend]:
+        """oldest first"""
+
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetStatus]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___SpendRecord] | None = ...,
+        daily: _abc.Iterable[Global___DailySpend] | None = ...,
+        budgets: _abc.Iterable[Global___BudgetStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "daily", b"daily", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendResponse: _TypeAlias = SpendResponse  # noqa: Y015

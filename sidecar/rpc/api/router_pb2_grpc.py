@@ -55,6 +55,11 @@ class RouterStub:
                 request_serializer=llmsidecar_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmsidecar_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetSpend = channel.unary_unary(
+                '/llmsidecar.v1.Router/GetSpend',
+                request_serializer=llmsidecar_dot_v1_dot_router__pb2.SpendRequest.SerializeToString,
+                response_deserializer=llmsidecar_dot_v1_dot_router__pb2.SpendResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -89,6 +94,13 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpend(self, request, context):
+        """Spend: per-request records, daily totals, and every spend cap with its headroom.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +123,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmsidecar_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=llmsidecar_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpend,
+                    request_deserializer=llmsidecar_dot_v1_dot_router__pb2.SpendRequest.FromString,
+                    response_serializer=llmsidecar_dot_v1_dot_router__pb2.SpendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +239,33 @@ class Router:
             '/llmsidecar.v1.Router/ListModels',
             llmsidecar_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             llmsidecar_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmsidecar.v1.Router/GetSpend',
+            llmsidecar_dot_v1_dot_router__pb2.SpendRequest.SerializeToString,
+            llmsidecar_dot_v1_dot_router__pb2.SpendResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,8 @@ class RouterStub:
     """The routing plan for a request, without calling any backend."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
     """Every model alias the sidecar serves."""
+    GetSpend: _grpc.UnaryUnaryMultiCallable[_router_pb2.SpendRequest, _router_pb2.SpendResponse]
+    """Spend: per-request records, daily totals, and every spend cap with its headroom."""
 
 @_typing.type_check_only
 class RouterAsyncStub(RouterStub):
@@ -58,6 +60,8 @@ class RouterAsyncStub(RouterStub):
     """The routing plan for a request, without calling any backend."""
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Every model alias the sidecar serves."""
+    GetSpend: _aio.UnaryUnaryMultiCallable[_router_pb2.SpendRequest, _router_pb2.SpendResponse]  # type: ignore[assignment]
+    """Spend: per-request records, daily totals, and every spend cap with its headroom."""
 
 class RouterServicer(metaclass=_abc_1.ABCMeta):
     """Router answers chat requests by routing each one to a local or cloud model."""
@@ -93,5 +97,13 @@ class RouterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.ListModelsResponse, _abc.Awaitable[_router_pb2.ListModelsResponse]]:
         """Every model alias the sidecar serves."""
+
+    @_abc_1.abstractmethod
+    def GetSpend(
+        self,
+        request: _router_pb2.SpendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.SpendResponse, _abc.Awaitable[_router_pb2.SpendResponse]]:
+        """Spend: per-request records, daily totals, and every spend cap with its headroom."""
 
 def add_RouterServicer_to_server(servicer: RouterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
