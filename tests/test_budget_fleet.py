@@ -129,3 +129,48 @@ async def _chat(stub: pb_grpc.RouterStub, alias: str) -> tuple[str, Any]:
             return alias, "budget"
         return alias, f"{exc.code().name}: {exc.details()}"
     return alias, answer.route.locality
+
+
+@pytest.mark.slow
+async def test_a_dead_sidecars_reservation_is_charged_in_full_when_it_expires(
+    redis_prefix: str, tmp_path: Path
+) -> None:
+    slow = SimProfile(tokens_per_second=(20.0, 20.0), answer_tokens=400)
+    async with (
+        OpenAISimulator(profile=slow, api_key=UPSTREAM_KEY) as cloud,
+        OllamaSimulator(profile=SimProfile(answer_tokens=ANSWER)) as local,
+    ):
+        settings = _config(cloud, local, redis_prefix)
+        settings["budget"]["reservation_grace"] = 0
+        settings["timeouts"] = {"first_token": 5, "idle": 5, "total": 2}
+        config = write_config(tmp_path / "dying.yaml", settings)
+        async with serving([(config, tmp_path / "doomed")]) as (doomed,):
+            channel = grpc.aio.insecure_channel(doomed.address)
+            try:
+                request = pb.ChatRequest(
+                    model="cloud-only",
+                    messages=[pb.Message(role="user", content="Say hello")],
+                    params=pb.GenerationParams(max_tokens=ANSWER),
+                )
+                stream = pb_grpc.RouterStub(channel).StreamChat(request, timeout=10)
+                async for _ in stream:
+                    break  # the call is under way: its reservation is held
+                doomed.process.kill()
+                await doomed.process.wait()
+            finally:
+                await channel.close()
+        # A survivor's sweep charges the orphaned reservation once its time is up.
+        async with (
+            serving([(config, tmp_path / "survivor")]) as (survivor,),
+            grpc.aio.insecure_channel(survivor.address) as channel,
+            asyncio.timeout(15),
+        ):
+            stub = pb_grpc.RouterStub(channel)
+            while True:
+                status = await stub.GetSpend(pb.SpendRequest(budgets_only=True), timeout=5)
+                if status.budgets[0].reserved == 0 and status.budgets[0].spent > 0:
+                    break
+                await asyncio.sleep(0.1)
+    # The worst case: a byte bound on the prompt ("Say hello": 25 tokens) and 20 answer
+    # tokens, at one and ten micro-dollars.
+    assert status.budgets[0].spent == pytest.approx((25 * 1 + ANSWER * 10) * 1e-6)
