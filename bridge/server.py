@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from types import TracebackType
 from typing import Final
 
 import uvicorn
@@ -22,6 +21,7 @@ from uvicorn.server import ServerState
 
 from bridge.app import BridgeApp, BridgeSettings
 from bridge.backend import Backend
+from sidecar.lifecycle import Lifecycle
 
 log = logging.getLogger("bridge.server")
 
@@ -33,7 +33,7 @@ _BACKLOG: Final = 2048
 _CUTOFF_GRACE: Final = 1.0
 
 
-class BridgeServer:
+class BridgeServer(Lifecycle):
     """Serves `BridgeApp` over HTTP/1.1; `port` is the bound port once started."""
 
     def __init__(
@@ -132,18 +132,6 @@ class BridgeServer:
             task.cancel("the HTTP bridge stopped")
         if pending:
             await asyncio.wait(pending, timeout=_CUTOFF_GRACE)
-
-    async def __aenter__(self) -> BridgeServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop(grace=1.0)
 
 
 def _listen(host: str, port: int) -> socket.socket:

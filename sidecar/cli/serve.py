@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from types import TracebackType
 
 from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
@@ -18,13 +17,14 @@ from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
 from sidecar.health.discovery import discover_context_windows
 from sidecar.hostport import host_port
+from sidecar.lifecycle import Lifecycle
 from sidecar.providers import ProviderRegistry
 from sidecar.rpc.door import GrpcDoor
 from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.standins import StandIns
 
 
-class SidecarProcess:
+class SidecarProcess(Lifecycle):
     """The engine behind the gRPC door and, when `http_port` is given, the HTTP bridge.
 
     Ports are the bound ones once started. The bridge's master key comes from the
@@ -68,18 +68,6 @@ class SidecarProcess:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.runtime.stop(grace)
-
-    async def __aenter__(self) -> SidecarProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop(grace=1.0)
 
 
 async def serve(args: argparse.Namespace) -> int:

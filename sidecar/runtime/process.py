@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Protocol
 
 from sidecar.engine import Engine
+from sidecar.lifecycle import Lifecycle
 from sidecar.runtime.signals import run_until_signalled
 
 
@@ -28,7 +28,7 @@ class FrontDoor(Protocol):
         ...
 
 
-class Runtime:
+class Runtime(Lifecycle):
     """Starts the engine and its front doors; stops the doors together, then the engine."""
 
     def __init__(self, engine: Engine, doors: Sequence[FrontDoor]) -> None:
@@ -54,18 +54,6 @@ class Runtime:
         if self._engine_open:
             self._engine_open = False
             await self.engine.aclose()
-
-    async def __aenter__(self) -> Runtime:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop(grace=1.0)
 
     async def run_until_signalled(self, grace: float = 10.0) -> None:
         """Serve until SIGINT/SIGTERM; the first drains, a second one stops at once."""
