@@ -10,9 +10,12 @@
     ├── NoDeploymentAvailable     every candidate failed before its first token
     └── UpstreamError             one deployment failed (names it)
         ├── UpstreamUnavailable   refused, reset, 5xx
-        │   └── UpstreamRateLimited  429: the upstream asked us to slow down
+        │   ├── UpstreamRateLimited  429: the upstream asked us to slow down
+        │   └── UpstreamNotFound  404: the request names something this upstream lacks
         ├── UpstreamTimeout       connect / first token / idle gap / total
+        │   └── CallerDeadline    the caller's own deadline ran out first
         ├── UpstreamMalformed     a reply that is not the protocol it should be
+        │   └── AnswerTooLarge    a reply past the sidecar's size limit
         ├── UpstreamRejected      a 4xx that retrying elsewhere will not fix
         ├── ProviderUnsupported   no provider is built for that deployment
         ├── BudgetRefused         the egress could not reserve the call's worst case
@@ -22,6 +25,17 @@
 
 Front doors map ErrorCode to their own status codes (gRPC status, HTTP status);
 the code here never imports either.
+
+An UpstreamError says whether it is evidence against the deployment
+(`deployment_fault`): only failures the deployment itself caused (it cannot be
+reached, timed out on the sidecar's own limits, answered 5xx or 429, or spoke
+garbage) count against its health. What the caller caused (a request the
+upstream rejects, a deadline too short to answer in) does not, or one caller
+could take a deployment away from every other.
+
+Messages are the project's own words. A value a caller sent is quoted through
+`redaction.shown` (cut short, control characters escaped); anything an upstream
+sent is passed through `redaction.redact` by whoever builds the message.
 """
 
 from __future__ import annotations
@@ -29,6 +43,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+from sidecar.redaction import shown
 
 
 class ErrorCode(enum.Enum):
@@ -83,7 +99,7 @@ class UnknownModel(SidecarError):
 
     def __init__(self, model: str, known: Sequence[str]) -> None:
         listed = ", ".join(sorted(known)) or "(none configured)"
-        super().__init__(f"unknown model {model!r}; known models: {listed}")
+        super().__init__(f"unknown model {shown(model)}; known models: {listed}")
         self.model = model
 
 
@@ -137,6 +153,8 @@ class NoDeploymentAvailable(SidecarError):
 
 class UpstreamError(SidecarError):
     code = ErrorCode.UNAVAILABLE
+    # Whether this failure is evidence that the deployment cannot serve (see the docstring).
+    deployment_fault = True
 
     def __init__(self, deployment: str, problem: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"deployment {deployment!r}: {problem}")
@@ -152,16 +170,43 @@ class UpstreamRateLimited(UpstreamUnavailable):
     code = ErrorCode.RESOURCE_EXHAUSTED
 
 
+class UpstreamNotFound(UpstreamUnavailable):
+    """A 404: another deployment may have what this one lacks, but the request chose it."""
+
+    deployment_fault = False
+
+
 class UpstreamTimeout(UpstreamError):
     code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class CallerDeadline(UpstreamTimeout):
+    """The caller's deadline, not one of the deployment's limits, ended the attempt."""
+
+    deployment_fault = False
+
+
+def timed_out(deployment: str, problem: str, *, callers: bool) -> UpstreamTimeout:
+    """A timeout on the deployment's own limit, or (`callers`) on the caller's deadline."""
+    return (CallerDeadline if callers else UpstreamTimeout)(deployment, problem)
 
 
 class UpstreamMalformed(UpstreamError):
     code = ErrorCode.INTERNAL
 
 
+class AnswerTooLarge(UpstreamMalformed):
+    def __init__(self, deployment: str, limit: int) -> None:
+        super().__init__(
+            deployment,
+            f"the answer ran past the limit of {limit:,} characters (limits.max_answer_chars)",
+        )
+        self.limit = limit
+
+
 class UpstreamRejected(UpstreamError):
     code = ErrorCode.INVALID_ARGUMENT
+    deployment_fault = False
 
 
 class ProviderUnsupported(UpstreamError):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import yaml
@@ -22,6 +23,7 @@ from sidecar.config.model import (
     Deployment,
     GeneralSettings,
     HealthConfig,
+    Limits,
     LitellmSettings,
     ModelGroup,
     RetryPolicy,
@@ -32,6 +34,7 @@ from sidecar.config.model import (
     Timeouts,
 )
 from sidecar.config.providers import (
+    ApiBase,
     ResolvedModel,
     infer_locality,
     normalize_api_base,
@@ -43,6 +46,7 @@ from sidecar.errors import ConfigError
 from sidecar.types import Locality
 
 _log = logging.getLogger("sidecar.config")
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,200}")
 _T = TypeVar("_T")
 
 ROUTING_STRATEGIES = (
@@ -66,6 +70,7 @@ _TOP_KEYS = frozenset(
         "routing_rules",
         "privacy",
         "budget",
+        "limits",
     }
 )
 _ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
@@ -203,6 +208,7 @@ _RETRY_KEYS = frozenset(
     {"timeout_seconds", "num_retries", "fallbacks", "hedge_after_ms", "hedge_to_cloud", "timeouts"}
 )
 _HEALTH_KEYS = frozenset(f.name for f in dataclasses.fields(HealthConfig))
+_LIMIT_FIELDS = dataclasses.fields(Limits)
 # LiteLLM's own retry policy shape: retry counts per exception class.
 _QUIET_RETRY = frozenset(
     {
@@ -327,6 +333,7 @@ def _parse_top(
     router = _router_settings(top.section("router_settings"), timeouts)
     groups, aliases = _model_list(top, env, windows, timeouts, router)
     health = _health(top.section("health"))
+    limits = _limits(top.section("limits"))
     telemetry = top.section("telemetry")
     telemetry.check_keys(frozenset({"console_interval"}))
     interval = telemetry.number("console_interval", ge=0)
@@ -345,6 +352,7 @@ def _parse_top(
         health=health,
         telemetry=TelemetryConfig(_or(interval, 0.0)),
         budget=budget,
+        limits=limits,
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,
@@ -382,6 +390,10 @@ def _model_list(
         name = entry.string("model_name", required=True)
         if name is not None and not name.strip():
             entry.error("model_name", "must not be empty")
+            name = None
+        elif name is not None and not _HEADER_SAFE.fullmatch(name):
+            # It names the deployment in x-sidecar-deployment headers and gRPC metadata.
+            entry.error("model_name", "must be printable ASCII (it is sent in response headers)")
             name = None
         if name is not None:
             aliases.add(name)
@@ -478,12 +490,13 @@ def _deployment(
         model_group=name,
         provider=resolved.provider,
         upstream_model=resolved.upstream_model,
-        api_base=api_base,
+        api_base=api_base.url,
         api_key=api_key,
+        api_auth=api_base.auth,
         locality=(
             Locality(locality)
             if locality is not None
-            else infer_locality(resolved.provider, api_base)
+            else infer_locality(resolved.provider, api_base.url)
         ),
         context_window=window,
         max_output_tokens=max_tokens,
@@ -517,7 +530,7 @@ def _deployment(
 
 def _api_base(
     params: Section, resolved: ResolvedModel | None, env: Mapping[str, str]
-) -> str | None:
+) -> ApiBase | None:
     raw = params.string("api_base")
     if raw is not None and raw.startswith(ENV_PREFIX):
         # Unlike a missing key, a missing address is an error: falling back to the
@@ -537,7 +550,8 @@ def _api_base(
         return None
     if resolved.default_api_base is None:
         params.error("api_base", f"required for {resolved.prefix!r} models")
-    return resolved.default_api_base
+        return None
+    return ApiBase(resolved.default_api_base, None)
 
 
 def _litellm_settings(section: Section) -> LitellmSettings:
@@ -595,6 +609,22 @@ def _share(section: Section, key: str) -> float | None:
         section.error(key, f"must be <= 1, got {value:g}")
         return None
     return value
+
+
+def _limits(section: Section) -> Limits:
+    section.check_keys(frozenset(f.name for f in _LIMIT_FIELDS))
+    base = Limits()
+    values: dict[str, Any] = {}
+    for f in _LIMIT_FIELDS:
+        default = getattr(base, f.name)
+        value = (
+            section.integer(f.name, gt=0)
+            if isinstance(default, int)
+            else section.number(f.name, gt=0)
+        )
+        if value is not None:
+            values[f.name] = value
+    return dataclasses.replace(base, **values)
 
 
 def _router_settings(section: Section, timeouts: Timeouts) -> RouterSettings:

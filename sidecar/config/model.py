@@ -42,8 +42,11 @@ class Deployment:
     model_group: str
     provider: ProviderKind
     upstream_model: str  # the model name sent upstream, prefix removed
-    api_base: str
+    api_base: str  # never carries credentials: those are split off into api_auth
     api_key: str | None = field(default=None, repr=False)
+    # (user, password) from an api_base written as https://user:pass@host, sent as HTTP
+    # Basic auth on requests that carry no Authorization header of their own.
+    api_auth: tuple[str, str] | None = field(default=None, repr=False)
     locality: Locality = Locality.LOCAL
     # Tokens the model can hold (prompt + output); None when unknown.
     context_window: int | None = None
@@ -77,6 +80,14 @@ class Deployment:
     base_model: str | None = None
     # model_info.free: a cloud deployment that costs nothing (no price needed).
     free: bool = False
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials this deployment sends upstream, for redaction."""
+        found = [self.api_key] if self.api_key else []
+        if self.api_auth is not None:
+            found += [part for part in self.api_auth if part]
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,42 @@ class HealthConfig:
     # How long a request waits for a slot on a deployment at max_parallel_requests
     # when no other candidate is left to spill to.
     queue_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What any one caller or upstream may use (the sidecar's own `limits` section).
+
+    The HTTP door's limits apply before authentication, so that a caller without a key
+    cannot hold resources either; the gRPC door's are set on the gRPC server.
+    """
+
+    # The whole of a unary answer, text and tool calls (a tool-call fragment counts at
+    # least 64): past it the call fails rather than grow without bound.
+    max_answer_chars: int = 4 * 1024 * 1024
+    # HTTP: open connections; one more is answered 503 and closed.
+    http_max_connections: int = 2048
+    # HTTP: seconds to send a request's line and headers (from connecting, or from the
+    # first byte of a later request on a kept-alive connection).
+    http_header_timeout: float = 10.0
+    # HTTP: seconds to send the whole body once the headers are in.
+    http_body_timeout: float = 60.0
+    # HTTP: seconds an idle kept-alive connection stays open. Longer than clients keep
+    # idle connections (httpx: 5 s), so the client closes first and never sends a
+    # request down a connection the server is closing at that moment.
+    http_keep_alive: float = 65.0
+    # HTTP: bytes of request line and headers together, and the number of headers.
+    http_max_header_bytes: int = 64 * 1024
+    http_max_headers: int = 100
+    # gRPC: calls in flight at once; one more is answered RESOURCE_EXHAUSTED.
+    grpc_max_concurrent_rpcs: int = 4096
+    # gRPC: HTTP/2 streams one connection may have open.
+    grpc_max_concurrent_streams: int = 1024
+    # gRPC: seconds a connection with no call in flight stays open.
+    grpc_max_connection_idle: float = 300.0
+    # gRPC: the shortest interval between a client's keep-alive pings that is tolerated;
+    # a client pinging more often is disconnected.
+    grpc_min_ping_interval: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +253,7 @@ class SidecarConfig:
     health: HealthConfig = HealthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     budget: BudgetSettings = BudgetSettings()
+    limits: Limits = Limits()
     # Kept raw here: routing validates and compiles them (`compile_routing`), which needs
     # the model groups above and so cannot run inside this module.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)
@@ -229,3 +277,11 @@ class SidecarConfig:
             for name, group in self.groups.items()
         }
         return dataclasses.replace(self, groups=groups)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential in the configuration, for redaction wherever text is shown."""
+        found = [secret for d in self.deployments for secret in d.secrets]
+        general = self.general_settings
+        found += [s for s in (general.master_key, general.database_url) if s]
+        return tuple(dict.fromkeys(found))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sidecar.config.model import ProviderKind
+from sidecar.redaction import redact
 from sidecar.types import Locality
 
 OLLAMA_API_BASE = "http://localhost:11434"
@@ -87,16 +88,31 @@ def resolve_model(model: str) -> ResolvedModel:
     raise ValueError(f"unsupported model {model!r}: {SUPPORTED_MODELS}")
 
 
-def normalize_api_base(url: str) -> str:
-    """Check an http(s) URL with a host and drop trailing slashes; ValueError if unusable."""
+@dataclass(frozen=True, slots=True)
+class ApiBase:
+    url: str  # without credentials, without trailing slashes
+    auth: tuple[str, str] | None  # (user, password) the URL carried, if any
+
+
+def normalize_api_base(url: str) -> ApiBase:
+    """Check an http(s) URL with a host, split off its credentials and drop trailing
+    slashes; ValueError (never showing the credentials) if unusable."""
+    shown = redact(url.strip(), limit=200)
     try:
         parts = urlsplit(url.strip())
         _ = parts.port  # raises on a malformed port
-    except ValueError as exc:
-        raise ValueError(f"invalid URL {url!r}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"invalid URL {shown!r}: malformed host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
-    return url.strip().rstrip("/")
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {shown!r}")
+    auth = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        auth = (unquote(user), unquote(password))
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return ApiBase(clean.rstrip("/"), auth)
 
 
 def is_local_host(host: str) -> bool:

@@ -20,7 +20,7 @@ from sidecar.engine.egress import Egress
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import UpstreamError
+from sidecar.errors import AnswerTooLarge, UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
@@ -119,19 +119,29 @@ class Engine:
         """Run a call to the end and return the whole answer.
 
         Nothing reaches the caller before the end, so unlike a stream, a failure
-        after the first token still moves on to the next candidate.
+        after the first token still moves on to the next candidate. The answer is
+        held in memory, so it is bounded: past `limits.max_answer_chars` the call
+        fails with AnswerTooLarge (a tool-call fragment counts at least 64, so that
+        a flood of tiny fragments is bounded too).
         """
         stream = self.stream(request, remaining)
+        limit = self.config.limits.max_answer_chars
         try:
             while True:
                 text: list[str] = []
                 fragments: list[ToolCall] = []
                 finish = "stop"
                 usage = Usage()
+                size = 0
                 try:
                     async for chunk in stream:
                         if chunk.content:
                             text.append(chunk.content)
+                            size += len(chunk.content)
+                        for call in chunk.tool_calls:
+                            size += max(64, len(call.id) + len(call.name) + len(call.arguments))
+                        if size > limit:
+                            raise self._too_large(stream, limit)
                         fragments.extend(chunk.tool_calls)
                         if chunk.finish_reason:
                             finish = chunk.finish_reason
@@ -154,6 +164,13 @@ class Engine:
     async def spend(self, query: SpendQuery) -> SpendReport:
         """Spend records and daily totals matching `query`, with the caps' headroom."""
         return await self.budgets.report(query)
+
+    def _too_large(self, stream: ChatStream, limit: int) -> AnswerTooLarge:
+        """An answer that outgrew the limit: a deployment that will not stop, so its fault."""
+        assert stream.route is not None  # there was a chunk
+        error = AnswerTooLarge(stream.route.deployment, limit)
+        self.health.failed_with(error)
+        return error
 
     async def aclose(self) -> None:
         if self._prober is not None:

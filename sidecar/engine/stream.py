@@ -27,6 +27,7 @@ from sidecar.errors import (
     UpstreamMalformed,
     UpstreamTimeout,
     UpstreamUnavailable,
+    timed_out,
 )
 from sidecar.health import HealthTracker
 from sidecar.routing import Candidate, Hedge, RoutePlan
@@ -130,7 +131,7 @@ class ChatStream:
         except UpstreamError as exc:
             self._done = True
             self._outcome = "error"
-            self._health.failed(exc.deployment, exc.message, exc.retry_after)
+            self._health.failed_with(exc)
             raise
 
     async def _first(self) -> Chunk:
@@ -237,9 +238,13 @@ class ChatStream:
                 first = await attempt.chunks.__anext__()
         except TimeoutError:
             billed = True
-            failure = UpstreamTimeout(
-                deployment.id, f"no first token within {limits.first_token:g}s"
+            callers = self._deadline is not None and clock.now() >= self._deadline
+            problem = (
+                "the caller's deadline passed before the first token"
+                if callers
+                else f"no first token within {limits.first_token:g}s"
             )
+            failure = timed_out(deployment.id, problem, callers=callers)
         except UpstreamError as exc:
             failure = exc
         except StopAsyncIteration:
@@ -253,7 +258,7 @@ class ChatStream:
             health.succeeded(deployment.id, ttft)
             return _Opened(deployment, attempt, first, end, ttft, candidate.reason)
         self._settled(await egress.close(attempt, billed=billed))
-        health.failed(deployment.id, failure.message, failure.retry_after)
+        health.failed_with(failure)
         health.end(deployment.id)
         failures.append(failure)
         log.warning("attempt on %s failed: %s", deployment.id, failure.message)
@@ -350,11 +355,15 @@ class ChatStream:
     def _timeout(self, reason: str) -> UpstreamTimeout:
         self._done = True
         deployment = self._deployment.id if self._deployment else "?"
+        callers = self._deadline is not None and self._clock.now() >= self._deadline
         if reason == "idle" and self._deployment is not None:
+            callers = False
             problem = f"no token for {self._deployment.timeouts.idle:g}s mid-stream"
+        elif callers:
+            problem = "the caller's deadline passed mid-stream"
         else:
             problem = "the call ran past its total time limit"
-        return UpstreamTimeout(deployment, problem)
+        return timed_out(deployment, problem, callers=callers)
 
     async def aclose(self) -> None:
         self._done = True

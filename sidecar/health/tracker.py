@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from sidecar.clock import Clock, MonotonicClock, timeout_at
 from sidecar.config.model import Deployment, HealthConfig
+from sidecar.errors import UpstreamError
 
 # Weight of the newest sample in the moving average of time to first token.
 _TTFT_ALPHA = 0.2
@@ -218,6 +219,16 @@ class HealthTracker:
             rate = h.outcomes.count(False) / len(h.outcomes)
             if rate > s.error_rate:
                 self._cool(h, self._backoff(h), f"error rate {rate:.0%} over the last attempts")
+
+    def failed_with(self, error: UpstreamError) -> None:
+        """An attempt failed with `error`: it counts only when it was the deployment's fault.
+
+        A request the upstream rejects, or a caller's deadline too short to answer in,
+        says nothing about the deployment; counting it would let one caller put it into
+        cooldown for every other.
+        """
+        if error.deployment_fault:
+            self.failed(error.deployment, error.message, error.retry_after)
 
     # -- active probes ----------------------------------------------------------
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,11 +27,13 @@ from sidecar.config.model import Deployment
 from sidecar.errors import (
     UpstreamError,
     UpstreamMalformed,
+    UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from sidecar.redaction import redact
 
 # Bounds the error bodies read from an upstream so a hostile one cannot make us buffer much.
 _MAX_ERROR_BODY = 64 * 1024
@@ -60,6 +63,10 @@ class NotOffered(UpstreamUnavailable):
         super().__init__(deployment, f"{path} is not offered (HTTP {status})")
         self.path = path
         self.status = status
+
+
+# Of an upstream text that is not JSON, what is searched for credentials and shown at most.
+_SHOWN_BODY = 2048
 
 
 class HttpPool:
@@ -124,28 +131,92 @@ async def open_stream(
     """
     session = pool.session(deployment.api_base)
     url = deployment.api_base + path
+    data = orjson.dumps(body)
     try:
         response = await session.post(
-            url, data=orjson.dumps(body), headers=headers, timeout=pool.timeout(deployment)
+            url,
+            data=data,
+            headers=headers,
+            auth=_basic_auth(deployment, headers),
+            timeout=pool.timeout(deployment),
         )
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(deployment.id, f"cannot connect to {url}: {exc}") from exc
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        raise UpstreamTimeout(deployment.id, f"timed out connecting to {url}") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(deployment.id, f"request to {url} failed: {exc!r}") from exc
+        raise transport_error(deployment, exc, answering=False) from exc
     try:
         if response.status != 200:
             raise await status_error(deployment, response)
         yield response
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamUnavailable(deployment.id, f"stream from {url} broke: {exc}") from exc
     except (aiohttp.ClientError, ConnectionError) as exc:
-        raise UpstreamUnavailable(deployment.id, f"connection to {url} lost: {exc!r}") from exc
+        raise transport_error(deployment, exc, answering=True) from exc
     finally:
         # Returns the connection to the pool only when the body was read to the
         # end; aiohttp closes it otherwise (a cancelled or broken call).
         response.release()
+
+
+def transport_error(
+    deployment: Deployment, exc: BaseException, *, answering: bool, during: str = ""
+) -> UpstreamError:
+    """What a transport failure means, in the project's words (`during` prefixes it).
+
+    The exception's own text is never used: aiohttp's includes the request it was
+    sending, Authorization header and all.
+    """
+    kind, problem = _transport_problem(exc, answering)
+    return kind(deployment.id, f"{during}: {problem}" if during else problem)
+
+
+def _transport_problem(exc: BaseException, answering: bool) -> tuple[type[UpstreamError], str]:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamUnavailable, "the upstream's TLS certificate was not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamUnavailable, "the TLS handshake with the upstream failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return UpstreamUnavailable, "cannot resolve the upstream's host name"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable, f"cannot connect: {_os_problem(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return UpstreamTimeout, "timed out connecting to the upstream"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised for a reply head that does not parse: a bad status line, a header
+        # without a colon or over 8 KB, a service on the port that is not HTTP at all.
+        return UpstreamMalformed, "the upstream's reply is not valid HTTP"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        when = "in the middle of its answer" if answering else "before answering"
+        return UpstreamUnavailable, f"the upstream closed the connection {when}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamUnavailable, "the upstream's answer broke off mid-transfer"
+    if isinstance(exc, OSError):
+        return UpstreamUnavailable, f"connection to the upstream lost: {_os_problem(exc)}"
+    return UpstreamUnavailable, "the request to the upstream failed"
+
+
+def _os_problem(exc: OSError) -> str:
+    """A socket error by its errno, the one part of it that is not free text."""
+    known = _ERRNO_PROBLEMS.get(exc.errno or 0)
+    if known is not None:
+        return known
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"socket error {name}" if name else "socket error"
+
+
+_ERRNO_PROBLEMS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed while sending",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
+
+
+def _basic_auth(deployment: Deployment, headers: Mapping[str, str]) -> aiohttp.BasicAuth | None:
+    """The api_base's own credentials, unless the request already authorizes itself
+    (aiohttp refuses both at once, and the provider's key is the more specific)."""
+    if deployment.api_auth is None or any(k.lower() == "authorization" for k in headers):
+        return None
+    return aiohttp.BasicAuth(*deployment.api_auth)
 
 
 async def fetch_json(
@@ -163,10 +234,16 @@ async def fetch_json(
     time it may take."""
     session = pool.session(deployment.api_base)
     url = deployment.api_base + path
+    headers = headers or {}
+    data = None if body is None else orjson.dumps(body)
     try:
-        data = None if body is None else orjson.dumps(body)
         async with session.request(
-            method, url, data=data, headers=headers, timeout=pool.timeout(deployment)
+            method,
+            url,
+            data=data,
+            headers=headers,
+            auth=_basic_auth(deployment, headers),
+            timeout=pool.timeout(deployment),
         ) as response:
             if response.status in _NOT_OFFERED:
                 raise NotOffered(deployment.id, path, response.status)
@@ -174,7 +251,7 @@ async def fetch_json(
                 raise await status_error(deployment, response)
             raw = await response.content.read(_MAX_ERROR_BODY * 16)
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(deployment.id, f"{method} {url} failed: {exc}") from exc
+        raise transport_error(deployment, exc, answering=False, during=f"{method} {path}") from exc
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -191,34 +268,42 @@ async def status_error(deployment: Deployment, response: aiohttp.ClientResponse)
         raw = await response.content.read(_MAX_ERROR_BODY)
     except (aiohttp.ClientError, ConnectionError):
         raw = b""
-    detail = error_message(raw) or response.reason or "no detail"
+    detail = error_message(raw, deployment.secrets)
+    if not detail:
+        detail = redact(response.reason or "", deployment.secrets, limit=80) or "no detail"
     problem = f"upstream answered HTTP {status}: {detail}"
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status in (408, 504):
         return UpstreamTimeout(deployment.id, problem)
     if status in (400, 413, 422):
         return UpstreamRejected(deployment.id, problem)
+    if status == 404:
+        return UpstreamNotFound(deployment.id, problem)
     if status == 429:
         return UpstreamRateLimited(deployment.id, problem, retry_after=retry_after)
-    # 401/403/404 mean this deployment is misconfigured (key, model not pulled);
-    # 5xx are transient. Either way another deployment may answer.
+    # 401/403 mean this deployment is misconfigured (its key); 5xx are transient.
+    # Either way another deployment may answer.
     return UpstreamUnavailable(deployment.id, problem, retry_after=retry_after)
 
 
-def error_message(raw: bytes) -> str:
-    """The message inside an Ollama (`{"error": "..."}`) or OpenAI error body."""
+def error_message(raw: bytes, secrets: Sequence[str] = ()) -> str:
+    """The message inside an Ollama (`{"error": "..."}`) or OpenAI error body, redacted
+    and cut short: it is an upstream's text on its way to a caller."""
     if not raw:
         return ""
+    text = raw[:_SHOWN_BODY].decode("utf-8", "replace")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:300].decode("utf-8", "replace").strip()
+        data = None
     err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, str):
-        return err
     if isinstance(err, dict):
-        return str(err.get("message") or err)
-    return raw[:300].decode("utf-8", "replace").strip()
+        err = err.get("message") or err
+    if isinstance(err, str):
+        text = err
+    elif err is not None:
+        text = orjson.dumps(err).decode()
+    return redact(text.strip(), secrets)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -240,7 +325,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def malformed(deployment: Deployment, what: str, frame: bytes) -> UpstreamMalformed:
-    shown = frame[:120].decode("utf-8", "replace")
+    shown = redact(frame[:_SHOWN_BODY].decode("utf-8", "replace"), deployment.secrets, limit=120)
     return UpstreamMalformed(deployment.id, f"malformed {what}: {shown!r}")
 
 
