@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,7 +43,9 @@ from bridge.render import (
     model_object,
     models_body,
 )
+from sidecar.config.model import Limits
 from sidecar.errors import SidecarError
+from sidecar.redaction import clip, shown
 from sidecar.types import RouteTaken
 
 log = logging.getLogger("bridge")
@@ -66,27 +69,69 @@ class BridgeSettings:
     # general_settings.master_key: when set, every endpoint but the probes needs it.
     master_key: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * MiB
+    # Connections, heads, bodies and keep-alive (bridge/protocol.py).
+    limits: Limits = field(default_factory=Limits)
+
+
+# Headers that may carry the caller's key, in order of precedence: OpenAI's, Anthropic's,
+# Azure's.
+_KEY_HEADERS: Final = {
+    b"authorization": "Authorization",
+    b"x-api-key": "x-api-key",
+    b"api-key": "api-key",
+}
+_TOKEN: Final = re.compile(rb"[\x21-\x7e]{1,4096}")
 
 
 @dataclass(slots=True)
 class _Head:
     """The request headers the app reads, found in one pass."""
 
-    authorization: bytes | None = None
+    credential: bytes | None = None  # the key, from whichever header carried it
+    credential_header: str = ""
+    bearer: bool = True  # False when Authorization names another scheme
+    duplicate: str | None = None  # a key header sent more than once
     content_length: int | None = None
     request_id: bytes | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> _Head:
         head = cls()
+        keys: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                head.authorization = value
-            elif name == b"content-length":
+            if name == b"content-length":
                 head.content_length = int(value) if value.isdigit() else None
             elif name == b"x-request-id":
                 head.request_id = value
+            elif name in _KEY_HEADERS:
+                if name in keys:
+                    # Two keys are ambiguous (which one is checked, which one passed on?).
+                    head.duplicate = _KEY_HEADERS[name]
+                keys[name] = value
+        if keys:
+            head._credential(keys)
         return head
+
+    def _credential(self, keys: dict[bytes, bytes]) -> None:
+        for name, label in _KEY_HEADERS.items():
+            value = keys.get(name)
+            if value is None:
+                continue
+            self.credential_header = label
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                self.bearer = scheme.lower() == b"bearer"
+                value = token
+            self.credential = value.strip()
+            return
+
+    @property
+    def passed_on(self) -> str | None:
+        """The caller's key, for a backend that checks it again (a remote sidecar)."""
+        key = self.credential
+        if key is None or not self.bearer or not _TOKEN.fullmatch(key):
+            return None  # not something gRPC metadata can carry: the sidecar will refuse
+        return key.decode("ascii")
 
 
 class BridgeApp:
@@ -94,8 +139,8 @@ class BridgeApp:
 
     def __init__(self, backend: Backend, settings: BridgeSettings | None = None) -> None:
         self._backend = backend
-        self._settings = settings or BridgeSettings()
-        key = self._settings.master_key
+        self.settings = settings or BridgeSettings()
+        key = self.settings.master_key
         self._key = key.encode() if key else None
         self.draining = False
         self._started = int(time.time())
@@ -121,12 +166,12 @@ class BridgeApp:
         head = _Head.read(scope)
         try:
             if path not in _OPEN_PATHS:
-                self._authorize(head.authorization)
+                self._authorize(head)
             method, handler = self._route(path)
             if scope["method"] != method:
                 raise HttpError(
                     405,
-                    f"{scope['method']} is not allowed on {path}; use {method}",
+                    f"{clip(scope['method'], 20)} is not allowed on {path}; use {method}",
                     code="method_not_allowed",
                     headers=[(b"allow", method.encode())],
                 )
@@ -136,7 +181,9 @@ class BridgeApp:
         except Exception as exc:
             # Chat handlers answer every failure themselves and the others send only once
             # done, so no response has started here: say so in OpenAI's shape, not plain text.
-            await send_error(send, _as_http_error(exc, f"{scope['method']} {path}"))
+            await send_error(
+                send, _as_http_error(exc, f"{clip(scope['method'], 20)} {shown(path)}")
+            )
 
     def _route(self, path: str) -> tuple[str, Handler]:
         found = self._routes.get(path)
@@ -145,17 +192,26 @@ class BridgeApp:
         for prefix in ("/v1/models/", "/models/"):
             if path.startswith(prefix) and len(path) > len(prefix):
                 return "GET", self._model
-        raise HttpError(404, f"no endpoint at {path}", code="unknown_url")
+        raise HttpError(404, f"no endpoint at {shown(path)}", code="unknown_url")
 
-    def _authorize(self, header: bytes | None) -> None:
+    def _authorize(self, head: _Head) -> None:
+        if head.duplicate is not None:
+            raise HttpError(
+                400,
+                f"the {head.duplicate} header was sent more than once; send one key, once",
+                param=head.duplicate,
+                code="duplicate_header",
+            )
         key = self._key
         if key is None:
             return
-        if header is None:
-            raise _unauthorized("no API key: send the header 'Authorization: Bearer <master key>'")
-        scheme, _, token = header.partition(b" ")
+        if head.credential is None:
+            raise _unauthorized(
+                "no API key: send the header 'Authorization: Bearer <master key>' "
+                "(or x-api-key / api-key: <master key>)"
+            )
         # Constant time, so the key cannot be guessed byte by byte from response times.
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), key):
+        if not head.bearer or not hmac.compare_digest(head.credential, key):
             raise _unauthorized("incorrect API key provided")
 
     # -- chat ---------------------------------------------------------------------------
@@ -164,17 +220,17 @@ class BridgeApp:
         request_id = _request_id(head.request_id)
         id_header = (b"x-request-id", request_id.encode())
         try:
-            raw = await read_body(receive, head.content_length, self._settings.max_body_bytes)
-            parsed = _with_caller(parse_chat(parse_body(raw), request_id), head.authorization)
+            raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
+            parsed = _with_caller(parse_chat(parse_body(raw), request_id), head.credential)
         except ClientGone:
             return
         except HttpError as err:
             await send_error(send, err, id_header)
             return
         if parsed.stream:
-            await self._stream(receive, send, parsed, id_header)
+            await self._stream(receive, send, parsed, id_header, head.passed_on)
         else:
-            await self._complete(receive, send, parsed, id_header)
+            await self._complete(receive, send, parsed, id_header, head.passed_on)
 
     async def _stream(
         self,
@@ -182,13 +238,14 @@ class BridgeApp:
         send: Send,
         parsed: ParsedChat,
         id_header: tuple[bytes, bytes],
+        credential: str | None,
     ) -> None:
         request = parsed.request
         stream: AnswerStream | None = None
         started = False
         async with _watched(receive, request.request_id) as watch:
             try:
-                stream = self._backend.stream(request, parsed.timeout)
+                stream = self._backend.stream(request, parsed.timeout, credential)
                 first = await stream.__anext__()
                 writer = StreamWriter(
                     f"chatcmpl-{request.request_id}",
@@ -227,11 +284,12 @@ class BridgeApp:
         send: Send,
         parsed: ParsedChat,
         id_header: tuple[bytes, bytes],
+        credential: str | None,
     ) -> None:
         request = parsed.request
         async with _watched(receive, request.request_id) as watch:
             try:
-                answer = await self._backend.complete(request, parsed.timeout)
+                answer = await self._backend.complete(request, parsed.timeout, credential)
                 body = completion_body(
                     f"chatcmpl-{request.request_id}", int(time.time()), request.model, answer
                 )
@@ -246,12 +304,12 @@ class BridgeApp:
     # -- models and health --------------------------------------------------------------
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
-        models = await self._call(self._backend.models())
+        models = await self._call(self._backend.models(head.passed_on))
         await _send_body(send, 200, models_body(models, self._started), [JSON])
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         name = scope["path"].partition("/models/")[2]
-        models = await self._call(self._backend.models())
+        models = await self._call(self._backend.models(head.passed_on))
         for model in models:
             if model.name == name:
                 body = orjson.dumps(model_object(model, self._started))
@@ -260,21 +318,21 @@ class BridgeApp:
         known = ", ".join(m.name for m in models) or "(none configured)"
         raise HttpError(
             404,
-            f"unknown model {name!r}; known models: {known}",
+            f"unknown model {shown(name)}; known models: {known}",
             param="model",
             code="model_not_found",
         )
 
     async def _health(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
-        models = await self._call(self._backend.models())
-        budgets = await self._call(self._backend.budgets())
+        models = await self._call(self._backend.models(head.passed_on))
+        budgets = await self._call(self._backend.budgets(head.passed_on))
         await _send_body(send, 200, health_body(self._backend.mode, models, budgets), [JSON])
 
     # -- spend --------------------------------------------------------------------------
 
     async def _spend_logs(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         query, summarize = spend.logs_query(spend.query_params(scope["query_string"]))
-        report = await self._call(self._backend.spend(query))
+        report = await self._call(self._backend.spend(query, head.passed_on))
         body = orjson.dumps(spend.logs_body(report, query, summarize))
         await _send_body(send, 200, body, [JSON])
 
@@ -282,20 +340,20 @@ class BridgeApp:
         self, scope: Scope, receive: Receive, send: Send, head: _Head
     ) -> None:
         query = spend.global_query(spend.query_params(scope["query_string"]), time.time())
-        report = await self._call(self._backend.spend(query))
+        report = await self._call(self._backend.spend(query, head.passed_on))
         await _send_body(send, 200, orjson.dumps(spend.global_logs_body(report.daily)), [JSON])
 
     async def _global_spend_report(
         self, scope: Scope, receive: Receive, send: Send, head: _Head
     ) -> None:
         query, group_by = spend.report_query(spend.query_params(scope["query_string"]))
-        report = await self._call(self._backend.spend(query))
+        report = await self._call(self._backend.spend(query, head.passed_on))
         body = orjson.dumps(spend.report_body(report.daily, group_by))
         await _send_body(send, 200, body, [JSON])
 
     async def _global_spend(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         query = spend.global_query({}, time.time())
-        report = await self._call(self._backend.spend(query))
+        report = await self._call(self._backend.spend(query, head.passed_on))
         cap = next((b.cap for b in report.budgets if b.budget == "global"), None)
         total = sum(d.spend for d in report.daily)
         await _send_body(send, 200, orjson.dumps({"spend": total, "max_budget": cap}), [JSON])
@@ -347,13 +405,11 @@ async def _watched(receive: Receive, request_id: str) -> AsyncIterator[Disconnec
         await watch.aclose()
 
 
-def _with_caller(parsed: ParsedChat, authorization: bytes | None) -> ParsedChat:
-    """The call's caller for per-caller caps: metadata.caller, else its API key (hashed)."""
+def _with_caller(parsed: ParsedChat, key: bytes | None) -> ParsedChat:
+    """The call's caller for per-caller caps: metadata.caller, else its API key (hashed),
+    from whichever header carried it."""
     request = parsed.request
-    if "caller" in request.metadata or authorization is None:
-        return parsed
-    key = authorization.partition(b" ")[2].strip()
-    if not key:
+    if "caller" in request.metadata or not key:
         return parsed
     metadata = {**request.metadata, "caller": spend.key_caller(key)}
     return dataclasses.replace(parsed, request=dataclasses.replace(request, metadata=metadata))

@@ -42,22 +42,27 @@ class Backend(Protocol):
 
     async def start(self) -> None: ...
 
-    def stream(self, request: ChatRequest, remaining: float | None) -> AnswerStream:
+    def stream(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> AnswerStream:
         """Start a call with `remaining` seconds to live (None: no limit of the caller's).
 
+        `credential` is the key the caller sent, for a backend that checks it again.
         Errors known before anything is sent upstream may raise here.
         """
         ...
 
-    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse: ...
+    async def complete(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> ChatResponse: ...
 
-    async def models(self) -> tuple[ModelStatus, ...]: ...
+    async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]: ...
 
-    async def spend(self, query: SpendQuery) -> SpendReport:
+    async def spend(self, query: SpendQuery, credential: str | None = None) -> SpendReport:
         """Spend records and daily totals matching `query`, with every cap's headroom."""
         ...
 
-    async def budgets(self) -> tuple[BudgetStatus, ...]: ...
+    async def budgets(self, credential: str | None = None) -> tuple[BudgetStatus, ...]: ...
 
     async def ready(self) -> str | None:
         """None when calls can be served, else why not."""
@@ -77,19 +82,24 @@ class InProcessBackend:
     async def start(self) -> None:
         return None
 
-    def stream(self, request: ChatRequest, remaining: float | None) -> AnswerStream:
+    # The caller's key was checked by the app against the same configuration: not again.
+    def stream(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> AnswerStream:
         return self._engine.stream(request, remaining)
 
-    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> ChatResponse:
         return await self._engine.complete(request, remaining)
 
-    async def models(self) -> tuple[ModelStatus, ...]:
+    async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]:
         return self._engine.models()
 
-    async def spend(self, query: SpendQuery) -> SpendReport:
+    async def spend(self, query: SpendQuery, credential: str | None = None) -> SpendReport:
         return await self._engine.spend(query)
 
-    async def budgets(self) -> tuple[BudgetStatus, ...]:
+    async def budgets(self, credential: str | None = None) -> tuple[BudgetStatus, ...]:
         return await self._engine.budget_status()
 
     async def ready(self) -> str | None:

@@ -18,6 +18,8 @@ from typing import Any, Final
 import orjson
 
 from bridge.errors import HttpError, bad_request
+from sidecar.nesting import MAX_DEPTH, too_deep
+from sidecar.redaction import shown
 from sidecar.types import (
     ROLES,
     ChatRequest,
@@ -72,9 +74,13 @@ def parse_body(raw: bytes) -> dict[str, Any]:
             raise bad_request(
                 None, f"the request body is not valid UTF-8 (byte {bad.start}: {bad.reason})"
             ) from None
-        raise bad_request(None, f"the request body is not valid JSON: {exc}") from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise bad_request(None, f"the request body is not valid JSON (at {where})") from None
     if not isinstance(body, dict):
         raise bad_request(None, f"the request body must be a JSON object, not {_kind(body)}")
+    if too_deep(body):
+        # Checked here, once: deeper data would fail to serialise on its way upstream.
+        raise bad_request(None, f"the request body nests more than {MAX_DEPTH} levels deep")
     return body
 
 
@@ -84,7 +90,7 @@ def parse_chat(body: dict[str, Any], request_id: str) -> ParsedChat:
         raise _wrong("model", model, "a non-empty string")
     n = body.get("n")
     if n is not None and (_not_int(n) or n != 1):
-        raise bad_request("n", f"only n=1 is supported, got {n!r}")
+        raise bad_request("n", f"only n=1 is supported, got {_quoted(n)}")
     stream = _optional(body, "stream", _is_bool, "a boolean") or False
     include_usage = _stream_options(body.get("stream_options"), stream)
     hints, metadata = _metadata(body.get("metadata"))
@@ -123,7 +129,8 @@ def _message(i: int, value: Any) -> Message:
     role = value.get("role")
     if not isinstance(role, str) or role not in ROLES:
         raise bad_request(
-            f"{where}.role", f"{where}.role: {role!r} is not one of {', '.join(sorted(ROLES))}"
+            f"{where}.role",
+            f"{where}.role: {_quoted(role)} is not one of {', '.join(sorted(ROLES))}",
         )
     content, images = _content(where, role, value.get("content"))
     name = _optional(value, "name", _is_str, "a string", where) or ""
@@ -172,7 +179,7 @@ def _content(where: str, role: str, value: Any) -> tuple[str | None, tuple[str, 
         else:
             raise bad_request(
                 f"{at}.type",
-                f"{at}.type: content part {kind!r} is not supported in a {role} message "
+                f"{at}.type: content part {_quoted(kind)} is not supported in a {role} message "
                 "(supported: text, and image_url in user messages)",
             )
     # Separate parts are separate blocks of text, as chat templates render them.
@@ -298,7 +305,7 @@ def _check_extra(extra: dict[str, Any]) -> None:
     choice = extra.get("tool_choice")
     if isinstance(choice, str) and choice not in _TOOL_CHOICES:
         raise bad_request(
-            "tool_choice", f"tool_choice: {choice!r} is not one of none, auto, required"
+            "tool_choice", f"tool_choice: {shown(choice)} is not one of none, auto, required"
         )
 
 
@@ -387,6 +394,13 @@ def _wrong(param: str, value: Any, expected: str) -> HttpError:
     return bad_request(param, f"{param}: expected {expected}, got {_kind(value)}")
 
 
+def _quoted(value: Any) -> str:
+    """A caller's value as a message shows it: short, quoted, never at length."""
+    if isinstance(value, int | float | bool | None):
+        return repr(value)
+    return shown(value, 40) if isinstance(value, str) else _kind(value)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -395,8 +409,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return f"the number {value!r}"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        return f"the string {shown!r}"
+        return f"the string {shown(value, 40)}"
     if isinstance(value, list):
         return "an array"
     return "an object"

@@ -27,6 +27,7 @@ from sidecar.rpc.codec import (
     encode_request,
 )
 from sidecar.rpc.spend_codec import decode_budget, decode_report, encode_query
+from sidecar.rpc.tls import ClientTls, open_channel
 from sidecar.types import (
     BudgetStatus,
     ChatRequest,
@@ -80,49 +81,67 @@ class RemoteError(SidecarError):
 
 
 class RemoteBackend:
+    """The caller's key goes on to the sidecar as `authorization: Bearer` metadata, so a
+    sidecar with a master key serves the bridge's callers as it serves its own."""
+
     mode = "remote"
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: ClientTls | None = None) -> None:
         self.target = target
+        self._tls = tls
         self._channel: Any = None
         self._stub: Any = None
         self._health: Any = None
 
     async def start(self) -> None:
         # grpc.aio binds a channel to the running loop, so it is made here, not in __init__.
-        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(self.target, self._tls, _CHANNEL_OPTIONS)
         self._stub = pb_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def stream(self, request: ChatRequest, remaining: float | None) -> RemoteStream:
-        call = self._stub.StreamChat(encode_request(request), timeout=remaining)
+    def stream(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> RemoteStream:
+        call = self._stub.StreamChat(
+            encode_request(request), timeout=remaining, metadata=_metadata(credential)
+        )
         return RemoteStream(call, self.target)
 
-    async def complete(self, request: ChatRequest, remaining: float | None) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, remaining: float | None, credential: str | None = None
+    ) -> ChatResponse:
         try:
-            answer = await self._stub.Chat(encode_request(request), timeout=remaining)
+            answer = await self._stub.Chat(
+                encode_request(request), timeout=remaining, metadata=_metadata(credential)
+            )
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return decode_response(answer)
 
-    async def models(self) -> tuple[ModelStatus, ...]:
+    async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]:
         try:
-            listed = await self._stub.ListModels(pb.ListModelsRequest(), timeout=_METADATA_TIMEOUT)
+            listed = await self._stub.ListModels(
+                pb.ListModelsRequest(), timeout=_METADATA_TIMEOUT, metadata=_metadata(credential)
+            )
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return decode_models(listed)
 
-    async def spend(self, query: SpendQuery) -> SpendReport:
+    async def spend(self, query: SpendQuery, credential: str | None = None) -> SpendReport:
         try:
-            answer = await self._stub.GetSpend(encode_query(query), timeout=_METADATA_TIMEOUT)
+            answer = await self._stub.GetSpend(
+                encode_query(query), timeout=_METADATA_TIMEOUT, metadata=_metadata(credential)
+            )
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return decode_report(answer)
 
-    async def budgets(self) -> tuple[BudgetStatus, ...]:
+    async def budgets(self, credential: str | None = None) -> tuple[BudgetStatus, ...]:
         request = encode_query(SpendQuery(), budgets_only=True)
         try:
-            answer = await self._stub.GetSpend(request, timeout=_METADATA_TIMEOUT)
+            answer = await self._stub.GetSpend(
+                request, timeout=_METADATA_TIMEOUT, metadata=_metadata(credential)
+            )
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return tuple(decode_budget(b) for b in answer.budgets)
@@ -185,12 +204,23 @@ class RemoteStream:
             self._call.cancel()
 
 
+def _metadata(credential: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {credential}"),) if credential else None
+
+
 def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
     """The engine-side error a failed gRPC call stands for."""
     status = exc.code()
     details: str = exc.details() or status.name
     if status is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return HttpError(413, f"the request is too large for the sidecar: {details}")
+    if status is grpc.StatusCode.UNAUTHENTICATED:
+        return HttpError(
+            401,
+            f"the sidecar at {target} refused the key: {details}",
+            code="invalid_api_key",
+            headers=[(b"www-authenticate", b"Bearer")],
+        )
     code = _CODES.get(status)
     if code is None:
         # UNKNOWN, INTERNAL, UNAUTHENTICATED...: the sidecar or the link to it failed.

@@ -1,11 +1,11 @@
 """The HTTP bridge's lifecycle: listen, serve on the running loop, drain, stop.
 
-uvicorn's httptools protocol runs the app, but not uvicorn's `Server`: that one
-installs its own signal handlers and sleeps in 0.1 s steps while stopping, and
-here the bridge shares the loop (and the signals) with the gRPC server. So the
-listener is made with `loop.create_server` and the drain waits on the request
-tasks themselves. Responses carry no Date header (nothing needs it, and keeping
-one fresh takes a timer).
+uvicorn's httptools protocol runs the app (with the limits of protocol.py), but
+not uvicorn's `Server`: that one installs its own signal handlers and sleeps in
+0.1 s steps while stopping, and here the bridge shares the loop (and the
+signals) with the gRPC server. So the listener is made with `loop.create_server`
+and the drain waits on the request tasks themselves. Responses carry no Date
+header (nothing needs it, and keeping one fresh takes a timer).
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ import socket
 from typing import Final
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from bridge.app import BridgeApp, BridgeSettings
 from bridge.backend import Backend
+from bridge.protocol import LimitedProtocol
 from sidecar.lifecycle import Lifecycle
 
 log = logging.getLogger("bridge.server")
 
-# Longer than clients keep idle connections (httpx: 5 s), so the client closes first and
-# never sends a request down a connection the server is closing at that moment.
-_KEEP_ALIVE: Final = 65
 _BACKLOG: Final = 2048
 # After the drain's grace, how long requests get to close their upstreams once cut off.
 _CUTOFF_GRACE: Final = 1.0
@@ -50,11 +47,13 @@ class BridgeServer(Lifecycle):
         self.app = BridgeApp(backend, settings)
         self._server: asyncio.Server | None = None
         self._state = ServerState()
+        self._refused: set[LimitedProtocol] = set()  # connections past the limit, closing
         self._stopping: asyncio.Event | None = None  # set once stop() has finished
 
     async def start(self) -> None:
         if self._server is not None or self._stopping is not None:
             raise RuntimeError("a BridgeServer starts once")
+        limits = self.app.settings.limits
         config = uvicorn.Config(
             self.app,
             loop="none",
@@ -67,15 +66,15 @@ class BridgeServer(Lifecycle):
             proxy_headers=False,
             server_header=False,
             date_header=False,
-            timeout_keep_alive=_KEEP_ALIVE,
         )
         config.load()
         state = self._state
         state.default_headers = config.encoded_headers
         loop = asyncio.get_running_loop()
+        refused = self._refused
 
-        def connection() -> HttpToolsProtocol:
-            return HttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+        def connection() -> LimitedProtocol:
+            return LimitedProtocol(config, state, loop, limits, refused)
 
         await self.backend.start()
         try:
@@ -109,6 +108,8 @@ class BridgeServer(Lifecycle):
         # Idle keep-alive connections close now, busy ones as soon as their response ends.
         for connection in list(state.connections):
             connection.shutdown()
+        for refused in list(self._refused):
+            refused.transport.close()
         await self._cut_off_after(grace)
         await server.wait_closed()
         await self.backend.aclose()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import orjson
+import pytest
 
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
@@ -133,18 +134,25 @@ async def test_serve_with_simulated_backends_answers_and_drains(tmp_path: Path) 
                 address = match.group(1) if match else None
             while "SIMULATED BACKENDS" not in banner:
                 banner += (await process.stdout.readline()).decode()
+        # The seed config has a master key, and the gRPC door wants it too.
+        key = (("authorization", "Bearer sk-your-proxy-master-key"),)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.RouterStub(channel)
-            models = await stub.ListModels(pb.ListModelsRequest(), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ListModels(pb.ListModelsRequest(), timeout=5)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            models = await stub.ListModels(pb.ListModelsRequest(), timeout=5, metadata=key)
             assert models.simulated
             assert all(d.simulated for m in models.models for d in m.deployments)
             request = pb.ChatRequest(
                 model="fast-local", messages=[pb.Message(role="user", content="hello")]
             )
-            chunks = [c async for c in stub.StreamChat(request, timeout=10)]
+            chunks = [c async for c in stub.StreamChat(request, timeout=10, metadata=key)]
             assert "".join(c.delta for c in chunks).split()[0] == "tok0"
             assert chunks[0].route.deployment == "fast-local/0"
-        status = await asyncio.to_thread(run_cli, "status", "--sidecar", address)
+        status = await asyncio.to_thread(
+            run_cli, "status", "--sidecar", address, "--config", str(SEED)
+        )
         assert status.returncode == 0, status.stderr
         assert "SERVING" in status.stdout
         assert re.search(r"fast-local\s+fast-local/0\s+local\s+up", status.stdout)

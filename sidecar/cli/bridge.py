@@ -2,7 +2,9 @@
 
 It needs no configuration: the models and the answers come from the sidecar.
 The master key comes from --master-key, else $LLM_SIDECAR_MASTER_KEY, else the
-general_settings.master_key of --config; with none of them the bridge is open.
+general_settings.master_key of --config; with none of them the bridge is open
+(and the sidecar behind it checks the keys it is passed). --config also gives
+the `limits` section its connections obey.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import os
 from bridge.app import BridgeSettings, MiB
 from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
+from sidecar.cli import options
 from sidecar.config import load_config
+from sidecar.config.model import Limits
 from sidecar.errors import ConfigError
 from sidecar.hostport import host_port
 from sidecar.runtime.signals import run_until_signalled
 
 log = logging.getLogger("bridge")
-
-KEY_ENV = "LLM_SIDECAR_MASTER_KEY"
 
 
 async def run_bridge(args: argparse.Namespace) -> int:
@@ -29,10 +31,12 @@ async def run_bridge(args: argparse.Namespace) -> int:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError([f"--sidecar: expected HOST:PORT, got {target!r}"], "command line")
+    key = options.master_key(args, dict(os.environ))
+    limits = load_config(args.config).limits if args.config else Limits()
     settings = BridgeSettings(
-        master_key=master_key(args), max_body_bytes=int(args.max_request_mb * MiB)
+        master_key=key, max_body_bytes=int(args.max_request_mb * MiB), limits=limits
     )
-    backend = RemoteBackend(target)
+    backend = RemoteBackend(target, options.client_tls(args))
     server = BridgeServer(backend, host=args.host, port=args.http_port, settings=settings)
     await server.start()
     unready = await backend.ready()
@@ -48,14 +52,3 @@ async def run_bridge(args: argparse.Namespace) -> int:
     )
     await run_until_signalled(server.stop, args.drain_seconds)
     return 0
-
-
-def master_key(args: argparse.Namespace) -> str | None:
-    if args.master_key:
-        return str(args.master_key)
-    from_env = os.environ.get(KEY_ENV)
-    if from_env:
-        return from_env
-    if args.config:
-        return load_config(args.config).general_settings.master_key
-    return None

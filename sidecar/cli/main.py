@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import uvloop
 
 from sidecar import __version__
+from sidecar.cli import options
 from sidecar.cli import simulate as simulate_cli
 from sidecar.errors import ConfigError, SidecarError
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the SQLite ledger and spend log live (default: budget.data_dir, else "
         "$LLM_SIDECAR_DATA_DIR, else $XDG_STATE_HOME/llm-sidecar or ~/.local/state/llm-sidecar)",
     )
+    options.add_server_tls_flags(serve)
 
     bridge = commands.add_parser(
         "bridge", help="run the OpenAI-compatible HTTP bridge alone, in front of a remote sidecar"
@@ -54,16 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     bridge.add_argument("--sidecar", required=True, metavar="HOST:PORT", help="its gRPC address")
     bridge.add_argument("--host", default="127.0.0.1", help="address to listen on")
     bridge.add_argument("--http-port", type=int, default=4000)
-    bridge.add_argument(
-        "--master-key",
-        default=None,
-        help="Bearer key callers must send (default: $LLM_SIDECAR_MASTER_KEY, else the "
-        "general_settings.master_key of --config; prefer those to putting a key on the "
-        "command line)",
-    )
-    bridge.add_argument("--config", default=None, help="a config to read the master key from")
+    options.add_key_flags(bridge, "callers must send")
     bridge.add_argument("--max-request-mb", type=_megabytes, default=8.0)
     bridge.add_argument("--drain-seconds", type=float, default=10.0)
+    options.add_client_tls_flags(bridge)
 
     check = commands.add_parser("check-config", help="validate a config and print its models")
     check.add_argument("config")
@@ -81,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--sidecar", default="127.0.0.1:50051", metavar="HOST:PORT", help="its gRPC address"
     )
+    options.add_key_flags(status, "the sidecar wants")
+    options.add_client_tls_flags(status)
 
     spend = commands.add_parser(
         "spend", help="show a running sidecar's spend per model and what each budget has left"
@@ -117,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             from sidecar.cli.status import fetch_status
 
-            print(uvloop.run(fetch_status(args.sidecar)))
+            key = options.master_key(args, dict(os.environ))
+            tls = options.client_tls(args)
+            print(uvloop.run(fetch_status(args.sidecar, key, tls)))
             return 0
         if args.command == "spend":
             from sidecar.cli.spend import show_spend

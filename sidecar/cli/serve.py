@@ -12,6 +12,7 @@ import os
 from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
 from bridge.server import BridgeServer
+from sidecar.cli import options
 from sidecar.config import load_config
 from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
@@ -20,6 +21,7 @@ from sidecar.hostport import host_port
 from sidecar.lifecycle import Lifecycle
 from sidecar.providers import ProviderRegistry
 from sidecar.rpc.door import GrpcDoor
+from sidecar.rpc.tls import ServerTls
 from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.standins import StandIns
 
@@ -27,8 +29,9 @@ from sidecar.runtime.standins import StandIns
 class SidecarProcess(Lifecycle):
     """The engine behind the gRPC door and, when `http_port` is given, the HTTP bridge.
 
-    Ports are the bound ones once started. The bridge's master key comes from the
-    configuration unless `http_settings` say otherwise.
+    Ports are the bound ones once started. The bridge's master key and limits come
+    from the configuration unless `http_settings` say otherwise; gRPC is served over
+    TLS when `grpc_tls` is given.
     """
 
     def __init__(
@@ -39,15 +42,16 @@ class SidecarProcess(Lifecycle):
         grpc_port: int = 50051,
         http_port: int | None = None,
         http_settings: BridgeSettings | None = None,
+        grpc_tls: ServerTls | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
-        self.grpc = GrpcDoor(engine, host=host, port=grpc_port)
+        self.grpc = GrpcDoor(engine, host=host, port=grpc_port, tls=grpc_tls)
         self.http: BridgeServer | None = None
         doors: list[FrontDoor] = [self.grpc]
         if http_port is not None:
             settings = http_settings or BridgeSettings(
-                master_key=engine.config.general_settings.master_key
+                master_key=engine.config.general_settings.master_key, limits=engine.config.limits
             )
             self.http = BridgeServer(
                 InProcessBackend(engine), host=host, port=http_port, settings=settings
@@ -77,6 +81,7 @@ async def serve(args: argparse.Namespace) -> int:
         http = BridgeSettings(
             master_key=config.general_settings.master_key,
             max_body_bytes=int(args.max_request_mb * MiB),
+            limits=config.limits,
         )
         providers = ProviderRegistry()
         config = await discover_context_windows(config, providers.pool)
@@ -86,6 +91,7 @@ async def serve(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             http_port=None if args.no_http else args.http_port,
             http_settings=http,
+            grpc_tls=options.server_tls(args),
         )
         await process.start()
         print(banner(process, standins), flush=True)
@@ -106,10 +112,15 @@ def data_dir(flag: str | None, configured: str | None) -> str:
 
 
 def banner(process: SidecarProcess, standins: StandIns) -> str:
-    lines = [f"llm-sidecar serving gRPC on {host_port(process.host, process.grpc_port)}"]
+    config = process.engine.config
+    tls = process.grpc.tls
+    grpc_mode = "no TLS" if tls is None else "mutual TLS" if tls.client_ca else "TLS"
+    grpc_mode += ", master key required" if config.general_settings.master_key else ", no key"
+    address = host_port(process.host, process.grpc_port)
+    lines = [f"llm-sidecar serving gRPC on {address} ({grpc_mode})"]
     if process.http_port is not None:
         url = f"http://{host_port(process.host, process.http_port)}"
-        keyed = bool(process.engine.config.general_settings.master_key)
+        keyed = bool(config.general_settings.master_key)
         key = "master key required" if keyed else "no key"
         lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
     lines.append(render_model_table(process.engine.config))

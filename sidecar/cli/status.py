@@ -8,30 +8,41 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.errors import SidecarError
+from sidecar.redaction import redact
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import decode_models
 from sidecar.rpc.spend_codec import decode_budget, encode_query
+from sidecar.rpc.tls import ClientTls, open_channel
 from sidecar.types import BudgetStatus, ModelStatus, SpendQuery
 
 # States whose reason says all there is: an old error would only mislead.
 _QUIET_STATES = frozenset({"up", "cold"})
 
 
-async def fetch_status(address: str, timeout: float = 5.0) -> str:
+async def fetch_status(
+    address: str, master_key: str | None = None, tls: ClientTls | None = None, timeout: float = 5.0
+) -> str:
     """The health table of the sidecar at host:port, as text."""
+    metadata = (("authorization", f"Bearer {master_key}"),) if master_key else None
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address, tls, []) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service="")
             overall = await health.Check(request, timeout=timeout)
             stub = pb_grpc.RouterStub(channel)
-            models = await stub.ListModels(pb.ListModelsRequest(), timeout=timeout)
+            models = await stub.ListModels(
+                pb.ListModelsRequest(), timeout=timeout, metadata=metadata
+            )
             spend = await stub.GetSpend(
-                encode_query(SpendQuery(), budgets_only=True), timeout=timeout
+                encode_query(SpendQuery(), budgets_only=True), timeout=timeout, metadata=metadata
             )
     except grpc.aio.AioRpcError as exc:
-        raise SidecarError(f"cannot reach the sidecar at {address}: {exc.details()}") from exc
+        if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+            hint = "give the master key (--master-key, $LLM_SIDECAR_MASTER_KEY or --config)"
+            raise SidecarError(f"the sidecar at {address} wants its master key: {hint}") from None
+        detail = redact(exc.details() or exc.code().name, [master_key])
+        raise SidecarError(f"cannot reach the sidecar at {address}: {detail}") from None
     budgets = tuple(decode_budget(b) for b in spend.budgets)
     return render_status(address, overall.status, decode_models(models), budgets)
 
@@ -69,6 +80,8 @@ def render_status(
                     if detail
                     else (f"probes not offered: {offered}")
                 )
+            # The sidecar redacts what it sends; this is for one that predates it.
+            detail = redact(detail, limit=400)
             if d.simulated:
                 detail = f"simulated; {detail}" if detail else "simulated"
             rows.append(

@@ -156,7 +156,7 @@ class Limits:
     # HTTP: seconds an idle kept-alive connection stays open. Longer than clients keep
     # idle connections (httpx: 5 s), so the client closes first and never sends a
     # request down a connection the server is closing at that moment.
-    http_keep_alive: float = 65.0
+    http_keep_alive: int = 65
     # HTTP: bytes of request line and headers together, and the number of headers.
     http_max_header_bytes: int = 64 * 1024
     http_max_headers: int = 100

@@ -7,10 +7,12 @@ the configuration with routing, which itself reads the configuration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sidecar.config.model import SidecarConfig
 from sidecar.health import HealthTracker
+from sidecar.redaction import redact
 from sidecar.routing import RoutingPolicy, compile_routing
 from sidecar.types import DeploymentStatus, HealthStatus, ModelStatus
 
@@ -41,6 +43,9 @@ class Snapshot:
         return (*models, auto)
 
     def _groups(self, health: HealthTracker) -> tuple[ModelStatus, ...]:
+        """Every configured alias; what health says is redacted once more here, as it
+        goes to callers (`ListModels`, `/health`, `llm-sidecar status`)."""
+        secrets = self.config.secrets
         return tuple(
             ModelStatus(
                 name=group.name,
@@ -54,7 +59,7 @@ class Snapshot:
                         api_base=d.api_base,
                         context_window=d.context_window,
                         simulated=d.simulated,
-                        health=_health(health, d.id),
+                        health=_health(health, d.id, secrets),
                     )
                     for d in group.deployments
                 ),
@@ -63,14 +68,14 @@ class Snapshot:
         )
 
 
-def _health(tracker: HealthTracker, deployment_id: str) -> HealthStatus:
+def _health(tracker: HealthTracker, deployment_id: str, secrets: Sequence[str]) -> HealthStatus:
     h = tracker[deployment_id]
     return HealthStatus(
         state=h.state.value,
-        reason=h.reason,
+        reason=redact(h.reason, secrets),
         in_flight=h.in_flight,
         ttft_ms=None if h.ttft is None else h.ttft * 1000,
         cooldown_seconds=tracker.cooldown_left(deployment_id),
-        last_error=h.last_error,
+        last_error=redact(h.last_error, secrets, limit=1000),
         probes_not_offered=h.probes_not_offered,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sidecar.errors import InvalidRequest
+from sidecar.redaction import shown
 from sidecar.types import ROLES, ChatRequest
 
 
@@ -16,7 +17,7 @@ def validate_request(request: ChatRequest) -> None:
         if message.role not in ROLES:
             raise InvalidRequest(
                 f"messages[{i}].role",
-                f"{message.role!r} is not one of {', '.join(sorted(ROLES))}",
+                f"{shown(message.role)} is not one of {', '.join(sorted(ROLES))}",
             )
         if message.role == "tool" and not message.tool_call_id:
             raise InvalidRequest(f"messages[{i}].tool_call_id", "required on a tool message")

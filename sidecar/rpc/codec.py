@@ -7,6 +7,7 @@ The server decodes requests and encodes answers; a gRPC client of the sidecar
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 
 from sidecar.engine import RoutePlan
 from sidecar.errors import InvalidRequest
+from sidecar.nesting import MAX_DEPTH, too_deep
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.types import (
     ChatRequest,
@@ -34,6 +36,10 @@ from sidecar.types import (
 # The largest message either side accepts: a 100K-token chat with images runs past
 # gRPC's default 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A request id is sent back as x-request-id metadata, so it must be a valid header value;
+# the HTTP bridge applies the same rule to its x-request-id header.
+REQUEST_ID_MAX = 128
+REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{REQUEST_ID_MAX}}}")
 
 # Trailing metadata naming a failure's `kind` (e.g. context_length_exceeded), when it has one.
 ERROR_KIND_KEY = "x-sidecar-error-kind"
@@ -45,16 +51,44 @@ LOCALITY_FROM_PB = {v: k for k, v in LOCALITY_TO_PB.items()}
 # -- requests ---------------------------------------------------------------
 
 
-def decode_request(msg: pb.ChatRequest) -> ChatRequest:
-    """Build the canonical request; raises InvalidRequest naming a bad field."""
+class Undecodable:
+    """Stands for request bytes that are not the message they should be (see wire.py)."""
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def decode_request(msg: pb.ChatRequest | Undecodable) -> ChatRequest:
+    """Build the canonical request; raises InvalidRequest naming a bad field.
+
+    Everything that later goes out as metadata or upstream is checked here, before
+    anything is sent: an id that could not be a header, JSON nested too deep to
+    serialise again.
+    """
+    if isinstance(msg, Undecodable):
+        raise InvalidRequest(
+            "request",
+            f"not a valid {msg.message_type} message (corrupt protobuf, or a string "
+            "field that is not UTF-8)",
+        )
     extra: dict[str, Any] = {}
     if msg.extra_json:
         try:
             extra = orjson.loads(msg.extra_json)
         except orjson.JSONDecodeError as exc:
-            raise InvalidRequest("extra_json", f"not valid JSON: {exc}") from exc
+            where = f"line {exc.lineno}, column {exc.colno}"
+            raise InvalidRequest("extra_json", f"not valid JSON (at {where})") from None
         if not isinstance(extra, dict):
             raise InvalidRequest("extra_json", "must be a JSON object")
+        if too_deep(extra):
+            raise InvalidRequest("extra_json", f"nested more than {MAX_DEPTH} levels deep")
+    if msg.request_id and not REQUEST_ID.fullmatch(msg.request_id):
+        raise InvalidRequest(
+            "request_id",
+            f"expected 1 to {REQUEST_ID_MAX} printable ASCII characters without spaces",
+        )
     params = msg.params
     return ChatRequest(
         model=msg.model,

@@ -6,32 +6,51 @@ import grpc
 
 from sidecar.engine import Engine
 from sidecar.hostport import host_port
+from sidecar.rpc.auth import interceptors
 from sidecar.rpc.codec import MAX_MESSAGE_BYTES
 from sidecar.rpc.health import HealthPublisher
+from sidecar.rpc.limits import server_options
 from sidecar.rpc.servicer import add_services
+from sidecar.rpc.tls import ServerTls, add_port
 
 
 class GrpcDoor:
-    """Serves the Router, health and reflection services; `port` is the bound one once started."""
+    """Serves the Router, health and reflection services; `port` is the bound one once started.
 
-    def __init__(self, engine: Engine, *, host: str = "127.0.0.1", port: int = 50051) -> None:
+    With a master key in the configuration every call but health needs it; with `tls`
+    the port speaks TLS (mutual TLS when it names a client CA)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        tls: ServerTls | None = None,
+    ) -> None:
         self._engine = engine
         self.host = host
         self.port = port
+        self.tls = tls
         self._server: grpc.aio.Server | None = None
         self._health: HealthPublisher | None = None
 
     async def start(self) -> None:
         # Without so_reuseport=0, grpc lets a second sidecar bind the same port silently
         # and steal half the connections.
+        config = self._engine.config
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ]
+                # Security: connection limits, the master key, TLS (limits.py, auth.py, tls.py).
+                *server_options(config.limits),
+            ],
+            interceptors=interceptors(config.general_settings.master_key),
+            maximum_concurrent_rpcs=config.limits.grpc_max_concurrent_rpcs,
         )
         self._health = await add_services(server, self._engine)
-        bound = server.add_insecure_port(host_port(self.host, self.port))
+        bound = add_port(server, host_port(self.host, self.port), self.tls)
         if bound == 0:
             raise OSError(f"cannot listen for gRPC on {host_port(self.host, self.port)}")
         self.port = bound

@@ -35,6 +35,7 @@ from sidecar.rpc.codec import (
 )
 from sidecar.rpc.health import HealthPublisher
 from sidecar.rpc.spend_codec import decode_query, encode_budget, encode_report
+from sidecar.rpc.wire import add_router
 from sidecar.types import ChatRequest
 
 log = logging.getLogger("sidecar.rpc")
@@ -170,7 +171,7 @@ def _budget_details(exc: BudgetExceeded) -> bytes:
 
 async def add_services(server: grpc.aio.Server, engine: Engine) -> HealthPublisher:
     """Register Router, the standard health service and reflection on `server`."""
-    pb_grpc.add_RouterServicer_to_server(RouterServicer(engine), server)
+    add_router(RouterServicer(engine), server)  # undecodable requests: INVALID_ARGUMENT
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     publisher = HealthPublisher(health_servicer, engine, SERVICE_NAME)
