@@ -44,7 +44,7 @@ import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sidecar.redaction import shown
+from sidecar.redaction import redact, shown
 
 
 class ErrorCode(enum.Enum):
@@ -157,7 +157,9 @@ class UpstreamError(SidecarError):
     deployment_fault = True
 
     def __init__(self, deployment: str, problem: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"deployment {deployment!r}: {problem}")
+        # Whoever builds `problem` redacts what an upstream said with the deployment's own
+        # keys; the patterns run once more here for any path that did not.
+        super().__init__(f"deployment {deployment!r}: {redact(problem, limit=None)}")
         self.deployment = deployment
         self.retry_after = retry_after
 

@@ -18,6 +18,7 @@ must not be echoed at any length.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -92,3 +93,37 @@ def shown(value: str, limit: int = 80) -> str:
     """A caller's value quoted for a message: repr-quoted (so control characters show
     as escapes and cannot forge log lines) and cut to about `limit` characters."""
     return repr(clip(value, limit))
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record a handler emits, its traceback included, with `redact`.
+
+    The sidecar's own messages are redacted where they are built; this catches what
+    libraries log (a traceback quoting an exception's text), line by line so that a
+    traceback stays readable. Installed on the process's handlers by the CLI.
+    """
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._lines(record.getMessage())
+        record.args = ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._lines(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._lines(record.stack_info)
+        return True
+
+    def _lines(self, text: str) -> str:
+        return "\n".join(redact(line, self._secrets, limit=None) for line in text.split("\n"))
+
+
+def redact_logs(secrets: Iterable[str | None]) -> None:
+    """Put a RedactingFilter on every handler of the root logger."""
+    flt = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(flt)

@@ -21,6 +21,7 @@ from sidecar.config import load_config
 from sidecar.config.model import Limits
 from sidecar.errors import ConfigError
 from sidecar.hostport import host_port
+from sidecar.redaction import redact_logs
 from sidecar.runtime.signals import run_until_signalled
 
 log = logging.getLogger("bridge")
@@ -32,6 +33,7 @@ async def run_bridge(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         raise ConfigError([f"--sidecar: expected HOST:PORT, got {target!r}"], "command line")
     key = options.master_key(args, dict(os.environ))
+    redact_logs([key])
     limits = load_config(args.config).limits if args.config else Limits()
     settings = BridgeSettings(
         master_key=key, max_body_bytes=int(args.max_request_mb * MiB), limits=limits

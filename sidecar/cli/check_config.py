@@ -7,6 +7,7 @@ from sidecar.budget.budgets import BudgetBook
 from sidecar.budget.prices import PICO_PER_USD, Price
 from sidecar.config import SidecarConfig, load_config
 from sidecar.config.table import render_model_table
+from sidecar.redaction import redact, redact_logs
 from sidecar.routing import compile_routing
 from sidecar.types import Locality
 
@@ -21,10 +22,13 @@ def check_config(path: str) -> str:
     """
     # The table lists the warnings; logging them too would print each one twice.
     config = load_config(path, log_warnings=False)
+    redact_logs(config.secrets)
     compile_routing(config)
     prices = resolve_prices(config)
     book = BudgetBook(config)
-    return "\n".join([render_model_table(config), "", *render_spend(config, prices, book)])
+    text = "\n".join([render_model_table(config), "", *render_spend(config, prices, book)])
+    # The table shows no secret by construction; this holds it to that.
+    return "\n".join(redact(line, config.secrets, limit=None) for line in text.split("\n"))
 
 
 def render_spend(config: SidecarConfig, prices: dict[str, Price], book: BudgetBook) -> list[str]:

@@ -14,6 +14,7 @@ from sidecar import __version__
 from sidecar.cli import options
 from sidecar.cli import simulate as simulate_cli
 from sidecar.errors import ConfigError, SidecarError
+from sidecar.redaction import redact
 
 log = logging.getLogger("sidecar")
 
@@ -139,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error in {exc.source or 'configuration'}:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            # The file failed to load, so its secrets are unknown: the patterns still apply.
+            print(f"  {redact(problem, limit=None)}", file=sys.stderr)
         return 2
     except SidecarError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

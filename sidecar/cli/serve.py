@@ -20,6 +20,7 @@ from sidecar.health.discovery import discover_context_windows
 from sidecar.hostport import host_port
 from sidecar.lifecycle import Lifecycle
 from sidecar.providers import ProviderRegistry
+from sidecar.redaction import redact_logs
 from sidecar.rpc.door import GrpcDoor
 from sidecar.rpc.tls import ServerTls
 from sidecar.runtime.process import FrontDoor, Runtime
@@ -76,6 +77,7 @@ class SidecarProcess(Lifecycle):
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    redact_logs(config.secrets)
     async with StandIns(config, args.simulate) as standins:
         config = standins.config
         http = BridgeSettings(

@@ -11,6 +11,7 @@ call, which is what lets the providers coalesce tokens under load.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import errno
 import re
@@ -136,8 +137,7 @@ async def open_stream(
         response = await session.post(
             url,
             data=data,
-            headers=headers,
-            auth=_basic_auth(deployment, headers),
+            headers=_with_auth(deployment, headers),
             timeout=pool.timeout(deployment),
         )
     except (aiohttp.ClientError, OSError) as exc:
@@ -211,12 +211,14 @@ _ERRNO_PROBLEMS = {
 }
 
 
-def _basic_auth(deployment: Deployment, headers: Mapping[str, str]) -> aiohttp.BasicAuth | None:
-    """The api_base's own credentials, unless the request already authorizes itself
-    (aiohttp refuses both at once, and the provider's key is the more specific)."""
+def _with_auth(deployment: Deployment, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` plus the api_base's own credentials as Basic auth, unless the request
+    already authorizes itself (the provider's key is the more specific)."""
     if deployment.api_auth is None or any(k.lower() == "authorization" for k in headers):
-        return None
-    return aiohttp.BasicAuth(*deployment.api_auth)
+        return headers
+    user, password = deployment.api_auth
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {**headers, "Authorization": f"Basic {basic}"}
 
 
 async def fetch_json(
@@ -241,8 +243,7 @@ async def fetch_json(
             method,
             url,
             data=data,
-            headers=headers,
-            auth=_basic_auth(deployment, headers),
+            headers=_with_auth(deployment, headers),
             timeout=pool.timeout(deployment),
         ) as response:
             if response.status in _NOT_OFFERED:
@@ -322,6 +323,12 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError, OverflowError, IndexError):
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def upstream_text(deployment: Deployment, text: object) -> str:
+    """Something an upstream said (an error line, an error event), fit to show a caller:
+    credentials redacted, cut short."""
+    return redact(text if isinstance(text, str) else str(text), deployment.secrets)
 
 
 def malformed(deployment: Deployment, what: str, frame: bytes) -> UpstreamMalformed:

@@ -10,7 +10,7 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
+from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed, upstream_text
 from sidecar.providers.ndjson import NdjsonReader
 from sidecar.providers.relay import Draft, relay
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
@@ -97,7 +97,8 @@ class _Decoder:
             frame = orjson.loads(line)
             if "error" in frame:
                 # Ollama reports failures after the first byte as an error line (HTTP 200).
-                raise UpstreamUnavailable(self._deployment.id, f"upstream error: {frame['error']}")
+                problem = upstream_text(self._deployment, frame["error"])
+                raise UpstreamUnavailable(self._deployment.id, f"upstream error: {problem}")
             message = frame.get("message")
             if message:
                 content = message.get("content")

@@ -17,7 +17,7 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
+from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed, upstream_text
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
@@ -137,8 +137,10 @@ def _apply_frame(
 
 
 def _stream_error(deployment: Deployment, error: Any) -> UpstreamError:
-    message = error.get("message") if isinstance(error, dict) else str(error)
-    return UpstreamUnavailable(deployment.id, f"upstream error mid-stream: {message}")
+    message = error.get("message") if isinstance(error, dict) else error
+    return UpstreamUnavailable(
+        deployment.id, f"upstream error mid-stream: {upstream_text(deployment, message)}"
+    )
 
 
 def _usage(raw: Any) -> Usage | None:
