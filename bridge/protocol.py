@@ -32,8 +32,7 @@ from uvicorn.server import ServerState
 from bridge.errors import HttpError
 from sidecar.config.model import Limits
 
-# How long a refused connection is kept to let the client read the 503 (closing at
-# once, with its request unread, would reset the connection and lose the answer).
+# How long a connection answered with a refusal is kept so the client can read it.
 _LINGER: Final = 1.0
 
 
@@ -54,7 +53,7 @@ class LimitedProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = limits.http_keep_alive  # uvicorn's idle timer, in seconds
         self._limits = limits
         self._refused = refused  # connections answered 503, lingering; shared
-        self._is_refused = False
+        self._discarding = False  # answered and closing: what the client sends is dropped
         self._head_open = True  # a request head is being read (or awaited, when new)
         self._head_bytes = 0
         self._head_problem: HttpError | None = None
@@ -71,7 +70,6 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def _refuse_connection(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self._is_refused = True
         limit = self._limits.http_max_connections
         err = HttpError(
             503,
@@ -82,12 +80,11 @@ class LimitedProtocol(HttpToolsProtocol):
         )
         transport.write(raw_error(err))
         # Lingering is bounded too: past a few, refused connections close at once.
-        if len(self._refused) >= max(64, limit // 8) or not transport.can_write_eof():
+        if len(self._refused) >= max(64, limit // 8):
             transport.close()
             return
         self._refused.add(self)
-        transport.write_eof()
-        self._timer = self.loop.call_later(_LINGER, transport.close)
+        self._close_softly()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -97,7 +94,7 @@ class LimitedProtocol(HttpToolsProtocol):
     # -- the request head ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._is_refused:
+        if self._discarding:
             return  # read and dropped until the client or the linger timer closes
         if self._head_open:
             room = self._limits.http_max_header_bytes - self._head_bytes
@@ -193,7 +190,21 @@ class LimitedProtocol(HttpToolsProtocol):
     def _send_error(self, err: HttpError) -> None:
         if not self.transport.is_closing():
             self.transport.write(raw_error(err))
-            self.transport.close()
+            self._close_softly()
+
+    def _close_softly(self) -> None:
+        """Close once the answer is out: half-close, drop what the client still sends,
+        and close when it does or after a moment. Closing at once with its request
+        unread would reset the connection, and the client would lose the answer."""
+        transport = self.transport
+        self._discarding = True
+        self._disarm()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        self._timer = self.loop.call_later(_LINGER, transport.close)
 
 
 def _head_too_large(limits: Limits) -> HttpError:
