@@ -35,6 +35,11 @@ class HostileUpstream:
         self.requests: list[str] = []  # "<method> <path>" of each request read
         self.port = 0
 
+    @property
+    def busy(self) -> bool:
+        """Whether a connection is still being answered (an endless one, say)."""
+        return bool(self._handlers)
+
     def url(self, mode: str, userinfo: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
         return f"http://{at}127.0.0.1:{self.port}/{mode}"
