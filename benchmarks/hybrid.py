@@ -216,10 +216,13 @@ async def stack(answer_tokens: int) -> AsyncIterator[tuple[pb_grpc.RouterStub, d
 # -- the run --------------------------------------------------------------------------------
 
 
-def labelled_call(stub: pb_grpc.RouterStub, workload: Workload) -> Call:
+def labelled_call(stub: pb_grpc.RouterStub, workload: Workload, key: str | None) -> Call:
+    # The seed's config sets a master key, which the gRPC door wants too.
+    metadata = (("authorization", f"Bearer {key}"),) if key else None
+
     async def call() -> Sample:
         label, request = workload.draw()
-        return dataclasses.replace(await stream_chat(stub, request), label=label)
+        return dataclasses.replace(await stream_chat(stub, request, metadata), label=label)
 
     return call
 
@@ -230,7 +233,7 @@ async def run(context: Context) -> Outcome:
     prices = Prices.load()
     async with stack(plan.answer_tokens) as (stub, config):
         context.progress.advance("tiers up")
-        call = labelled_call(stub, workload)
+        call = labelled_call(stub, workload, config["general_settings"].get("master_key"))
         requests = int(plan.rate * plan.seconds)
         async with ticking(context.progress, plan.seconds, int(plan.seconds), "load"):
             samples = await open_loop(call, plan.rate, requests, plan.seconds)

@@ -252,17 +252,26 @@ def chat_request(model: str, text: str = PROMPT) -> pb.ChatRequest:
     return pb.ChatRequest(model=model, messages=[pb.Message(role="user", content=text)])
 
 
-def grpc_stream(stub: pb_grpc.RouterStub, model: str) -> Call:
-    """Stream one chat through the sidecar's StreamChat."""
+def grpc_stream(stub: pb_grpc.RouterStub, model: str, key: str | None = None) -> Call:
+    """Stream one chat through the sidecar's StreamChat (with the master key, if any)."""
     request = chat_request(model)
+    metadata = _auth(key)
 
     async def call() -> Sample:
-        return await stream_chat(stub, request)
+        return await stream_chat(stub, request, metadata)
 
     return call
 
 
-async def stream_chat(stub: pb_grpc.RouterStub, request: pb.ChatRequest) -> Sample:
+def _auth(key: str | None) -> tuple[tuple[str, str], ...] | None:
+    return (("authorization", f"Bearer {key}"),) if key else None
+
+
+async def stream_chat(
+    stub: pb_grpc.RouterStub,
+    request: pb.ChatRequest,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> Sample:
     """One StreamChat call, noting the route and usage the sidecar reports.
 
     A failure after some tokens comes back as a failed sample with those tokens
@@ -272,7 +281,7 @@ async def stream_chat(stub: pb_grpc.RouterStub, request: pb.ChatRequest) -> Samp
     route: pb.RouteTaken | None = None
     usage: pb.Usage | None = None
     try:
-        async for chunk in stub.StreamChat(request, timeout=CALL_TIMEOUT):
+        async for chunk in stub.StreamChat(request, timeout=CALL_TIMEOUT, metadata=metadata):
             if chunk.delta:
                 timer.token()
             if chunk.HasField("route"):
@@ -284,13 +293,14 @@ async def stream_chat(stub: pb_grpc.RouterStub, request: pb.ChatRequest) -> Samp
     return timer.sample(timer.tokens > 0, **_route_fields(route, usage))
 
 
-def grpc_unary(stub: pb_grpc.RouterStub, model: str) -> Call:
-    """One call of the sidecar's unary Chat."""
+def grpc_unary(stub: pb_grpc.RouterStub, model: str, key: str | None = None) -> Call:
+    """One call of the sidecar's unary Chat (with the master key, if any)."""
     request = chat_request(model)
+    metadata = _auth(key)
 
     async def call() -> Sample:
         timer = Timer()
-        response = await stub.Chat(request, timeout=CALL_TIMEOUT)
+        response = await stub.Chat(request, timeout=CALL_TIMEOUT, metadata=metadata)
         if response.content:
             timer.token()
         fields = _route_fields(response.route, response.usage)

@@ -286,8 +286,8 @@ async def stack() -> AsyncIterator[Stack]:
                         session, ollama.address, OLLAMA_MODEL
                     ),
                     ("direct-ollama", "unary"): ollama_unary(session, ollama.address, OLLAMA_MODEL),
-                    ("grpc", "stream"): grpc_stream(stub, GRPC_ALIAS),
-                    ("grpc", "unary"): grpc_unary(stub, GRPC_ALIAS),
+                    ("grpc", "stream"): grpc_stream(stub, GRPC_ALIAS, MASTER_KEY),
+                    ("grpc", "unary"): grpc_unary(stub, GRPC_ALIAS, MASTER_KEY),
                     ("direct-openai", "stream"): openai_stream(session, upstream, model, key),
                     ("direct-openai", "unary"): openai_unary(session, upstream, model, key),
                     ("http", "stream"): openai_stream(session, bridge, alias, master),
