@@ -56,9 +56,9 @@ async def running_bridge(
     config: SidecarConfig, mode: str, *, max_body_bytes: int | None = None
 ) -> AsyncIterator[Bridge]:
     """The bridge on 127.0.0.1 port 0 in `mode`, over a sidecar built from `config`."""
-    settings = BridgeSettings(master_key=config.general_settings.master_key)
+    settings = BridgeSettings(master_key=config.general_settings.master_key, limits=config.limits)
     if max_body_bytes is not None:
-        settings = BridgeSettings(settings.master_key, max_body_bytes)
+        settings = BridgeSettings(settings.master_key, max_body_bytes, config.limits)
     if mode == "in-process":
         sidecar = SidecarProcess(Engine(config), grpc_port=0, http_port=0, http_settings=settings)
         await sidecar.start()

@@ -20,8 +20,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from sidecar.cli.serve import SidecarProcess
 from sidecar.health import State
-from sidecar.runtime.process import SidecarServer
 from tests.bridge_harness import KEY, USER, http_session, running_bridge
 from tests.harness import make_config
 
@@ -96,7 +96,7 @@ async def _trickle(
 
 
 @asynccontextmanager
-async def _stack() -> AsyncIterator[tuple[str, SidecarServer]]:
+async def _stack() -> AsyncIterator[tuple[str, SidecarProcess]]:
     async with picky_upstream() as upstream:
         config = make_config(
             [("m", "openai/x", {"api_base": upstream})],

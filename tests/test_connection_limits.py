@@ -18,9 +18,9 @@ import grpc
 import orjson
 import pytest
 
+from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import Fault, OllamaSimulator
 from tests.bridge_harness import EXPECTED, KEY, USER
 from tests.harness import chat_request, make_config, wait_until
@@ -38,19 +38,21 @@ CHAT = orjson.dumps({"model": "fast-local", "messages": USER})
 
 
 @pytest.fixture
-async def sidecar(ollama: OllamaSimulator) -> AsyncIterator[SidecarServer]:
+async def sidecar(ollama: OllamaSimulator) -> AsyncIterator[SidecarProcess]:
     async with _serving(ollama, LIMITS) as server:
         yield server
 
 
 @contextlib.asynccontextmanager
-async def _serving(ollama: OllamaSimulator, limits: dict[str, Any]) -> AsyncIterator[SidecarServer]:
+async def _serving(
+    ollama: OllamaSimulator, limits: dict[str, Any]
+) -> AsyncIterator[SidecarProcess]:
     config = make_config(
         [("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url})],
         general_settings={"master_key": KEY},
         limits=limits,
     )
-    server = SidecarServer(Engine(config), grpc_port=0, http_port=0)
+    server = SidecarProcess(Engine(config), grpc_port=0, http_port=0)
     await server.start()
     try:
         yield server
@@ -77,7 +79,7 @@ def _status_and_error(raw: bytes) -> tuple[int, dict[str, Any]]:
     return status, error
 
 
-async def _good_call(server: SidecarServer) -> str:
+async def _good_call(server: SidecarProcess) -> str:
     url = f"http://127.0.0.1:{server.http_port}/v1/chat/completions"
     headers = {"Authorization": f"Bearer {KEY}"}
     async with (
@@ -90,7 +92,7 @@ async def _good_call(server: SidecarServer) -> str:
     return content
 
 
-async def test_slowloris_is_cut_off_while_others_are_served(sidecar: SidecarServer) -> None:
+async def test_slowloris_is_cut_off_while_others_are_served(sidecar: SidecarProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     writer.write(HEAD + b"\r\n")
 
@@ -113,7 +115,7 @@ async def test_slowloris_is_cut_off_while_others_are_served(sidecar: SidecarServ
     assert await _good_call(sidecar) == EXPECTED
 
 
-async def test_an_idle_connection_is_closed(sidecar: SidecarServer) -> None:
+async def test_an_idle_connection_is_closed(sidecar: SidecarProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     try:
         status, _ = _status_and_error(await _read_all(reader))
@@ -122,7 +124,7 @@ async def test_an_idle_connection_is_closed(sidecar: SidecarServer) -> None:
     assert status == 408
 
 
-async def test_a_kept_alive_connection_closes_when_idle(sidecar: SidecarServer) -> None:
+async def test_a_kept_alive_connection_closes_when_idle(sidecar: SidecarProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     length = f"\r\nContent-Length: {len(CHAT)}\r\n\r\n".encode()
     writer.write(HEAD + length + CHAT)
@@ -134,7 +136,7 @@ async def test_a_kept_alive_connection_closes_when_idle(sidecar: SidecarServer) 
     assert EXPECTED.encode() in raw
 
 
-async def test_a_stalled_body_is_cut_off(sidecar: SidecarServer) -> None:
+async def test_a_stalled_body_is_cut_off(sidecar: SidecarProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     # Content-Length promises more than is ever sent.
     writer.write(HEAD + b"\r\nContent-Length: 1000\r\n\r\n" + CHAT[:10])
@@ -155,7 +157,7 @@ async def test_a_stalled_body_is_cut_off(sidecar: SidecarServer) -> None:
         pytest.param(b"X-" + b"b" * 20_000, id="unfinished-huge-line"),
     ],
 )
-async def test_oversized_heads_get_431(sidecar: SidecarServer, extra: bytes) -> None:
+async def test_oversized_heads_get_431(sidecar: SidecarProcess, extra: bytes) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
 
     async def send() -> None:
@@ -173,7 +175,7 @@ async def test_oversized_heads_get_431(sidecar: SidecarServer, extra: bytes) -> 
     assert await _good_call(sidecar) == EXPECTED
 
 
-async def test_garbage_gets_400_in_openai_shape(sidecar: SidecarServer) -> None:
+async def test_garbage_gets_400_in_openai_shape(sidecar: SidecarProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not HTTP\r\n\r\n")
     try:
@@ -232,7 +234,7 @@ async def test_past_the_connection_limit_new_connections_get_503(
     ],
 )
 async def test_key_headers(
-    sidecar: SidecarServer, headers: list[tuple[str, str]], expected: int
+    sidecar: SidecarProcess, headers: list[tuple[str, str]], expected: int
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.http_port)
     lines = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)

@@ -46,7 +46,9 @@ async def test_no_fallback_word_is_honoured_by_both_doors(word: str) -> None:
                 stub = pb_grpc.RouterStub(channel)
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.Chat(
-                        chat_request("fast-local", metadata={"no_fallback": word}), timeout=5
+                        chat_request("fast-local", metadata={"no_fallback": word}),
+                        timeout=5,
+                        metadata=(("authorization", "Bearer sk-master-test"),),
                     )
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             body = {

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import OllamaSimulator, profile_by_name
 from tests.bridge_harness import EXPECTED, KEY
 from tests.harness import make_config
@@ -105,7 +105,7 @@ def running() -> Iterator[Running]:
                 general_settings={"master_key": KEY},
                 limits={"http_header_timeout": 2, "http_body_timeout": 2},
             )
-            server = SidecarServer(Engine(config), grpc_port=0, http_port=0)
+            server = SidecarProcess(Engine(config), grpc_port=0, http_port=0)
             await server.start()
             assert server.http_port is not None
             box["ports"] = (server.http_port, server.grpc_port)

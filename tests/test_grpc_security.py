@@ -19,13 +19,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
+from sidecar.cli.serve import SidecarProcess
 from sidecar.cli.status import fetch_status
 from sidecar.config import SidecarConfig
 from sidecar.engine import Engine
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.tls import ClientTls, ServerTls, open_channel
-from sidecar.runtime.process import SidecarServer
 from sidecar.simulate import OllamaSimulator
 from tests.harness import chat_request, make_config, running_sidecar
 
@@ -226,8 +226,8 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path)
 
 
-async def _tls_sidecar(config: SidecarConfig, tls: ServerTls) -> AsyncIterator[SidecarServer]:
-    server = SidecarServer(Engine(config), grpc_port=0, grpc_tls=tls)
+async def _tls_sidecar(config: SidecarConfig, tls: ServerTls) -> AsyncIterator[SidecarProcess]:
+    server = SidecarProcess(Engine(config), grpc_port=0, grpc_tls=tls)
     await server.start()
     try:
         yield server

@@ -29,13 +29,12 @@ from bridge.app import BridgeSettings
 from bridge.remote import RemoteBackend
 from bridge.server import BridgeServer
 from sidecar.cli.main import main
-from sidecar.cli.serve import banner
+from sidecar.cli.serve import SidecarProcess, banner
 from sidecar.cli.status import fetch_status
 from sidecar.config import parse_config
 from sidecar.engine import Engine
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-from sidecar.runtime.process import SidecarServer
 from sidecar.runtime.standins import StandIns
 from tests.harness import chat_request, wait_until
 from tests.hostile import HostileUpstream
@@ -121,10 +120,10 @@ async def _http_outputs(session: aiohttp.ClientSession, root: str, alias: str) -
 
 
 @asynccontextmanager
-async def _serving(raw: dict[str, Any]) -> AsyncIterator[tuple[SidecarServer, list[str], str]]:
+async def _serving(raw: dict[str, Any]) -> AsyncIterator[tuple[SidecarProcess, list[str], str]]:
     """Both doors in-process, and a standalone bridge in front: (sidecar, roots, target)."""
     config = parse_config(raw, source="test", env={})
-    sidecar = SidecarServer(Engine(config), grpc_port=0, http_port=0)
+    sidecar = SidecarProcess(Engine(config), grpc_port=0, http_port=0)
     await sidecar.start()
     target = f"127.0.0.1:{sidecar.grpc_port}"
     remote = BridgeServer(RemoteBackend(target), port=0, settings=BridgeSettings(MASTER))
