@@ -41,7 +41,9 @@ _PATTERNS: Final = (
     (
         re.compile(
             r"((?:x-)?(?:api[-_]?key|goog-api-key|access[-_]token|auth[-_]token|password|secret)"
-            r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&)]+",
+            # The value must look like a key (8+ characters, a digit among them), so that
+            # "api_key: environment variable X is not set" stays readable.
+            r"['\"]?\s*[:=]\s*['\"]?)(?=[^\s'\",;&)]*\d)[^\s'\",;&)]{8,}",
             re.IGNORECASE,
         ),
         rf"\1{REDACTED}",

@@ -49,11 +49,13 @@ async def _watch(stub: health_pb2_grpc.HealthStub, service: str, seen: list[int]
 
 async def _grpc_call(stub: pb_grpc.RouterStub, model: str, text: str, stream: bool) -> str:
     request = pb.ChatRequest(model=model, messages=[pb.Message(role="user", content=text)])
+    # The seed's master key guards the gRPC door too.
+    key = (("authorization", f"Bearer {MASTER_KEY}"),)
     if stream:
-        chunks = [c async for c in stub.StreamChat(request, timeout=15)]
+        chunks = [c async for c in stub.StreamChat(request, timeout=15, metadata=key)]
         assert "".join(c.delta for c in chunks)
         return str(chunks[0].route.deployment)
-    reply = await stub.Chat(request, timeout=15)
+    reply = await stub.Chat(request, timeout=15, metadata=key)
     assert reply.content
     return str(reply.route.deployment)
 

@@ -109,7 +109,7 @@ async def test_without_a_master_key_grpc_is_open(ollama: OllamaSimulator) -> Non
     config = make_config([("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url})])
     async with running_sidecar(config) as sidecar:
         listed = await sidecar.stub.ListModels(pb.ListModelsRequest(), timeout=5)
-        assert [m.name for m in listed.models] == ["fast-local"]
+        assert "fast-local" in [m.name for m in listed.models]
 
 
 @pytest.mark.parametrize("header", ["Authorization", "x-api-key"])
