@@ -3,16 +3,19 @@
 The master key comes from --master-key, else $LLM_SIDECAR_MASTER_KEY, else the
 general_settings.master_key of --config (prefer the last two to putting a key on
 the command line, where `ps` shows it). TLS to the sidecar's gRPC port is
---tls-ca, plus --tls-cert and --tls-key for mutual TLS.
+--tls-ca, plus --tls-cert and --tls-key for mutual TLS. Nothing here imports grpc or
+the configuration until a command needs them, so that `simulate` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from sidecar.config import load_config
 from sidecar.errors import ConfigError
-from sidecar.rpc.tls import ClientTls, ServerTls
+
+if TYPE_CHECKING:
+    from sidecar.rpc.tls import ClientTls, ServerTls
 
 KEY_ENV = "LLM_SIDECAR_MASTER_KEY"
 
@@ -34,6 +37,8 @@ def master_key(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
     if from_env:
         return from_env
     if args.config:
+        from sidecar.config import load_config  # here: most commands never need it
+
         return load_config(args.config).general_settings.master_key
     return None
 
@@ -48,6 +53,8 @@ def add_client_tls_flags(parser: argparse.ArgumentParser) -> None:
 def client_tls(args: argparse.Namespace) -> ClientTls | None:
     if not (args.tls_ca or args.tls_cert or args.tls_key):
         return None
+    from sidecar.rpc.tls import ClientTls  # here, as it pulls in grpc
+
     return ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
 
 
@@ -65,4 +72,6 @@ def server_tls(args: argparse.Namespace) -> ServerTls | None:
         return None
     if not (args.tls_cert and args.tls_key):
         raise ConfigError(["--tls-cert and --tls-key go together"], "command line")
+    from sidecar.rpc.tls import ServerTls  # here, as it pulls in grpc
+
     return ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca)
