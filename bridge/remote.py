@@ -212,8 +212,11 @@ def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
     """The engine-side error a failed gRPC call stands for."""
     status = exc.code()
     details: str = exc.details() or status.name
+    # What gRPC's library says itself (a link down, a message over the limit, a crash it
+    # caught) is not passed on: the project's own words are. The sidecar's words are.
     if status is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
-        return HttpError(413, f"the request is too large for the sidecar: {details}")
+        limit = MAX_MESSAGE_BYTES // (1024 * 1024)
+        return HttpError(413, f"the request is too large for the sidecar (at most {limit} MiB)")
     if status is grpc.StatusCode.UNAUTHENTICATED:
         return HttpError(
             401,
@@ -222,11 +225,14 @@ def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
             headers=[(b"www-authenticate", b"Bearer")],
         )
     code = _CODES.get(status)
+    if status is grpc.StatusCode.INTERNAL:
+        # The sidecar's own INTERNAL: an upstream that spoke garbage, in its words.
+        return RemoteError(ErrorCode.INTERNAL, f"sidecar at {target}: {details}")
     if code is None:
-        # UNKNOWN, INTERNAL, UNAUTHENTICATED...: the sidecar or the link to it failed.
-        return RemoteError(ErrorCode.INTERNAL, f"sidecar at {target}: {status.name}: {details}")
+        # UNKNOWN, DATA_LOSS...: not statuses the sidecar sends; the link or a bug failed.
+        return RemoteError(ErrorCode.INTERNAL, f"sidecar at {target} failed ({status.name})")
     if status is grpc.StatusCode.UNAVAILABLE and _is_transport(details):
-        details = f"sidecar at {target} is unreachable: {details}"
+        details = f"sidecar at {target} is unreachable"
     field = None
     if code is ErrorCode.INVALID_ARGUMENT:
         match = _FIELD.match(details)
