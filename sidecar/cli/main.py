@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--model", default="", help="only this model group or upstream model")
     spend.add_argument("--caller", default="", help="only this caller")
     spend.add_argument("--plot", metavar="FILE.png", help="also draw daily spend per model")
+    options.add_key_flags(spend, "the sidecar wants")
+    options.add_client_tls_flags(spend)
 
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
@@ -124,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "spend":
             from sidecar.cli.spend import show_spend
 
-            print(uvloop.run(show_spend(args)))
+            key = options.master_key(args, dict(os.environ))
+            tls = options.client_tls(args)
+            print(uvloop.run(show_spend(args, key, tls)))
             return 0
         if args.command == "serve":
             from sidecar.cli.serve import serve  # imported here: it pulls in grpc

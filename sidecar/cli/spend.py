@@ -11,24 +11,38 @@ from datetime import UTC, datetime
 import grpc
 
 from sidecar.errors import SidecarError
+from sidecar.redaction import redact
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.spend_codec import decode_report, encode_query
+from sidecar.rpc.tls import ClientTls, open_channel
 from sidecar.types import BudgetStatus, DailySpend, SpendQuery, SpendReport
 
 _DAY = 86400
 
 
-async def show_spend(args: argparse.Namespace, timeout: float = 10.0) -> str:
+async def show_spend(
+    args: argparse.Namespace,
+    master_key: str | None = None,
+    tls: ClientTls | None = None,
+    timeout: float = 10.0,
+) -> str:
     now = time.time()
     start = now - now % _DAY - (max(args.days, 1) - 1) * _DAY
     query = SpendQuery(caller=args.caller, model=args.model, start=start, limit=1)
+    metadata = (("authorization", f"Bearer {master_key}"),) if master_key else None
     try:
-        async with grpc.aio.insecure_channel(args.sidecar) as channel:
+        async with open_channel(args.sidecar, tls, []) as channel:
             answer = await pb_grpc.RouterStub(channel).GetSpend(
-                encode_query(query), timeout=timeout
+                encode_query(query), timeout=timeout, metadata=metadata
             )
     except grpc.aio.AioRpcError as exc:
-        raise SidecarError(f"cannot reach the sidecar at {args.sidecar}: {exc.details()}") from exc
+        if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+            hint = "give the master key (--master-key, $LLM_SIDECAR_MASTER_KEY or --config)"
+            raise SidecarError(
+                f"the sidecar at {args.sidecar} wants its master key: {hint}"
+            ) from None
+        detail = redact(exc.details() or exc.code().name, [master_key])
+        raise SidecarError(f"cannot reach the sidecar at {args.sidecar}: {detail}") from None
     report = decode_report(answer)
     text = render_spend(args.sidecar, args.days, report)
     if args.plot:
