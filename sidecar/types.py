@@ -88,11 +88,14 @@ class ChatRequest:
 class Usage:
     """Token counts; None means the upstream did not report that count."""
 
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # all of the prompt, cached tokens included
     completion_tokens: int | None = None
     # Prompt tokens read from the provider's prompt cache, part of prompt_tokens (OpenAI's
     # convention), billed at the cached rate.
     cached_tokens: int | None = None
+    # Prompt tokens written to the provider's prompt cache (Anthropic's
+    # cache_creation_input_tokens), also part of prompt_tokens.
+    cache_write_tokens: int | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 
 from sidecar.config.model import Deployment, ProviderKind
 from sidecar.errors import ProviderUnsupported, UpstreamError
+from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.base import ProbeResult, ProbeStatus, Provider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
@@ -17,6 +18,7 @@ from sidecar.providers.openai import OpenAIProvider
 from sidecar.types import ChatRequest, Chunk
 
 _PROVIDERS: Mapping[ProviderKind, Callable[[HttpPool], Provider]] = {
+    ProviderKind.ANTHROPIC: AnthropicProvider,
     ProviderKind.OLLAMA: OllamaProvider,
     ProviderKind.OPENAI: OpenAIProvider,
 }

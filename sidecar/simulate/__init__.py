@@ -1,10 +1,12 @@
 """Simulated LLM upstreams that speak the real wire protocols, for tests, benchmarks and
-`make run`: `OllamaSimulator` (native NDJSON API) and `OpenAISimulator` (Chat Completions SSE),
-with configurable latency, token rate (`SimProfile`) and injected faults (`Fault`). What a
-simulated model answers (text, tool calls from the tool's schema, JSON valid against the
-requested schema) is in `reply` and `schema`.
+`make run`: `OllamaSimulator` (native NDJSON API), `OpenAISimulator` (Chat Completions SSE)
+and `AnthropicSimulator` (Messages SSE), with configurable latency, token rate
+(`SimProfile`) and injected faults (`Fault`). What a simulated model answers (text, tool
+calls from the tool's schema, JSON valid against the requested schema) is in `reply` and
+`schema`.
 """
 
+from sidecar.simulate.anthropic import AnthropicSimulator
 from sidecar.simulate.faults import FAULT_KINDS, Fault, FaultKind
 from sidecar.simulate.ollama import OllamaSimulator
 from sidecar.simulate.openai import OpenAISimulator
@@ -13,6 +15,7 @@ from sidecar.simulate.server import SimStats, Simulator
 
 __all__ = [
     "FAULT_KINDS",
+    "AnthropicSimulator",
     "Fault",
     "FaultKind",
     "OllamaSimulator",

@@ -4,6 +4,7 @@ refuse      the server stops listening (connection refused) until the fault is c
 http_500    an HTTP 500 in the protocol's error shape
 http_503    an HTTP 503
 http_429    an HTTP 429 with a Retry-After header of `retry_after` seconds
+http_529    Anthropic's "overloaded" status (other protocols have none and answer 503)
 hang        the request is read, then nothing is sent until the client goes away
 drop        `after_tokens` tokens, then the connection is closed mid-stream
 malformed   `after_tokens` tokens, then a line that is not valid JSON/SSE, then the end
@@ -18,12 +19,25 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 FaultKind = Literal[
-    "refuse", "http_500", "http_503", "http_429", "hang", "drop", "malformed", "error_line"
+    "refuse",
+    "http_500",
+    "http_503",
+    "http_429",
+    "http_529",
+    "hang",
+    "drop",
+    "malformed",
+    "error_line",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 # Kinds that replace the whole response with an HTTP error status.
-HTTP_FAULT_STATUS: Mapping[str, int] = {"http_500": 500, "http_503": 503, "http_429": 429}
+HTTP_FAULT_STATUS: Mapping[str, int] = {
+    "http_500": 500,
+    "http_503": 503,
+    "http_429": 429,
+    "http_529": 529,
+}
 # Kinds that break a response after some tokens were sent.
 STREAM_FAULTS = frozenset({"drop", "malformed", "error_line"})
 

@@ -148,9 +148,9 @@ class OllamaSimulator(Simulator):
 
     def _fault_error(self, fault: Fault) -> WireError:
         headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.kind == "http_429" else None
-        return WireError(
-            HTTP_FAULT_STATUS[fault.kind], _FAULT_MESSAGES[fault.kind], headers=headers
-        )
+        # Ollama has no overloaded status of its own: it says it is busy.
+        kind = "http_503" if fault.kind == "http_529" else fault.kind
+        return WireError(HTTP_FAULT_STATUS[kind], _FAULT_MESSAGES[kind], headers=headers)
 
     def _stream_headers(self, call: ChatCall) -> dict[str, str]:
         return dict(_NDJSON)

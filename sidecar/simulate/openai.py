@@ -154,7 +154,7 @@ class OpenAISimulator(Simulator):
                 code="rate_limit_exceeded",
                 headers={"retry-after": f"{fault.retry_after:g}"},
             )
-        if status == 503:
+        if status in (503, 529):  # 529 is Anthropic's; OpenAI says overloaded with a 503
             return WireError(
                 503, "The server is overloaded or not ready yet.", type_="server_error"
             )
