@@ -75,8 +75,8 @@ class _Call(ChatCall):
 
 
 class AnthropicSimulator(Simulator):
-    """With `api_key` set, requests need `x-api-key: <api_key>`. Any model name is
-    served unless `models` is given."""
+    """With `api_key` set, requests need `x-api-key: <api_key>` (or the key as a bearer
+    token). Any model name is served unless `models` is given."""
 
     def __init__(
         self,
@@ -153,7 +153,10 @@ class AnthropicSimulator(Simulator):
         )
 
     def _authorize(self, request: web.Request) -> None:
-        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+        # The API takes the key as x-api-key or, as newer SDKs send it, a bearer token.
+        headers = request.headers
+        given = headers.get("x-api-key") or headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and given != self.api_key:
             raise WireError(401, "invalid x-api-key", type_="authentication_error")
         if not request.headers.get("anthropic-version"):
             raise WireError(400, "anthropic-version: header is required")
