@@ -124,15 +124,25 @@ def completion_body(response_id: str, created: int, model: str, answer: ChatResp
     )
 
 
-def usage_object(usage: Usage | None) -> dict[str, int]:
-    """OpenAI's usage; a count the upstream did not report is given as 0."""
+def usage_object(usage: Usage | None) -> dict[str, Any]:
+    """OpenAI's usage; a count the upstream did not report is given as 0.
+
+    Cached prompt tokens go where OpenAI reports them (`prompt_tokens_details.cached_tokens`,
+    included in prompt_tokens); tokens written to a cache have no OpenAI field and take
+    Anthropic's name, `cache_creation_input_tokens`, as LiteLLM's proxy reports them.
+    """
     prompt = (usage.prompt_tokens if usage else None) or 0
     completion = (usage.completion_tokens if usage else None) or 0
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if usage is not None and usage.cache_read_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
+    if usage is not None and usage.cache_write_tokens is not None:
+        out["cache_creation_input_tokens"] = usage.cache_write_tokens
+    return out
 
 
 def models_body(models: Iterable[ModelStatus], created: int) -> bytes:

@@ -89,7 +89,7 @@ def standard_config(
             ("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url}),
             ("vllm-local", "openai/qwen2.5", openai_params),
             ("cloud-fast", "openai/gpt-4o-mini", {**openai_params, "model_info": _CLOUD}),
-            ("claude", "anthropic/claude-3-haiku-20240307", {"api_key": "sk-ant"}),
+            ("gemini", "gemini/gemini-2.0-flash", {"api_key": "sk-gemini"}),
         ],
         **sections,
     )

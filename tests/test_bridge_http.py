@@ -288,7 +288,7 @@ async def test_health_endpoints(
     assert health["mode"] == bridge.mode
     assert health["simulated"] is False
     deployments = {d["deployment"]: d for d in health["deployments"]}
-    assert set(deployments) == {"fast-local/0", "vllm-local/0", "cloud-fast/0", "claude/0"}
+    assert set(deployments) == {"fast-local/0", "vllm-local/0", "cloud-fast/0", "gemini/0"}
     assert deployments["cloud-fast/0"]["locality"] == "cloud"
     assert deployments["fast-local/0"]["provider"] == "ollama"
     assert deployments["fast-local/0"]["status"] == "up"

@@ -239,7 +239,7 @@ async def test_openai_fields_reach_an_openai_upstream(
 async def test_open_webui_flow_models_then_streamed_chat(client: openai.AsyncOpenAI) -> None:
     # Open WebUI fills its dropdown from GET /v1/models with the key, then streams a chat.
     models = [model async for model in client.models.list()]
-    assert [m.id for m in models] == ["fast-local", "vllm-local", "cloud-fast", "claude", "auto"]
+    assert [m.id for m in models] == ["fast-local", "vllm-local", "cloud-fast", "gemini", "auto"]
     extra = {m.id: m.model_extra or {} for m in models}
     assert extra["fast-local"]["locality"] == "local"
     assert extra["cloud-fast"]["locality"] == "cloud"
@@ -327,7 +327,7 @@ async def test_upstream_failure_is_server_error(
 
 async def test_no_builtin_provider_is_not_implemented(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.InternalServerError) as err:
-        await client.chat.completions.create(model="claude", messages=USER)
+        await client.chat.completions.create(model="gemini", messages=USER)
     assert err.value.status_code == 501
 
 

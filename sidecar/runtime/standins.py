@@ -15,12 +15,25 @@ from urllib.parse import urlsplit
 
 from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.providers import ProviderRegistry
-from sidecar.simulate import OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.simulate import (
+    AnthropicSimulator,
+    OllamaSimulator,
+    OpenAISimulator,
+    Simulator,
+    profile_by_name,
+)
 from sidecar.types import Locality
 
 _PROBE_TIMEOUT = 0.5
 # Local model names that suggest a large model, which the simulator paces like one.
 _LARGE_LOCAL = ("70b", "72b", "32b", "34b")
+# The simulator profile of Anthropic deployments.
+_CLAUDE = "claude-sonnet"
+_SPEAKS: dict[type[Simulator], ProviderKind] = {
+    OllamaSimulator: ProviderKind.OLLAMA,
+    OpenAISimulator: ProviderKind.OPENAI,
+    AnthropicSimulator: ProviderKind.ANTHROPIC,
+}
 
 
 class StandIns:
@@ -32,7 +45,7 @@ class StandIns:
         self.config = config
         self.simulated: list[str] = []
         self.reasons: list[str] = []
-        self._simulators: dict[str, OllamaSimulator | OpenAISimulator] = {}
+        self._simulators: dict[str, Simulator] = {}
 
     async def __aenter__(self) -> StandIns:
         if self._mode == "never":
@@ -80,21 +93,21 @@ class StandIns:
 
     def _stand_in(self, deployment: Deployment) -> Deployment:
         simulator = self._simulators[_profile(deployment)]
-        provider = (
-            ProviderKind.OLLAMA if isinstance(simulator, OllamaSimulator) else ProviderKind.OPENAI
-        )
+        provider = _SPEAKS[type(simulator)]
         return dataclasses.replace(
             deployment,
             provider=provider,
             api_base=simulator.base_url,
-            api_key="simulated" if provider is ProviderKind.OPENAI else None,
+            api_key=None if provider is ProviderKind.OLLAMA else "simulated",
             simulated=True,
         )
 
     async def _simulator(self, profile: str, models: list[str]) -> None:
-        simulator: OllamaSimulator | OpenAISimulator
+        simulator: Simulator
         if profile.startswith("local"):
             simulator = OllamaSimulator(profile=profile_by_name(profile), models=models)
+        elif profile == _CLAUDE:
+            simulator = AnthropicSimulator(profile=profile_by_name(profile), models=models)
         else:
             simulator = OpenAISimulator(profile=profile_by_name(profile), models=models)
         await simulator.start()
@@ -111,7 +124,9 @@ def _profile(deployment: Deployment) -> str:
     if deployment.locality is Locality.LOCAL:
         large = any(size in deployment.upstream_model.lower() for size in _LARGE_LOCAL)
         return "local-70b" if large else "local-8b"
-    return "gpt-4o-mini"
+    # A Claude deployment is stood in by the Anthropic protocol, so that what it is sent
+    # and answers goes through the provider it will use for real.
+    return _CLAUDE if deployment.provider is ProviderKind.ANTHROPIC else "gpt-4o-mini"
 
 
 async def _answers(api_base: str) -> bool:
