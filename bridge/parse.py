@@ -26,6 +26,7 @@ from sidecar.types import (
     GenerationParams,
     Message,
     RoutingHints,
+    ThinkingBlock,
     ToolCall,
     parse_flag,
 )
@@ -135,9 +136,11 @@ def _message(i: int, value: Any) -> Message:
     content, images = _content(where, role, value.get("content"))
     name = _optional(value, "name", _is_str, "a string", where) or ""
     tool_calls: tuple[ToolCall, ...] = ()
+    thinking: tuple[ThinkingBlock, ...] = ()
     tool_call_id = ""
     if role == "assistant":
         tool_calls = _tool_calls(where, value.get("tool_calls"))
+        thinking = _thinking_blocks(where, value.get("thinking_blocks"))
     elif role == "tool":
         answered = value.get("tool_call_id")
         if not isinstance(answered, str) or not answered:
@@ -152,7 +155,34 @@ def _message(i: int, value: Any) -> Message:
         tool_call_id=tool_call_id,
         tool_calls=tool_calls,
         images=images,
+        thinking=thinking,
     )
+
+
+def _thinking_blocks(where: str, value: Any) -> tuple[ThinkingBlock, ...]:
+    """LiteLLM's `thinking_blocks` of an assistant turn, taken exactly as the answer gave
+    them: Anthropic refuses the next turn of a tool loop if they changed."""
+    if value is None:
+        return ()
+    where = f"{where}.thinking_blocks"
+    if not isinstance(value, list):
+        raise _wrong(where, value, "an array of thinking blocks")
+    blocks = []
+    for k, block in enumerate(value):
+        kind = block.get("type") if isinstance(block, dict) else None
+        signed = kind == "thinking" and _is_str(block.get("signature"))
+        if signed and _is_str(block.get("thinking")):
+            blocks.append(ThinkingBlock(block["thinking"], block["signature"]))
+        elif kind == "redacted_thinking" and _is_str(block.get("data")):
+            blocks.append(ThinkingBlock(redacted=block["data"]))
+        else:
+            raise _wrong(
+                f"{where}[{k}]",
+                block,
+                'a {"type": "thinking", "thinking", "signature"} or '
+                '{"type": "redacted_thinking", "data"} object',
+            )
+    return tuple(blocks)
 
 
 def _content(where: str, role: str, value: Any) -> tuple[str | None, tuple[str, ...]]:

@@ -20,6 +20,7 @@ from sidecar.types import (
     Chunk,
     DeploymentStatus,
     ModelStatus,
+    ThinkingBlock,
     ToolCall,
     Usage,
     merge_tool_calls,
@@ -59,7 +60,9 @@ class StreamWriter:
     def chunk(self, chunk: Chunk) -> bytes:
         content = chunk.content
         calls = chunk.tool_calls
-        if calls:
+        if chunk.reasoning or chunk.thinking:
+            frames = self._head + orjson.dumps(_thinking_delta(chunk)) + self._tail
+        elif calls:
             if len(calls) > 1:
                 # Fragments coalesced into one chunk become one entry per call, as OpenAI sends.
                 calls = merge_tool_calls(calls)
@@ -95,6 +98,30 @@ class StreamWriter:
         )
 
 
+def _thinking_delta(chunk: Chunk) -> dict[str, Any]:
+    """A delta of a thinking model, the way LiteLLM's proxy and the OpenAI-compatible
+    servers of reasoning models send it: `reasoning_content` text, and whole
+    `thinking_blocks` (with their signatures) for the caller to send back."""
+    delta: dict[str, Any] = {}
+    if chunk.content:
+        delta["content"] = chunk.content
+    if chunk.reasoning:
+        delta["reasoning_content"] = chunk.reasoning
+    if chunk.thinking:
+        delta["thinking_blocks"] = [thinking_block(b) for b in chunk.thinking]
+    calls = chunk.tool_calls
+    if calls:
+        calls = merge_tool_calls(calls) if len(calls) > 1 else calls
+        delta["tool_calls"] = [_call_delta(c) for c in calls]
+    return delta
+
+
+def thinking_block(block: ThinkingBlock) -> dict[str, str]:
+    if block.redacted:
+        return {"type": "redacted_thinking", "data": block.redacted}
+    return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+
+
 def error_frame(payload: dict[str, Any]) -> bytes:
     """The event that ends a stream which failed after it started (no [DONE] follows)."""
     return b"data: " + orjson.dumps({"error": payload}) + b"\n\n"
@@ -105,6 +132,10 @@ def completion_body(response_id: str, created: int, model: str, answer: ChatResp
     if answer.tool_calls:
         message["tool_calls"] = [_call(c) for c in answer.tool_calls]
         message["content"] = answer.content or None
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    if answer.thinking:
+        message["thinking_blocks"] = [thinking_block(b) for b in answer.thinking]
     return orjson.dumps(
         {
             "id": response_id,

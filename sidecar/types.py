@@ -48,6 +48,20 @@ class ToolCall:
 
 
 @dataclass(slots=True, frozen=True)
+class ThinkingBlock:
+    """A model's reasoning as the provider signed it, to be sent back unchanged.
+
+    Anthropic refuses the next turn of a tool loop unless the assistant turn carries
+    its thinking blocks exactly as they came: `thinking` with its `signature`, or a
+    `redacted` block's opaque data. Nothing here is ever rewritten or trimmed.
+    """
+
+    thinking: str = ""
+    signature: str = ""
+    redacted: str = ""  # the data of a redacted_thinking block; then thinking is ""
+
+
+@dataclass(slots=True, frozen=True)
 class Message:
     role: str
     content: str = ""
@@ -55,6 +69,8 @@ class Message:
     tool_call_id: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     images: tuple[str, ...] = ()
+    # An assistant turn's thinking blocks, in the order the model gave them.
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,6 +140,10 @@ class Chunk:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    # The model's reasoning text as it streams, and each thinking block once it is
+    # complete (signed); empty for models and providers that do not think aloud.
+    reasoning: str = ""
+    thinking: tuple[ThinkingBlock, ...] = ()
     # Set by the engine on the first chunk of a call only.
     route: RouteTaken | None = None
 
@@ -135,6 +155,8 @@ class ChatResponse:
     finish_reason: str
     usage: Usage
     route: RouteTaken
+    reasoning: str = ""
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
 def merge_tool_calls(fragments: Iterable[ToolCall]) -> tuple[ToolCall, ...]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
+import openai
 import orjson
 import pytest
 
@@ -322,3 +323,108 @@ async def test_bridge_reports_anthropic_answers_openai_style(
         assert answer.usage.prompt_tokens_details is not None
         assert answer.usage.prompt_tokens_details.cached_tokens
         assert answer.usage.prompt_tokens > answer.usage.prompt_tokens_details.cached_tokens
+
+
+async def test_thinking_tool_loop_sends_signed_blocks_back_unchanged(
+    sidecar: Sidecar, claude: AnthropicSimulator
+) -> None:
+    extra = orjson.dumps(
+        {"tools": [LOOKUP], "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    ).decode()
+    ask = chat_request("cloud-reasoning", "Look Lima up.", extra_json=extra)
+    chunks = await _stream(sidecar, ask)
+    reasoning = "".join(c.reasoning for c in chunks)
+    blocks = [b for c in chunks for b in c.thinking]
+    assert reasoning
+    assert [b.thinking for b in blocks] == [reasoning]
+    assert blocks[0].signature == claude.sign(reasoning)
+    [call] = _calls(chunks)
+    tool_calls = [pb.ToolCall(id=call["id"], name=call["name"], arguments=call["arguments"])]
+
+    def follow_up(thinking: list[pb.ThinkingBlock]) -> pb.ChatRequest:
+        request = chat_request("cloud-reasoning", "Look Lima up.", extra_json=extra)
+        request.messages.append(
+            pb.Message(role="assistant", tool_calls=tool_calls, thinking=thinking)
+        )
+        request.messages.append(pb.Message(role="tool", tool_call_id=call["id"], content="9M"))
+        return request
+
+    answer = await sidecar.stub.Chat(follow_up(blocks), timeout=10)
+    assert answer.finish_reason == "stop"
+    assert answer.content == EXPECTED
+    assert [b.signature for b in answer.thinking] == [claude.sign(answer.reasoning)]
+    sent = claude.stats.bodies[-1]["messages"][1]["content"]
+    assert sent[0] == {"type": "thinking", "thinking": reasoning, "signature": blocks[0].signature}
+    assert sent[1]["type"] == "tool_use"
+
+    # The simulator, like the API, refuses a loop whose thinking was lost or altered.
+    altered = [pb.ThinkingBlock(thinking=reasoning + " ", signature=blocks[0].signature)]
+    for thinking in ([], altered):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await sidecar.stub.Chat(follow_up(thinking), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "thinking" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize("mode", ["in-process", "remote"])
+async def test_bridge_thinking_round_trip(claude: AnthropicSimulator, mode: str) -> None:
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    ask: Any = [{"role": "user", "content": "Look Lima up."}]
+    async with (
+        running_bridge(_config(claude), mode) as bridge,
+        bridge.client(api_key=MASTER) as client,
+    ):
+        stream = await client.chat.completions.create(
+            model="cloud-reasoning", messages=ask, tools=[LOOKUP], stream=True, extra_body=thinking
+        )
+        reasoning = ""
+        blocks: list[Any] = []
+        calls: dict[int, dict[str, str]] = {}
+        async for chunk in stream:
+            for choice in chunk.choices:
+                extra = choice.delta.model_extra or {}
+                reasoning += extra.get("reasoning_content") or ""
+                blocks += extra.get("thinking_blocks") or []
+                for call in choice.delta.tool_calls or ():
+                    entry = calls.setdefault(call.index, {"id": "", "args": ""})
+                    entry["id"] = entry["id"] or call.id or ""
+                    if call.function and call.function.name:
+                        entry["name"] = call.function.name
+                    if call.function and call.function.arguments:
+                        entry["args"] += call.function.arguments
+        assert blocks == [
+            {"type": "thinking", "thinking": reasoning, "signature": claude.sign(reasoning)}
+        ]
+        made = calls[0]
+        turn: Any = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": made["id"],
+                    "type": "function",
+                    "function": {"name": made["name"], "arguments": made["args"]},
+                }
+            ],
+            "thinking_blocks": blocks,
+        }
+        result: Any = {"role": "tool", "tool_call_id": made["id"], "content": "9M"}
+        forgotten: Any = {**turn, "thinking_blocks": []}
+        answer = await client.chat.completions.create(
+            model="cloud-reasoning",
+            messages=[*ask, turn, result],
+            tools=[LOOKUP],
+            extra_body=thinking,
+        )
+        message = answer.choices[0].message
+        assert message.content == EXPECTED
+        extra = message.model_extra or {}
+        assert extra["reasoning_content"]
+        assert extra["thinking_blocks"][0]["signature"] == claude.sign(extra["reasoning_content"])
+        with pytest.raises(openai.BadRequestError):
+            await client.chat.completions.create(
+                model="cloud-reasoning",
+                messages=[*ask, forgotten, result],
+                tools=[LOOKUP],
+                extra_body=thinking,
+            )

@@ -33,6 +33,7 @@ from sidecar.types import (
     ModelStatus,
     SpendQuery,
     SpendReport,
+    ThinkingBlock,
     ToolCall,
     Usage,
     merge_tool_calls,
@@ -129,6 +130,8 @@ class Engine:
         try:
             while True:
                 text: list[str] = []
+                reasoning: list[str] = []
+                thinking: list[ThinkingBlock] = []
                 fragments: list[ToolCall] = []
                 finish = "stop"
                 usage = Usage()
@@ -143,6 +146,9 @@ class Engine:
                         if size > limit:
                             raise self._too_large(stream, limit)
                         fragments.extend(chunk.tool_calls)
+                        if chunk.reasoning:
+                            reasoning.append(chunk.reasoning)
+                        thinking.extend(chunk.thinking)
                         if chunk.finish_reason:
                             finish = chunk.finish_reason
                         if chunk.usage is not None:
@@ -155,7 +161,15 @@ class Engine:
         finally:
             await stream.aclose()
         assert stream.route is not None  # set with the first chunk, and a finished call had one
-        return ChatResponse("".join(text), merge_tool_calls(fragments), finish, usage, stream.route)
+        return ChatResponse(
+            "".join(text),
+            merge_tool_calls(fragments),
+            finish,
+            usage,
+            stream.route,
+            "".join(reasoning),
+            tuple(thinking),
+        )
 
     async def budget_status(self) -> tuple[BudgetStatus, ...]:
         """Every spend cap in its current window: cap, spent, held, when it resets."""

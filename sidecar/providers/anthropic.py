@@ -7,7 +7,9 @@ become `tool_result` blocks in a user turn, the assistant's tool calls become
 API) is always sent. On the way back, tool blocks are numbered 0, 1, ... in the
 order they open, which is the index OpenAI-style callers accumulate by; usage is
 read from `message_start` and the cumulative `message_delta`, and the prompt count
-includes the cached tokens that Anthropic's `input_tokens` leaves out.
+includes the cached tokens that Anthropic's `input_tokens` leaves out. Thinking
+streams as reasoning text, and each thinking block goes out whole (with its
+signature) when it closes, so that the caller can send it back in the next turn.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sidecar.providers.base import ProbeResult, ProbeStatus
 from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
 
 API_VERSION: Final = "2023-06-01"
 # The API has no default output cap; this is the one sent when neither the request
@@ -96,12 +98,14 @@ def _auth(deployment: Deployment) -> dict[str, str]:
 class _Decoder:
     """Folds the named events of one answer; `message_stop` is the last frame."""
 
-    __slots__ = ("_deployment", "_tools", "_usage")
+    __slots__ = ("_deployment", "_thinking", "_tools", "_usage")
 
     def __init__(self, deployment: Deployment) -> None:
         self._deployment = deployment
         # Content-block index -> [tool-call index, whether input fragments arrived].
         self._tools: dict[int, list[Any]] = {}
+        # Content-block index -> [thinking text pieces, signature] of an open thinking block.
+        self._thinking: dict[int, list[Any]] = {}
         self._usage: dict[str, int] = {}
 
     def fold(self, event: Event, draft: Draft) -> bool:
@@ -122,6 +126,16 @@ class _Decoder:
                 if tool is not None and partial:
                     tool[1] = True
                     draft.calls.append(ToolCall(arguments=partial, index=tool[0]))
+            elif kind == "thinking_delta":
+                thought = delta.get("thinking")
+                block = self._thinking.get(frame.get("index", -1))
+                if block is not None and isinstance(thought, str) and thought:
+                    block[0].append(thought)
+                    draft.reasoning.append(thought)
+            elif kind == "signature_delta":
+                block = self._thinking.get(frame.get("index", -1))
+                if block is not None:
+                    block[1] += str(delta.get("signature") or "")
             return False
         if name in ("ping", "content_block_stop"):
             if name == "content_block_stop":
@@ -154,7 +168,16 @@ class _Decoder:
 
     def _open_block(self, frame: dict[str, Any], draft: Draft) -> None:
         block = frame.get("content_block")
-        if not isinstance(block, dict) or block.get("type") != "tool_use":
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            self._thinking[frame.get("index", -1)] = [[], ""]
+            return
+        if kind == "redacted_thinking":
+            # It arrives whole: no delta carries redacted data.
+            assert isinstance(block, dict)
+            draft.thinking.append(ThinkingBlock(redacted=str(block.get("data") or "")))
+            return
+        if not isinstance(block, dict) or kind != "tool_use":
             return
         index = len(self._tools)
         self._tools[frame.get("index", index)] = [index, False]
@@ -163,6 +186,10 @@ class _Decoder:
         )
 
     def _close_block(self, frame: dict[str, Any], draft: Draft) -> None:
+        thinking = self._thinking.pop(frame.get("index", -1), None)
+        if thinking is not None:
+            draft.thinking.append(ThinkingBlock("".join(thinking[0]), thinking[1]))
+            return
         tool = self._tools.get(frame.get("index", -1))
         if tool is not None and not tool[1]:
             # A call without arguments streams no fragment; OpenAI callers expect "{}".
@@ -306,9 +333,10 @@ def _blocks(message: Message) -> str | list[dict[str, Any]]:
         return [
             {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}
         ]
-    if not message.images and not message.tool_calls:
+    if not message.images and not message.tool_calls and not message.thinking:
         return message.content
-    blocks: list[dict[str, Any]] = []
+    # Thinking blocks come first, exactly as the model gave them.
+    blocks: list[dict[str, Any]] = [_thinking(block) for block in message.thinking]
     if message.content:
         blocks.append(_text(message.content))
     blocks.extend(_image(image) for image in message.images)
@@ -317,6 +345,12 @@ def _blocks(message: Message) -> str | list[dict[str, Any]]:
         for call in message.tool_calls
     )
     return blocks
+
+
+def _thinking(block: ThinkingBlock) -> dict[str, Any]:
+    if block.redacted:
+        return {"type": "redacted_thinking", "data": block.redacted}
+    return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
 
 
 def _text(text: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed
 from sidecar.providers.http import HttpPool, linger, open_stream, watch_framing
-from sidecar.types import Chunk, ToolCall, Usage
+from sidecar.types import Chunk, ThinkingBlock, ToolCall, Usage
 
 F = TypeVar("F")
 F_co = TypeVar("F_co", covariant=True)
@@ -32,22 +32,35 @@ F_contra = TypeVar("F_contra", contravariant=True)
 class Draft:
     """The chunk being built from the frames of one read.
 
-    Text and tool calls go out with every chunk; the finish reason and usage are
-    kept until the final one.
+    Text, tool calls and reasoning go out with every chunk; the finish reason and
+    usage are kept until the final one. `ready` says whether there is anything to send.
     """
 
-    __slots__ = ("calls", "finish", "text", "usage")
+    __slots__ = ("calls", "finish", "reasoning", "text", "thinking", "usage")
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.calls: list[ToolCall] = []
         self.finish: str | None = None
         self.usage: Usage | None = None
+        self.reasoning: list[str] = []
+        self.thinking: list[ThinkingBlock] = []
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.text or self.calls or self.reasoning or self.thinking)
 
     def take(self) -> Chunk:
         chunk = Chunk("".join(self.text), tuple(self.calls))
         self.text.clear()
         self.calls.clear()
+        # Only thinking models fill these: other streams pay two truth tests per chunk.
+        if self.reasoning:
+            chunk.reasoning = "".join(self.reasoning)
+            self.reasoning.clear()
+        if self.thinking:
+            chunk.thinking = tuple(self.thinking)
+            self.thinking.clear()
         return chunk
 
     def final(self) -> Chunk:
@@ -111,14 +124,14 @@ async def relay(
                     try:
                         done = decoder.fold(frame, draft)
                     except UpstreamError:
-                        if draft.text or draft.calls:
+                        if draft.ready:
                             yield draft.take()
                         raise
                     if done:
                         yield draft.final()
                         await linger(pool, response)
                         return
-                if draft.text or draft.calls:
+                if draft.ready:
                     yield draft.take()
                 if reader.overflow:
                     raise UpstreamMalformed(

@@ -29,6 +29,7 @@ from sidecar.types import (
     ModelStatus,
     RouteTaken,
     RoutingHints,
+    ThinkingBlock,
     ToolCall,
     Usage,
 )
@@ -100,6 +101,7 @@ def decode_request(msg: pb.ChatRequest | Undecodable) -> ChatRequest:
                 tool_call_id=m.tool_call_id,
                 tool_calls=_decode_calls(m.tool_calls),
                 images=tuple(m.images),
+                thinking=_decode_thinking(m.thinking),
             )
             for m in msg.messages
         ),
@@ -138,6 +140,7 @@ def encode_request(request: ChatRequest) -> pb.ChatRequest:
                 tool_call_id=m.tool_call_id,
                 tool_calls=_encode_calls(m.tool_calls),
                 images=list(m.images),
+                thinking=_encode_thinking(m.thinking),
             )
             for m in request.messages
         ],
@@ -160,6 +163,10 @@ def encode_chunk(chunk: Chunk) -> pb.ChatChunk:
         msg.tool_calls.extend(_encode_calls(chunk.tool_calls))
     if chunk.finish_reason:
         msg.finish_reason = chunk.finish_reason
+    if chunk.reasoning:
+        msg.reasoning = chunk.reasoning
+    if chunk.thinking:
+        msg.thinking.extend(_encode_thinking(chunk.thinking))
     if chunk.usage is not None:
         msg.usage.CopyFrom(encode_usage(chunk.usage))
     if chunk.route is not None:
@@ -174,6 +181,8 @@ def decode_chunk(msg: pb.ChatChunk) -> Chunk:
         finish_reason=msg.finish_reason or None,
         usage=decode_usage(msg.usage) if msg.HasField("usage") else None,
         route=decode_route(msg.route) if msg.HasField("route") else None,
+        reasoning=msg.reasoning,
+        thinking=_decode_thinking(msg.thinking),
     )
 
 
@@ -184,6 +193,8 @@ def encode_response(response: ChatResponse) -> pb.ChatResponse:
         finish_reason=response.finish_reason,
         usage=encode_usage(response.usage),
         route=encode_route(response.route),
+        reasoning=response.reasoning,
+        thinking=_encode_thinking(response.thinking),
     )
 
 
@@ -194,6 +205,8 @@ def decode_response(msg: pb.ChatResponse) -> ChatResponse:
         finish_reason=msg.finish_reason,
         usage=decode_usage(msg.usage),
         route=decode_route(msg.route),
+        reasoning=msg.reasoning,
+        thinking=_decode_thinking(msg.thinking),
     )
 
 
@@ -364,3 +377,14 @@ def _decode_calls(calls: Iterable[pb.ToolCall]) -> tuple[ToolCall, ...]:
 
 def _encode_calls(calls: Iterable[ToolCall]) -> list[pb.ToolCall]:
     return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments, index=c.index) for c in calls]
+
+
+def _decode_thinking(blocks: Iterable[pb.ThinkingBlock]) -> tuple[ThinkingBlock, ...]:
+    return tuple(ThinkingBlock(b.thinking, b.signature, b.redacted) for b in blocks)
+
+
+def _encode_thinking(blocks: Iterable[ThinkingBlock]) -> list[pb.ThinkingBlock]:
+    return [
+        pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted=b.redacted)
+        for b in blocks
+    ]

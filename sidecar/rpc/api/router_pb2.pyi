@@ -117,6 +117,7 @@ class Message(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """system | developer | user | assistant | tool"""
     content: _builtins.str
@@ -131,6 +132,12 @@ class Message(_message.Message):
     def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Images as base64 data or data: URLs, for multimodal models."""
 
+    @_builtins.property
+    def thinking(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
+        """On role "assistant": its thinking blocks as the answer gave them, sent back
+        unchanged (Anthropic refuses a tool loop whose signatures were altered).
+        """
+
     def __init__(
         self,
         *,
@@ -140,14 +147,44 @@ class Message(_message.Message):
         tool_call_id: _builtins.str = ...,
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         images: _abc.Iterable[_builtins.str] | None = ...,
+        thinking: _abc.Iterable[Global___ThinkingBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "images", b"images", "name", b"name", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "images", b"images", "name", b"name", "role", b"role", "thinking", b"thinking", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ThinkingBlock(_message.Message):
+    """A model's signed reasoning: `thinking` with its `signature`, or the opaque data of
+    a redacted block.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THINKING_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELD_NUMBER: _builtins.int
+    thinking: _builtins.str
+    signature: _builtins.str
+    redacted: _builtins.str
+    def __init__(
+        self,
+        *,
+        thinking: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        redacted: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["redacted", b"redacted", "signature", b"signature", "thinking", b"thinking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThinkingBlock: _TypeAlias = ThinkingBlock  # noqa: Y015
 
 @_typing.final
 class ToolCall(_message.Message):
@@ -347,14 +384,20 @@ class ChatResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     finish_reason: _builtins.str
+    reasoning: _builtins.str
+    """The model's reasoning text, and its thinking blocks to send back next turn."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     @_builtins.property
     def route(self) -> Global___RouteTaken: ...
+    @_builtins.property
+    def thinking(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]: ...
     def __init__(
         self,
         *,
@@ -363,10 +406,12 @@ class ChatResponse(_message.Message):
         finish_reason: _builtins.str = ...,
         usage: Global___Usage | None = ...,
         route: Global___RouteTaken | None = ...,
+        reasoning: _builtins.str = ...,
+        thinking: _abc.Iterable[Global___ThinkingBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "finish_reason", b"finish_reason", "route", b"route", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "finish_reason", b"finish_reason", "reasoning", b"reasoning", "route", b"route", "thinking", b"thinking", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,14 +430,20 @@ class ChatChunk(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    THINKING_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     finish_reason: _builtins.str
+    reasoning: _builtins.str
+    """Reasoning text as it streams; a thinking block once it is complete and signed."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     @_builtins.property
     def route(self) -> Global___RouteTaken: ...
+    @_builtins.property
+    def thinking(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]: ...
     def __init__(
         self,
         *,
@@ -401,10 +452,12 @@ class ChatChunk(_message.Message):
         finish_reason: _builtins.str = ...,
         usage: Global___Usage | None = ...,
         route: Global___RouteTaken | None = ...,
+        reasoning: _builtins.str = ...,
+        thinking: _abc.Iterable[Global___ThinkingBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "route", b"route", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "reasoning", b"reasoning", "route", b"route", "thinking", b"thinking", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
