@@ -11,7 +11,8 @@ time, and every call is bounded by CALL_TIMEOUT.
 
 Clients: `ollama_direct` / `ollama_unary` (NDJSON straight to an Ollama-style
 upstream), `openai_stream` / `openai_unary` (an OpenAI-style server or the HTTP bridge, SSE
-or JSON), `grpc_stream` / `grpc_unary` / `stream_chat` (the sidecar over gRPC).
+or JSON), `anthropic_stream` (Anthropic Messages SSE straight to its simulator),
+`grpc_stream` / `grpc_unary` / `stream_chat` (the sidecar over gRPC).
 """
 
 from __future__ import annotations
@@ -199,6 +200,39 @@ def openai_stream(session: aiohttp.ClientSession, base_url: str, model: str, api
                         done = True
                     elif payload and _content(payload):
                         timer.token()
+        return timer.sample(ok=done and timer.tokens > 0)
+
+    return call
+
+
+def anthropic_stream(
+    session: aiohttp.ClientSession, root_url: str, model: str, api_key: str
+) -> Call:
+    """Stream one chat from an Anthropic Messages server, timing the first text delta."""
+    url = f"{root_url}/v1/messages"
+    messages = [{"role": "user", "content": PROMPT}]
+    body = orjson.dumps({"model": model, "max_tokens": 256, "stream": True, "messages": messages})
+    headers = {
+        "Content-Type": "application/json",
+        "x-api-key": api_key,
+        "anthropic-version": "2023-06-01",
+    }
+
+    async def call() -> Sample:
+        timer = Timer()
+        done = False
+        tail = b""
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            while data := await response.content.readany():
+                events = (tail + data).split(b"\n\n")
+                tail = events.pop()
+                for event in events:
+                    if event.startswith(b"event: content_block_delta") and b'"text_delta"' in event:
+                        timer.token()
+                    elif event.startswith(b"event: message_stop"):
+                        done = True
         return timer.sample(ok=done and timer.tokens > 0)
 
     return call

@@ -3,12 +3,16 @@ through the HTTP bridge, in one run.
 
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
-Four processes: a simulated Ollama upstream, a simulated OpenAI upstream, the
-sidecar (gRPC, and the HTTP bridge on the same engine) and this load generator.
-Two paths, each against the baseline that speaks the same client protocol:
+Five processes: simulated Ollama, OpenAI and Anthropic upstreams, the sidecar (gRPC,
+and the HTTP bridge on the same engine) and this load generator. Three paths, each
+against the baseline that calls the same upstream directly:
 
-    grpc   gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON    vs  direct-ollama
-    http   OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE  vs  direct-openai
+    grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
+    http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
+    anthropic  gRPC StreamChat -> sidecar -> Anthropic Messages SSE  vs  direct-anthropic
+
+The anthropic path is measured streaming only (the Messages translation is what it
+adds) and takes no part in the open-loop rate steps.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -44,6 +48,7 @@ from benchmarks import procs
 from benchmarks.load import (
     Call,
     Sample,
+    anthropic_stream,
     closed_loop,
     grpc_stream,
     grpc_unary,
@@ -61,11 +66,15 @@ OLLAMA_MODEL = "llama3.2:8b"
 GRPC_ALIAS = "fast-local"
 OPENAI_MODEL = "qwen2.5"
 OPENAI_ALIAS = "vllm-local"
+CLAUDE_MODEL = "claude-sonnet-4-20250514"
+CLAUDE_ALIAS = "cloud-reasoning"
 UPSTREAM_KEY = "sk-bench-upstream"
 MASTER_KEY = "sk-bench-master"
 # path -> the baseline speaking the same client protocol straight to the upstream
-BASELINE = {"grpc": "direct-ollama", "http": "direct-openai"}
+BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
 PATHS = tuple(BASELINE)
+STREAM_ONLY = frozenset({"anthropic"})
+RATE_PATHS = ("grpc", "http")
 MODES = ("stream", "unary")
 # Upstream profiles, in the simulators' control-endpoint form.
 PROFILES: Mapping[str, Mapping[str, Any]] = {
@@ -98,6 +107,7 @@ class Plan:
             for profile, mode, levels in self.grid
             for concurrency in levels
             for path in PATHS
+            if mode == "stream" or path not in STREAM_ONLY
         ]
 
     def widest(self) -> int:
@@ -236,14 +246,15 @@ class Stack:
     sidecar: procs.Proc
     ollama: procs.Proc
     openai: procs.Proc
+    anthropic: procs.Proc
     session: aiohttp.ClientSession
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
     def upstream(self, path: str) -> procs.Proc:
-        return self.ollama if path == "grpc" else self.openai
+        return {"grpc": self.ollama, "http": self.openai, "anthropic": self.anthropic}[path]
 
 
-def config(ollama_root: str, openai_root: str) -> dict[str, Any]:
+def config(ollama_root: str, openai_root: str, anthropic_root: str) -> dict[str, Any]:
     return {
         "model_list": [
             {
@@ -258,6 +269,14 @@ def config(ollama_root: str, openai_root: str) -> dict[str, Any]:
                     "api_key": UPSTREAM_KEY,
                 },
             },
+            {
+                "model_name": CLAUDE_ALIAS,
+                "litellm_params": {
+                    "model": f"anthropic/{CLAUDE_MODEL}",
+                    "api_base": anthropic_root,
+                    "api_key": UPSTREAM_KEY,
+                },
+            },
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -268,9 +287,11 @@ async def stack() -> AsyncIterator[Stack]:
     async with (
         procs.simulator("ollama", "instant") as ollama,
         procs.simulator("openai", "instant", "--api-key", UPSTREAM_KEY) as openai,
+        procs.simulator("anthropic", "instant", "--api-key", UPSTREAM_KEY) as anthropic,
     ):
         with tempfile.TemporaryDirectory() as tmp:
-            path = procs.write_config(tmp, config(ollama.address, openai.address))
+            roots = (ollama.address, openai.address, anthropic.address)
+            path = procs.write_config(tmp, config(*roots))
             async with (
                 procs.sidecar(path, http=True) as sidecar,
                 aiohttp.ClientSession(connector=_connector()) as session,
@@ -292,8 +313,12 @@ async def stack() -> AsyncIterator[Stack]:
                     ("direct-openai", "unary"): openai_unary(session, upstream, model, key),
                     ("http", "stream"): openai_stream(session, bridge, alias, master),
                     ("http", "unary"): openai_unary(session, bridge, alias, master),
+                    ("direct-anthropic", "stream"): anthropic_stream(
+                        session, anthropic.address, CLAUDE_MODEL, key
+                    ),
+                    ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS),
                 }
-                yield Stack(sidecar, ollama, openai, session, calls)
+                yield Stack(sidecar, ollama, openai, anthropic, session, calls)
 
 
 def _connector() -> aiohttp.TCPConnector:
@@ -302,7 +327,7 @@ def _connector() -> aiohttp.TCPConnector:
 
 
 async def set_profile(s: Stack, profile: str) -> None:
-    for sim in (s.ollama, s.openai):
+    for sim in (s.ollama, s.openai, s.anthropic):
         await procs.configure(s.session, sim.address, profile=dict(PROFILES[profile]))
 
 
@@ -391,7 +416,7 @@ async def run(context: Context) -> Outcome:
             points.append(point.figures())
             context.progress.advance(f"{path} {mode} {profile} x{concurrency}")
         await set_profile(s, RATE_PROFILE)
-        for path in PATHS:
+        for path in RATE_PATHS:
             rates[path] = await rate_steps(s, plan, path, context)
     return Outcome(metrics(points, rates), {"points": points, "rates": rates})
 
@@ -416,7 +441,7 @@ def metrics(
 
 def steps(scale: Scale) -> int:
     plan = PLANS[scale]
-    return len(plan.points()) + len(PATHS) * len(plan.rates)
+    return len(plan.points()) + len(RATE_PATHS) * len(plan.rates)
 
 
 # -- the tables -----------------------------------------------------------------------------
@@ -477,7 +502,7 @@ def markdown(data: Mapping[str, Any]) -> str:
 
 SCENARIO = Scenario(
     name="overhead",
-    title="What the sidecar adds: direct vs gRPC vs HTTP bridge",
+    title="What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic translation",
     steps=steps,
     run=run,
     time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],

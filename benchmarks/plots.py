@@ -27,7 +27,11 @@ PATH_STYLE = {
     "grpc": ("tab:blue", "-"),
     "direct-openai": ("tab:olive", ":"),
     "http": ("tab:orange", "-"),
+    "direct-anthropic": ("tab:brown", "-."),
+    "anthropic": ("tab:purple", "-"),
 }
+# The baseline each relayed path is drawn against.
+BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
 DPI = 110
 
 
@@ -136,8 +140,7 @@ def _cdfs(points: Sequence[Mapping[str, Any]], profile: str, out: Path) -> str:
             for p in mine:
                 if p["mode"] != mode or p["concurrency"] != level:
                     continue
-                baseline = "direct-ollama" if p["path"] == "grpc" else "direct-openai"
-                _cdf(ax, p["direct"]["ttft_cdf_ms"], baseline)
+                _cdf(ax, p["direct"]["ttft_cdf_ms"], BASELINE[p["path"]])
                 _cdf(ax, p["relayed"]["ttft_cdf_ms"], p["path"])
             ax.set_title(f"{mode}, {level} in flight", fontsize=9)
             _log(ax)
@@ -163,7 +166,7 @@ def _cdf(ax: Axes, values: Sequence[float], label: str) -> None:
 def _throughput(data: Mapping[str, Any], out: Path) -> str:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     closed, opened = fig.subplots(1, 2)
-    for path in ("grpc", "http"):
+    for path in BASELINE:
         color = PATH_STYLE[path][0]
         for profile, marker in (("instant", "o"), ("local-8b", "s")):
             mine = [
