@@ -345,3 +345,58 @@ async def test_each_reply_parsed_to_the_same_answer(kind: ProviderKind) -> None:
     assert final.usage == USAGE[kind]
     assert tuple(b for c in chunks for b in c.thinking) == THINKING.get(kind, ())
     assert "".join(c.reasoning for c in chunks) == ("Two cities." if kind in THINKING else "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, None),
+        ({"tool_choice": "auto"}, None),
+        ({"tool_choice": "none"}, {"type": "none"}),
+        ({"tool_choice": "required"}, {"type": "any"}),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+            {"type": "tool", "name": "lookup"},
+        ),
+        ({"parallel_tool_calls": False}, {"type": "auto", "disable_parallel_tool_use": True}),
+        (
+            {"tool_choice": "required", "parallel_tool_calls": False},
+            {"type": "any", "disable_parallel_tool_use": True},
+        ),
+    ],
+)
+def test_anthropic_tool_choice(extra: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    request = ChatRequest("m", (Message("user", "hi"),), extra={"tools": TOOLS, **extra})
+    body = anthropic.build_body(_deployment(ProviderKind.ANTHROPIC), request)
+    assert body.get("tool_choice") == expected
+
+
+def test_anthropic_images_and_default_max_tokens() -> None:
+    request = ChatRequest(
+        "m",
+        (
+            Message("user", "What is this?", images=("data:image/jpeg;base64,AAAA", "QkJC")),
+            Message("user", "And this?", images=("https://example.com/cat.png",)),
+        ),
+    )
+    body = anthropic.build_body(_deployment(ProviderKind.ANTHROPIC), request)
+    assert body["max_tokens"] == anthropic.DEFAULT_MAX_TOKENS
+    # Two user turns in a row become one, as the API wants turns to alternate.
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"},
+                },
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "QkJC"},
+                },
+                {"type": "text", "text": "And this?"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+            ],
+        }
+    ]
