@@ -12,6 +12,8 @@ import openai
 import orjson
 import pytest
 
+from sidecar.providers import ProviderRegistry
+from sidecar.providers.base import ProbeStatus
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import AnthropicSimulator, Fault, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import answer_text
@@ -428,3 +430,19 @@ async def test_bridge_thinking_round_trip(claude: AnthropicSimulator, mode: str)
                 tools=[LOOKUP],
                 extra_body=thinking,
             )
+
+
+async def test_probe_lists_models_without_spending_tokens(claude: AnthropicSimulator) -> None:
+    deployment = _config(claude).groups["cloud-reasoning"].deployments[0]
+    registry = ProviderRegistry()
+    try:
+        ready = await registry.probe(deployment)
+        await claude.set_fault(Fault("refuse"))
+        down = await registry.probe(deployment)
+    finally:
+        await registry.aclose()
+    assert ready is not None
+    assert ready.status is ProbeStatus.READY
+    assert down is not None
+    assert down.status is ProbeStatus.FAILED
+    assert claude.stats.requests == 0  # /v1/models is not a chat: no tokens spent

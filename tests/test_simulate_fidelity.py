@@ -93,7 +93,14 @@ def tokens(count: int) -> list[str]:
 
 
 def test_presets_and_lookup() -> None:
-    assert set(presets()) == {"instant", "local-8b", "local-70b", "gpt-4o", "gpt-4o-mini"}
+    assert set(presets()) == {
+        "instant",
+        "local-8b",
+        "local-70b",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude-sonnet",
+    }
     assert profile_by_name("instant") == SimProfile()
     assert profile_by_name("local-8b").tokens_per_second == (80.0, 120.0)
     with pytest.raises(ValueError, match="known profiles: instant, local-8b"):
