@@ -141,3 +141,20 @@ async def test_mixed_traffic_keeps_every_local_model_serving() -> None:
         for deployment in local_ids:
             assert engine.health.is_available(deployment)
             assert engine.health[deployment].state is State.UP  # every one answered a call
+
+
+async def test_cloud_reasoning_is_served_by_the_anthropic_simulator() -> None:
+    async with running_demo() as demo:
+        [deployment] = demo.server.engine.config.groups["cloud-reasoning"].deployments
+        assert deployment.provider.value == "anthropic"
+        assert deployment.simulated
+        async with grpc.aio.insecure_channel(demo.grpc_address) as channel:
+            stub = pb_grpc.RouterStub(channel)
+            request = pb.ChatRequest(
+                model="cloud-reasoning", messages=[pb.Message(role="user", content="Hi")]
+            )
+            chunks = [c async for c in stub.StreamChat(request, timeout=20)]
+    assert chunks[0].route.provider == "anthropic"
+    assert chunks[0].route.upstream_model == "claude-sonnet-4-20250514"
+    assert "".join(c.delta for c in chunks)
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
