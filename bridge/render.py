@@ -169,8 +169,8 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    if usage is not None and usage.cache_read_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
+    if usage is not None and usage.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     if usage is not None and usage.cache_write_tokens is not None:
         out["cache_creation_input_tokens"] = usage.cache_write_tokens
     return out

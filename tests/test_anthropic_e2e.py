@@ -175,12 +175,12 @@ async def test_cached_tokens_are_reported_once(
     first, second = await ask(), await ask()
     assert claude.stats.bodies[-1]["cache_control"] == {"type": "ephemeral"}
     assert first.usage.cache_write_tokens > 0
-    assert first.usage.cache_read_tokens == 0
-    assert second.usage.cache_read_tokens == first.usage.cache_write_tokens
+    assert first.usage.cached_tokens == 0
+    assert second.usage.cached_tokens == first.usage.cache_write_tokens
     assert second.usage.cache_write_tokens == 0
     # prompt_tokens is the whole prompt, cached part included, the same both times.
     assert first.usage.prompt_tokens == second.usage.prompt_tokens
-    assert second.usage.prompt_tokens > second.usage.cache_read_tokens
+    assert second.usage.prompt_tokens > second.usage.cached_tokens
 
 
 async def test_single_and_parallel_tool_calls(sidecar: Sidecar, claude: AnthropicSimulator) -> None:

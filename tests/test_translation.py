@@ -289,7 +289,7 @@ CALL_IDS = {
 USAGE = {
     ProviderKind.OLLAMA: Usage(30, 9),
     ProviderKind.OPENAI: Usage(30, 9),
-    ProviderKind.ANTHROPIC: Usage(30, 9, cache_read_tokens=15, cache_write_tokens=5),
+    ProviderKind.ANTHROPIC: Usage(30, 9, cached_tokens=15, cache_write_tokens=5),
 }
 THINKING = {
     ProviderKind.ANTHROPIC: (

@@ -216,7 +216,7 @@ def encode_usage(usage: Usage) -> pb.Usage:
         completion_tokens=usage.completion_tokens or 0,
         prompt_tokens_known=usage.prompt_tokens is not None,
         completion_tokens_known=usage.completion_tokens is not None,
-        cache_read_tokens=usage.cache_read_tokens,
+        cached_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens,
     )
 
@@ -225,7 +225,7 @@ def decode_usage(msg: pb.Usage) -> Usage:
     return Usage(
         prompt_tokens=msg.prompt_tokens if msg.prompt_tokens_known else None,
         completion_tokens=msg.completion_tokens if msg.completion_tokens_known else None,
-        cache_read_tokens=msg.cache_read_tokens if msg.HasField("cache_read_tokens") else None,
+        cached_tokens=msg.cached_tokens if msg.HasField("cached_tokens") else None,
         cache_write_tokens=msg.cache_write_tokens if msg.HasField("cache_write_tokens") else None,
     )
 

@@ -295,14 +295,14 @@ class Usage(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     PROMPT_TOKENS_KNOWN_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_KNOWN_FIELD_NUMBER: _builtins.int
-    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """Zero with the *_known flag false means the upstream did not report it."""
     completion_tokens: _builtins.int
     prompt_tokens_known: _builtins.bool
     completion_tokens_known: _builtins.bool
-    cache_read_tokens: _builtins.int
+    cached_tokens: _builtins.int
     """Of prompt_tokens, those read from and written to the provider's prompt cache
     (Anthropic's cache_read/cache_creation_input_tokens); unset when not reported.
     """
@@ -314,21 +314,21 @@ class Usage(_message.Message):
         completion_tokens: _builtins.int = ...,
         prompt_tokens_known: _builtins.bool = ...,
         completion_tokens_known: _builtins.bool = ...,
-        cache_read_tokens: _builtins.int | None = ...,
+        cached_tokens: _builtins.int | None = ...,
         cache_write_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_read_tokens", b"_cache_read_tokens", "_cache_write_tokens", b"_cache_write_tokens", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_tokens", b"_cache_write_tokens", "_cached_tokens", b"_cached_tokens", "cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_read_tokens", b"_cache_read_tokens", "_cache_write_tokens", b"_cache_write_tokens", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "completion_tokens_known", b"completion_tokens_known", "prompt_tokens", b"prompt_tokens", "prompt_tokens_known", b"prompt_tokens_known"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_tokens", b"_cache_write_tokens", "_cached_tokens", b"_cached_tokens", "cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "completion_tokens_known", b"completion_tokens_known", "prompt_tokens", b"prompt_tokens", "prompt_tokens_known", b"prompt_tokens_known"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__cache_read_tokens: _TypeAlias = _typing.Literal["cache_read_tokens"]  # noqa: Y015
-    _WhichOneofArgType__cache_read_tokens: _TypeAlias = _typing.Literal["_cache_read_tokens", b"_cache_read_tokens"]  # noqa: Y015
     _WhichOneofReturnType__cache_write_tokens: _TypeAlias = _typing.Literal["cache_write_tokens"]  # noqa: Y015
     _WhichOneofArgType__cache_write_tokens: _TypeAlias = _typing.Literal["_cache_write_tokens", b"_cache_write_tokens"]  # noqa: Y015
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_read_tokens) -> _WhichOneofReturnType__cache_read_tokens | None: ...
+    _WhichOneofReturnType__cached_tokens: _TypeAlias = _typing.Literal["cached_tokens"]  # noqa: Y015
+    _WhichOneofArgType__cached_tokens: _TypeAlias = _typing.Literal["_cached_tokens", b"_cached_tokens"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_tokens) -> _WhichOneofReturnType__cache_write_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_tokens) -> _WhichOneofReturnType__cached_tokens | None: ...
 
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
