@@ -316,7 +316,7 @@ async def stack() -> AsyncIterator[Stack]:
                     ("direct-anthropic", "stream"): anthropic_stream(
                         session, anthropic.address, CLAUDE_MODEL, key
                     ),
-                    ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS),
+                    ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS, MASTER_KEY),
                 }
                 yield Stack(sidecar, ollama, openai, anthropic, session, calls)
 

@@ -54,7 +54,10 @@ async def claude() -> AsyncIterator[AnthropicSimulator]:
         yield sim
 
 
-def _config(claude: AnthropicSimulator, ollama: OllamaSimulator | None = None) -> Any:
+def _config(
+    claude: AnthropicSimulator, ollama: OllamaSimulator | None = None, master: str | None = None
+) -> Any:
+    """gRPC tests run without a master key (auth has its own tests); the bridge's with one."""
     entries: list[tuple[str, str, Mapping[str, Any]]] = [
         (
             "cloud-reasoning",
@@ -64,8 +67,9 @@ def _config(claude: AnthropicSimulator, ollama: OllamaSimulator | None = None) -
     ]
     sections: dict[str, Any] = {
         "timeouts": {"first_token": 5, "idle": 5, "total": 20},
-        "general_settings": {"master_key": MASTER},
     }
+    if master is not None:
+        sections["general_settings"] = {"master_key": master}
     if ollama is not None:
         entries.append(("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url}))
         sections["litellm_settings"] = {"fallbacks": [{"cloud-reasoning": ["fast-local"]}]}
@@ -285,7 +289,7 @@ async def test_bridge_reports_anthropic_answers_openai_style(
     claude: AnthropicSimulator, mode: str
 ) -> None:
     async with (
-        running_bridge(_config(claude), mode) as bridge,
+        running_bridge(_config(claude, master=MASTER), mode) as bridge,
         bridge.client(api_key=MASTER) as client,
     ):
         stream = await client.chat.completions.create(
@@ -373,7 +377,7 @@ async def test_bridge_thinking_round_trip(claude: AnthropicSimulator, mode: str)
     thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
     ask: Any = [{"role": "user", "content": "Look Lima up."}]
     async with (
-        running_bridge(_config(claude), mode) as bridge,
+        running_bridge(_config(claude, master=MASTER), mode) as bridge,
         bridge.client(api_key=MASTER) as client,
     ):
         stream = await client.chat.completions.create(

@@ -153,7 +153,8 @@ async def test_cloud_reasoning_is_served_by_the_anthropic_simulator() -> None:
             request = pb.ChatRequest(
                 model="cloud-reasoning", messages=[pb.Message(role="user", content="Hi")]
             )
-            chunks = [c async for c in stub.StreamChat(request, timeout=20)]
+            key = (("authorization", f"Bearer {MASTER_KEY}"),)
+            chunks = [c async for c in stub.StreamChat(request, timeout=20, metadata=key)]
     assert chunks[0].route.provider == "anthropic"
     assert chunks[0].route.upstream_model == "claude-sonnet-4-20250514"
     assert "".join(c.delta for c in chunks)
