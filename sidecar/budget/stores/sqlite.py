@@ -10,6 +10,7 @@ spend log, the outbox of records it has not taken yet.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS spend_outbox ({_RECORD_COLUMNS});
 """
 _PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
 _NAMES = ", ".join(COLUMNS)
+
+log = logging.getLogger("sidecar.budget.sqlite")
 
 
 class SqliteDatabase:
@@ -85,7 +88,12 @@ class SqliteDatabase:
         try:
             return await self._submit(lambda: work(conn))
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the spend database {self.path} failed: {exc}") from exc
+            # The detail (a path, SQLite's words) is for the operator's log; the error may
+            # reach a caller, so it names only what kind of failure it was.
+            log.warning("SQLite spend database %s failed: %s", self.path, exc)
+            raise StoreUnavailable(
+                f"the SQLite spend database failed ({type(exc).__name__})"
+            ) from exc
 
     async def _submit(self, work: Callable[[], T]) -> T:
         assert self._executor is not None
