@@ -27,8 +27,8 @@ from sidecar.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed
+from sidecar.providers.base import ProbeResult
+from sidecar.providers.http import HttpPool, malformed, probe_model_list
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
 from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
@@ -74,15 +74,7 @@ class AnthropicProvider:
         self, deployment: Deployment, skip: frozenset[str] = frozenset()
     ) -> ProbeResult:
         """`GET /v1/models` lists the models without generating anything."""
-        if "/v1/models" in skip:
-            return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
-        try:
-            await fetch_json(self._pool, deployment, "GET", "/v1/models", headers=_auth(deployment))
-        except NotOffered:
-            return ProbeResult(ProbeStatus.UNKNOWN, not_offered=("/v1/models",), exhausted=True)
-        except UpstreamMalformed as exc:
-            return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
-        return ProbeResult(ProbeStatus.READY)
+        return await probe_model_list(self._pool, deployment, "/v1/models", _auth(deployment), skip)
 
 
 def _auth(deployment: Deployment) -> dict[str, str]:

@@ -34,6 +34,7 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from sidecar.providers.base import ProbeResult, ProbeStatus
 from sidecar.redaction import redact
 
 # Bounds the error bodies read from an upstream so a hostile one cannot make us buffer much.
@@ -393,3 +394,25 @@ def watch_framing(response: aiohttp.ClientResponse, deployment: Deployment) -> C
 
 def _unwatched() -> None:
     pass
+
+
+async def probe_model_list(
+    pool: HttpPool,
+    deployment: Deployment,
+    path: str,
+    headers: Mapping[str, str],
+    skip: frozenset[str],
+) -> ProbeResult:
+    """A probe that lists the server's models at `path`: it costs no tokens.
+
+    A server that does not offer the listing is reported so (`not_offered`), and the
+    caller passes the path back in `skip`, leaving nothing to probe."""
+    if path in skip:
+        return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
+    try:
+        await fetch_json(pool, deployment, "GET", path, headers=headers)
+    except NotOffered:
+        return ProbeResult(ProbeStatus.UNKNOWN, not_offered=(path,), exhausted=True)
+    except UpstreamMalformed as exc:
+        return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
+    return ProbeResult(ProbeStatus.READY)

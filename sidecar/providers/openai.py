@@ -16,8 +16,8 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
-from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed, upstream_text
+from sidecar.providers.base import ProbeResult
+from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
 from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
@@ -48,15 +48,7 @@ class OpenAIProvider:
         A server that does not offer it (404/405/501) says so in `not_offered`; the
         caller passes it back in `skip` and there is nothing left to probe.
         """
-        if "/models" in skip:
-            return ProbeResult(ProbeStatus.UNKNOWN, exhausted=True)
-        try:
-            await fetch_json(self._pool, deployment, "GET", "/models", headers=_auth(deployment))
-        except NotOffered:
-            return ProbeResult(ProbeStatus.UNKNOWN, not_offered=("/models",), exhausted=True)
-        except UpstreamMalformed as exc:
-            return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
-        return ProbeResult(ProbeStatus.READY)
+        return await probe_model_list(self._pool, deployment, "/models", _auth(deployment), skip)
 
 
 def _auth(deployment: Deployment) -> dict[str, str]:
