@@ -9,12 +9,13 @@ from typing import Final
 
 from sidecar.simulate.anthropic import AnthropicSimulator
 from sidecar.simulate.faults import FAULT_KINDS, Fault
+from sidecar.simulate.gemini import GeminiSimulator
 from sidecar.simulate.ollama import OllamaSimulator
 from sidecar.simulate.openai import OpenAISimulator
 from sidecar.simulate.profile import SimProfile, presets, profile_by_name
 from sidecar.simulate.server import Simulator
 
-DEFAULT_PORTS: Final = {"ollama": 11434, "openai": 8000, "anthropic": 8001}
+DEFAULT_PORTS: Final = {"ollama": 11434, "openai": 8000, "anthropic": 8001, "gemini": 8002}
 # A server that starts refusing could never be told to stop; set it through /_sim/config.
 CLI_FAULTS: Final = tuple(kind for kind in FAULT_KINDS if kind != "refuse")
 
@@ -26,7 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=None,
-        help="default 11434 for ollama, 8000 for openai, 8001 for anthropic",
+        help="default 11434 for ollama, 8000 for openai, 8001 for anthropic, 8002 for gemini",
     )
     parser.add_argument("--profile", default="instant", choices=tuple(presets()))
     parser.add_argument(
@@ -44,7 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", choices=CLI_FAULTS, default=None)
     parser.add_argument("--fault-after", type=_non_negative, default=0, metavar="N")
     parser.add_argument("--retry-after", type=float, default=1.0, metavar="S")
-    parser.add_argument("--api-key", default=None, help="openai, anthropic: the API key to require")
+    parser.add_argument(
+        "--api-key", default=None, help="openai, anthropic, gemini: the API key to require"
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -59,6 +62,8 @@ async def run(args: argparse.Namespace) -> None:
         sim = OllamaSimulator(profile, fault, host=args.host, port=port)
     elif args.kind == "anthropic":
         sim = AnthropicSimulator(profile, fault, host=args.host, port=port, api_key=args.api_key)
+    elif args.kind == "gemini":
+        sim = GeminiSimulator(profile, fault, host=args.host, port=port, api_key=args.api_key)
     else:
         sim = OpenAISimulator(profile, fault, host=args.host, port=port, api_key=args.api_key)
     async with sim:

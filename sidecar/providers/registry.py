@@ -12,6 +12,7 @@ from sidecar.config.model import Deployment, ProviderKind
 from sidecar.errors import ProviderUnsupported, UpstreamError
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.base import ProbeResult, ProbeStatus, Provider
+from sidecar.providers.gemini import GeminiProvider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
 from sidecar.providers.openai import OpenAIProvider
@@ -19,6 +20,7 @@ from sidecar.types import ChatRequest, Chunk
 
 _PROVIDERS: Mapping[ProviderKind, Callable[[HttpPool], Provider]] = {
     ProviderKind.ANTHROPIC: AnthropicProvider,
+    ProviderKind.GEMINI: GeminiProvider,
     ProviderKind.OLLAMA: OllamaProvider,
     ProviderKind.OPENAI: OpenAIProvider,
 }

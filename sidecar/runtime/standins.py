@@ -17,6 +17,7 @@ from sidecar.config.model import Deployment, ProviderKind, SidecarConfig
 from sidecar.providers import ProviderRegistry
 from sidecar.simulate import (
     AnthropicSimulator,
+    GeminiSimulator,
     OllamaSimulator,
     OpenAISimulator,
     Simulator,
@@ -29,10 +30,13 @@ _PROBE_TIMEOUT = 0.5
 _LARGE_LOCAL = ("70b", "72b", "32b", "34b")
 # The simulator profile of Anthropic deployments.
 _CLAUDE = "claude-sonnet"
+# The simulator profile of Gemini deployments.
+_GEMINI = "gemini-flash"
 _SPEAKS: dict[type[Simulator], ProviderKind] = {
     OllamaSimulator: ProviderKind.OLLAMA,
     OpenAISimulator: ProviderKind.OPENAI,
     AnthropicSimulator: ProviderKind.ANTHROPIC,
+    GeminiSimulator: ProviderKind.GEMINI,
 }
 
 
@@ -108,6 +112,8 @@ class StandIns:
             simulator = OllamaSimulator(profile=profile_by_name(profile), models=models)
         elif profile == _CLAUDE:
             simulator = AnthropicSimulator(profile=profile_by_name(profile), models=models)
+        elif profile == _GEMINI:
+            simulator = GeminiSimulator(profile=profile_by_name(profile), models=models)
         else:
             simulator = OpenAISimulator(profile=profile_by_name(profile), models=models)
         await simulator.start()
@@ -124,9 +130,13 @@ def _profile(deployment: Deployment) -> str:
     if deployment.locality is Locality.LOCAL:
         large = any(size in deployment.upstream_model.lower() for size in _LARGE_LOCAL)
         return "local-70b" if large else "local-8b"
-    # A Claude deployment is stood in by the Anthropic protocol, so that what it is sent
-    # and answers goes through the provider it will use for real.
-    return _CLAUDE if deployment.provider is ProviderKind.ANTHROPIC else "gpt-4o-mini"
+    # A Claude or Gemini deployment is stood in by its own protocol, so that what it is
+    # sent and answers goes through the provider it will use for real.
+    if deployment.provider is ProviderKind.ANTHROPIC:
+        return _CLAUDE
+    if deployment.provider is ProviderKind.GEMINI:
+        return _GEMINI
+    return "gpt-4o-mini"
 
 
 async def _answers(api_base: str) -> bool:

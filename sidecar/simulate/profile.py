@@ -58,6 +58,7 @@ def presets() -> dict[str, SimProfile]:
         "gpt-4o": SimProfile(ttft=(0.500, 2.000), tokens_per_second=(50.0, 80.0)),
         "gpt-4o-mini": SimProfile(ttft=(0.300, 0.800), tokens_per_second=(80.0, 120.0)),
         "claude-sonnet": SimProfile(ttft=(0.500, 1.200), tokens_per_second=(50.0, 80.0)),
+        "gemini-flash": SimProfile(ttft=(0.300, 0.900), tokens_per_second=(120.0, 200.0)),
     }
 
 
