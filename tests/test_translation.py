@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.config.model import Deployment, ProviderKind
-from sidecar.providers import ProviderRegistry, anthropic, ollama, openai
+from sidecar.providers import ProviderRegistry, anthropic, gemini, ollama, openai
 from sidecar.types import (
     ChatRequest,
     GenerationParams,
@@ -121,6 +121,39 @@ RENDERED: dict[ProviderKind, tuple[Callable[[Deployment, ChatRequest], Any], dic
             "stop_sequences": ["END"],
             "tools": [{"name": "lookup", "input_schema": SCHEMA}],
             "tool_choice": {"type": "any"},
+        },
+    ),
+    ProviderKind.GEMINI: (
+        gemini.build_body,
+        {
+            # The model is in the URL; roles are user and model; the tool result is a
+            # functionResponse matched by name, its text wrapped in an object.
+            "systemInstruction": {"parts": [{"text": "Be terse."}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "Look Lima up."}]},
+                {
+                    "role": "model",
+                    "parts": [{"functionCall": {"name": "lookup", "args": {"city": "Lima"}}}],
+                },
+                {
+                    "role": "user",
+                    "parts": [
+                        {
+                            "functionResponse": {
+                                "name": "lookup",
+                                "response": {"output": "9M people"},
+                            }
+                        }
+                    ],
+                },
+            ],
+            "generationConfig": {
+                "maxOutputTokens": 64,
+                "temperature": 0.2,
+                "stopSequences": ["END"],
+            },
+            "tools": [{"functionDeclarations": [{"name": "lookup", "parameters": SCHEMA}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
         },
     ),
 }
@@ -273,29 +306,81 @@ _ANTHROPIC_REPLY = _sse(
     ("message_stop", {"type": "message_stop"}),
 )
 
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]], candidates: int, finish: str | None = None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    # Every chunk carries the usage so far, the prompt figures repeated: nothing is summed.
+    usage = {
+        "promptTokenCount": 30,
+        "cachedContentTokenCount": 15,
+        "candidatesTokenCount": candidates,
+        "thoughtsTokenCount": 4,
+        "totalTokenCount": 34 + candidates,
+    }
+    return {"candidates": [candidate], "usageMetadata": usage, "responseId": "r1"}
+
+
+# No event names and no sentinel, CRLF between events; the body just ends.
+_GEMINI_REPLY = b"".join(
+    b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+    for chunk in (
+        _gemini_chunk([{"text": "Two cities.", "thought": True}], 0),
+        _gemini_chunk([{"text": "Li"}], 1),
+        _gemini_chunk([{"text": "ma."}], 2),
+        # Parallel calls with no index; the batch's one signature is on the first.
+        _gemini_chunk(
+            [
+                {
+                    "functionCall": {"name": "lookup", "args": {"city": "Lima"}},
+                    "thoughtSignature": "sig==",
+                },
+                {"functionCall": {"name": "lookup", "args": {"city": "Cusco"}}},
+            ],
+            5,
+        ),
+        _gemini_chunk([{"text": ""}], 5, "STOP"),
+    )
+)
+
 REPLIES: dict[ProviderKind, tuple[str, str, bytes, str]] = {
     # Ollama says "stop" when it calls tools; the sidecar reports what happened.
     ProviderKind.OLLAMA: ("/api/chat", "application/x-ndjson", _OLLAMA_REPLY, "tool_calls"),
     ProviderKind.OPENAI: ("/chat/completions", "text/event-stream", _OPENAI_REPLY, "tool_calls"),
     ProviderKind.ANTHROPIC: ("/v1/messages", "text/event-stream", _ANTHROPIC_REPLY, "tool_calls"),
+    # Gemini ends tool calls with STOP; the sidecar reports what happened.
+    ProviderKind.GEMINI: (
+        "/v1beta/models/m:streamGenerateContent",
+        "text/event-stream",
+        _GEMINI_REPLY,
+        "tool_calls",
+    ),
 }
 # What each reply means, in canonical terms. Ollama gives no call ids (the sidecar numbers
-# them); only Anthropic reports cached tokens and signed thinking.
+# them, as it does Gemini's, whose answers have an id); Anthropic and Gemini report
+# cached tokens and signed thinking.
 CALL_IDS = {
     ProviderKind.OLLAMA: ["call_0", "call_1"],
     ProviderKind.OPENAI: ["call_a", "call_b"],
     ProviderKind.ANTHROPIC: ["call_a", "call_b"],
+    ProviderKind.GEMINI: ["call_r1_0", "call_r1_1"],
 }
 USAGE = {
     ProviderKind.OLLAMA: Usage(30, 9),
     ProviderKind.OPENAI: Usage(30, 9),
     ProviderKind.ANTHROPIC: Usage(30, 9, cached_tokens=15, cache_write_tokens=5),
+    # Output is candidates (5) plus thoughts (4), read from the last chunk alone.
+    ProviderKind.GEMINI: Usage(30, 9, cached_tokens=15),
 }
 THINKING = {
     ProviderKind.ANTHROPIC: (
         ThinkingBlock("Two cities.", "sig=="),
         ThinkingBlock(redacted="opaque"),
-    )
+    ),
+    ProviderKind.GEMINI: (ThinkingBlock("Two cities.", "sig=="),),
 }
 
 
