@@ -16,6 +16,7 @@ import pytest
 from sidecar.providers import ProviderRegistry
 from sidecar.providers.base import ProbeStatus
 from sidecar.rpc.api import router_pb2 as pb
+from sidecar.runtime.standins import StandIns
 from sidecar.simulate import Fault, GeminiSimulator, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import answer_text
 from tests.bridge_harness import running_bridge
@@ -410,3 +411,18 @@ async def test_probe_lists_models_without_spending_tokens(gemini: GeminiSimulato
     assert down is not None
     assert down.status is ProbeStatus.FAILED
     assert gemini.stats.requests == 0  # /v1beta/models is not a chat: no tokens spent
+
+
+async def test_make_run_stands_gemini_in_with_the_gemini_simulator() -> None:
+    # Google's API with no key: `--simulate auto` stands it in (nothing is sent to Google).
+    config = make_config([("cloud-gemini", f"gemini/{FLASH}", {})])
+    async with StandIns(config, "auto") as standins:
+        [deployment] = standins.config.groups["cloud-gemini"].deployments
+        assert deployment.provider.value == "gemini"
+        assert deployment.simulated
+        async with running_sidecar(standins.config) as sidecar:
+            chunks = await _stream(sidecar, chat_request("cloud-gemini", "Look Lima up."))
+    assert chunks[0].route.provider == "gemini"
+    assert chunks[0].route.upstream_model == FLASH
+    assert "".join(c.delta for c in chunks)
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
