@@ -379,17 +379,19 @@ async def test_bridge_gemini_answers_openai_style(gemini: GeminiSimulator, mode:
         assert answer.choices[0].message.content == EXPECTED
         assert answer.choices[0].finish_reason == "stop"
         # A client that drops the thinking blocks gets Gemini's refusal, as a 400.
+        forgotten: Any = {**turn, "thinking_blocks": []}
         with pytest.raises(openai.BadRequestError):
             await client.chat.completions.create(
                 model="cloud-gemini",
-                messages=[*ask, {**turn, "thinking_blocks": []}, *results],
+                messages=[*ask, forgotten, *results],
                 tools=[LOOKUP, WEATHER],
             )
 
         system: Any = {"role": "system", "content": "You are a geographer. " * 40}
+        hello: Any = {"role": "user", "content": "Say hello"}
         for _ in range(2):
             cached = await client.chat.completions.create(
-                model="cloud-gemini", messages=[system, {"role": "user", "content": "Say hello"}]
+                model="cloud-gemini", messages=[system, hello]
             )
         assert cached.usage is not None
         assert cached.usage.prompt_tokens_details is not None

@@ -42,7 +42,7 @@ WEATHER = types.FunctionDeclaration(
         required=["days"],
     ),
 )
-TOOLS = [types.Tool(function_declarations=[LOOKUP, WEATHER])]
+TOOLS: list[Any] = [types.Tool(function_declarations=[LOOKUP, WEATHER])]
 
 
 @pytest.fixture
@@ -120,7 +120,8 @@ async def test_parallel_calls_and_signature_round_trip(client: genai.client.Asyn
     )
     chat = client.chats.create(model=FLASH, config=config)
     first = await chat.send_message("Use lookup and weather for Lima.")
-    assert first.candidates and first.candidates[0].content
+    assert first.candidates
+    assert first.candidates[0].content
     parts = first.candidates[0].content.parts or []
     assert parts[0].thought is True
     calls = [p for p in parts if p.function_call]
@@ -130,7 +131,7 @@ async def test_parallel_calls_and_signature_round_trip(client: genai.client.Asyn
     assert calls[1].thought_signature is None
     days: Any = calls[1].function_call.args if calls[1].function_call else {}
     assert days["days"] >= 1
-    results = [
+    results: list[Any] = [
         types.Part.from_function_response(name=name, response={"output": "ok"})
         for name in ("lookup", "weather")
     ]
@@ -142,10 +143,12 @@ async def test_altered_or_missing_signature_is_refused(client: genai.client.Asyn
     ask = types.Content(role="user", parts=[types.Part.from_text(text="Look Lima up.")])
     config = types.GenerateContentConfig(tools=TOOLS)
     first = await client.models.generate_content(model=FLASH, contents=[ask], config=config)
-    assert first.candidates and first.candidates[0].content
+    assert first.candidates
+    assert first.candidates[0].content
     turn = first.candidates[0].content
     call = (turn.parts or [])[0]
-    assert call.function_call and call.thought_signature
+    assert call.function_call
+    assert call.thought_signature
     result = types.Content(
         role="user",
         parts=[types.Part.from_function_response(name="lookup", response={"output": "9M"})],
@@ -198,7 +201,8 @@ async def test_implicit_cache_is_reported(client: genai.client.AsyncClient) -> N
     config = types.GenerateContentConfig(system_instruction="You are a geographer. " * 40)
     first = await client.models.generate_content(model=FLASH, contents="hi", config=config)
     second = await client.models.generate_content(model=FLASH, contents="hi", config=config)
-    assert first.usage_metadata and second.usage_metadata
+    assert first.usage_metadata
+    assert second.usage_metadata
     assert first.usage_metadata.cached_content_token_count is None
     cached = second.usage_metadata.cached_content_token_count
     assert cached

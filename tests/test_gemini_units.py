@@ -76,7 +76,7 @@ PYDANTIC_STYLE: dict[str, Any] = {
 def test_schema_is_translated_into_what_gemini_accepts() -> None:
     original = copy.deepcopy(PYDANTIC_STYLE)
     out = gemini_schema(PYDANTIC_STYLE)
-    assert PYDANTIC_STYLE == original  # pure: the input is untouched
+    assert original == PYDANTIC_STYLE  # pure: the input is untouched
     assert _keywords(out) <= SCHEMA_KEYWORDS
     props = out["properties"]
     assert props["where"] == {

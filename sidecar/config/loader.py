@@ -473,6 +473,7 @@ def _deployment(
         info.number("cache_read_input_token_cost", ge=0),
     )
     free = _or(info.boolean("free"), False)
+    supports_tools = _or(info.boolean("supports_function_calling"), True)
 
     if name is None or resolved is None or api_base is None:
         return None
@@ -525,6 +526,7 @@ def _deployment(
         deployment_budget_duration=own_duration,
         base_model=base_model,
         free=free,
+        supports_tools=supports_tools,
     )
 
 

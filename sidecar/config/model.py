@@ -80,6 +80,9 @@ class Deployment:
     base_model: str | None = None
     # model_info.free: a cloud deployment that costs nothing (no price needed).
     free: bool = False
+    # model_info.supports_function_calling (LiteLLM's name): false for a model that cannot
+    # call tools, which routing then keeps requests with tools away from.
+    supports_tools: bool = True
 
     @property
     def secrets(self) -> tuple[str, ...]:

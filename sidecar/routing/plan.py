@@ -31,7 +31,10 @@ The steps, each leaving a reason or a note in the plan:
    `default_fallbacks`), filtered by the same privacy, context and budget rules,
    and none with `no_fallback`. Deployments the health view reports down go
    last, or are left out with `enable_pre_call_checks`.
-6. Never fail without trying: when fewer than `health.panic_threshold` of the
+6. Capabilities (capabilities.py): a request with tools skips deployments that cannot
+   call tools (a 400 when no fallback can take it either), and a request carrying
+   signed thinking keeps to the provider family of its first candidate.
+7. Never fail without trying: when fewer than `health.panic_threshold` of the
    plan's deployments look healthy (every one of them, in the worst case), the
    unhealthy ones are kept, soonest to recover first, and listed in
    `RoutePlan.despite_health` so that the engine tries them although they are
@@ -48,7 +51,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.config.model import Deployment, SidecarConfig
-from sidecar.errors import BudgetExceeded, ContextWindowExceeded, PrivacyBlocked, UnknownModel
+from sidecar.errors import (
+    BudgetExceeded,
+    ContextWindowExceeded,
+    InvalidRequest,
+    PrivacyBlocked,
+    UnknownModel,
+)
+from sidecar.routing.capabilities import (
+    can_call_tools,
+    carries_signed_thinking,
+    family,
+    wants_tools,
+)
 from sidecar.routing.hedging import Hedge, hedge_for
 from sidecar.routing.policy import RoutingPolicy, compile_routing
 from sidecar.routing.tokens import chat_overhead, estimate_tokens
@@ -144,6 +159,14 @@ def plan(
             candidates, _ = _candidates(alias, local[1], scope, notes)
     if not candidates and held.budget is not None:
         raise held.budget
+    if not candidates and held.tools:
+        raise InvalidRequest(
+            "tools",
+            f"model {alias!r} cannot call tools (model_info.supports_function_calling is "
+            "false for its deployments) and no fallback that can was left",
+        )
+    if candidates and carries_signed_thinking(request):
+        candidates = _same_family(candidates, notes)
     despite: frozenset[str] = frozenset()
     if health is not None:
         candidates, despite = _by_health(candidates, policy.config, health, notes)
@@ -158,6 +181,16 @@ def plan(
         hedge=hedge_for(candidates, policy.config),
         despite_health=despite,
     )
+
+
+def _same_family(candidates: list[Candidate], notes: list[str]) -> list[Candidate]:
+    """The candidates of the first one's provider family (signed thinking needs it)."""
+    kind = family(candidates[0].deployment)
+    kept = [c for c in candidates if family(c.deployment) is kind]
+    if len(kept) < len(candidates):
+        left = ", ".join(dict.fromkeys(c.deployment.id for c in candidates if c not in kept))
+        notes.append(f"signed thinking: kept to {kind.value} deployments, left out {left}")
+    return kept
 
 
 def _by_health(
@@ -323,7 +356,8 @@ def _deployments(
                 return name, kept, reason
             notes.append(f"context fallback: {alias} -> {name}")
             return name, kept, f"{reason}; context fallback -> {name}"
-    if held.budget is not None:
+    if held.budget is not None or held.tools:
+        # The failure fallbacks may still take it.
         return alias, [], reason
     raise held.error(alias, chain, scope.reasons)
 
@@ -337,9 +371,14 @@ def _fitting(group: str, scope: _Scope, notes: list[str], held: _Held) -> list[D
     requested = request.params.max_tokens
     default_output = policy.rules.context.default_output_tokens
     kept: list[Deployment] = []
+    tools = wants_tools(request)
     for d in policy.config.groups[group].deployments:
         if reasons and d.locality is not Locality.LOCAL:
             held.privacy += 1
+            continue
+        if tools and not can_call_tools(d):
+            notes.append(f"tools: skipped {d.id} (it cannot call tools)")
+            held.tools += 1
             continue
         window = d.context_window
         if checks and window is not None:
@@ -405,6 +444,7 @@ class _Held:
     largest: int = 0
     needed: int = 0
     budget: BudgetExceeded | None = None  # the first cap that held a deployment back
+    tools: int = 0  # deployments that cannot call the request's tools
 
     def too_small(self, needed: int, window: int) -> None:
         self.context += 1
