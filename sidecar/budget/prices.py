@@ -33,6 +33,9 @@ class Price:
     input: int = 0
     output: int = 0
     cached_input: int = 0
+    # Prompt tokens written to the provider's cache (Anthropic bills them above input);
+    # 0: at the input rate.
+    cache_write_input: int = 0
     max_output: int | None = None
     long_above: int | None = None
     long_input: int = 0
@@ -43,14 +46,24 @@ class Price:
     def free(self) -> bool:
         return not (self.input or self.output or self.cached_input or self.long_input)
 
-    def cost(self, prompt: int, completion: int, cached: int = 0) -> int:
-        """Pico-dollars for a call; `cached` prompt tokens are part of `prompt`."""
+    def cost(self, prompt: int, completion: int, cached: int = 0, written: int = 0) -> int:
+        """Pico-dollars for a call; `cached` (read from the cache) and `written` (to it)
+        prompt tokens are part of `prompt`."""
         inp, out = self.input, self.output
         if self.long_above is not None and prompt > self.long_above:
             inp, out = self.long_input, self.long_output
         cached = min(max(cached, 0), prompt)
+        written = min(max(written, 0), prompt - cached)
         cached_rate = self.cached_input if self.cached_input else inp
-        return (prompt - cached) * inp + cached * cached_rate + completion * out
+        # Never below the input rate in force (the long-context one may be higher).
+        write_rate = max(self.cache_write_input, inp)
+        plain = prompt - cached - written
+        return plain * inp + cached * cached_rate + written * write_rate + completion * out
+
+    def worst(self, prompt: int, completion: int) -> int:
+        """The most a call of these bounds can cost: every prompt token written to the
+        cache when writing costs more than reading the prompt plainly."""
+        return self.cost(prompt, completion, written=prompt)
 
 
 def per_token(usd: float) -> int:
@@ -138,6 +151,7 @@ def _entry(path: str, entry: object, problems: list[str]) -> Price | None:
         input=rate("input"),
         output=rate("output"),
         cached_input=rate("cached_input", required=False),
+        cache_write_input=rate("cache_write_input", required=False),
         max_output=max_output,
         long_above=long_above,
         long_input=long_input,

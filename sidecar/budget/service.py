@@ -167,7 +167,7 @@ class Budgets:
         """The call's bounds and the micro-dollars they may cost."""
         price = self.prices[deployment.id]
         case = worst_case(deployment, request, price, self._settings.default_answer_tokens)
-        return case, micros(price.cost(case.prompt_bound, case.answer_room))
+        return case, micros(price.worst(case.prompt_bound, case.answer_room))
 
     def exceeded(
         self, charges: Iterable[Charge], amount: int, model: str, now: float
@@ -367,11 +367,16 @@ def _billed(
         and usage.prompt_tokens is not None
         and usage.completion_tokens is not None
     ):
-        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens or 0)
+        return price.cost(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens or 0,
+            usage.cache_write_tokens or 0,
+        )
     if chunks == 0:
         if not billed:
             return 0
-        return price.cost(ticket.case.prompt_bound, ticket.case.answer_room)
+        return price.worst(ticket.case.prompt_bound, ticket.case.answer_room)
     # Cut short: the prompt, and at least the tokens relayed (about 3 characters or one
     # chunk each, whichever counts more).
     relayed = max(chunks, -(-chars // 3))
