@@ -11,7 +11,8 @@ time, and every call is bounded by CALL_TIMEOUT.
 
 Clients: `ollama_direct` / `ollama_unary` (NDJSON straight to an Ollama-style
 upstream), `openai_stream` / `openai_unary` (an OpenAI-style server or the HTTP bridge, SSE
-or JSON), `anthropic_stream` (Anthropic Messages SSE straight to its simulator),
+or JSON), `anthropic_stream` (Anthropic Messages SSE straight to its simulator), `gemini_stream`
+(Gemini SSE likewise),
 `grpc_stream` / `grpc_unary` / `stream_chat` (the sidecar over gRPC).
 """
 
@@ -233,6 +234,33 @@ def anthropic_stream(
                         timer.token()
                     elif event.startswith(b"event: message_stop"):
                         done = True
+        return timer.sample(ok=done and timer.tokens > 0)
+
+    return call
+
+
+def gemini_stream(session: aiohttp.ClientSession, root_url: str, model: str, api_key: str) -> Call:
+    """Stream one chat from a Gemini server (`streamGenerateContent?alt=sse`), timing the
+    first text part; the answer is whole once a chunk carried its finishReason."""
+    url = f"{root_url}/v1beta/models/{model}:streamGenerateContent?alt=sse"
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]})
+    headers = {"Content-Type": "application/json", "x-goog-api-key": api_key}
+
+    async def call() -> Sample:
+        timer = Timer()
+        done = False
+        tail = b""
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            while data := await response.content.readany():
+                events = (tail + data).replace(b"\r\n", b"\n").split(b"\n\n")
+                tail = events.pop()
+                for event in events:
+                    if b'"finishReason"' in event:
+                        done = True
+                    elif b'"text":"' in event and b'"thought":true' not in event:
+                        timer.token()
         return timer.sample(ok=done and timer.tokens > 0)
 
     return call

@@ -3,16 +3,17 @@ through the HTTP bridge, in one run.
 
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
-Five processes: simulated Ollama, OpenAI and Anthropic upstreams, the sidecar (gRPC,
-and the HTTP bridge on the same engine) and this load generator. Three paths, each
+Six processes: simulated Ollama, OpenAI, Anthropic and Gemini upstreams, the sidecar
+(gRPC, and the HTTP bridge on the same engine) and this load generator. Four paths, each
 against the baseline that calls the same upstream directly:
 
     grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
     http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
     anthropic  gRPC StreamChat -> sidecar -> Anthropic Messages SSE  vs  direct-anthropic
+    gemini     gRPC StreamChat -> sidecar -> Gemini SSE              vs  direct-gemini
 
-The anthropic path is measured streaming only (the Messages translation is what it
-adds) and takes no part in the open-loop rate steps.
+The anthropic and gemini paths are measured streaming only (the translation is what
+they add) and take no part in the open-loop rate steps.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -50,6 +51,7 @@ from benchmarks.load import (
     Sample,
     anthropic_stream,
     closed_loop,
+    gemini_stream,
     grpc_stream,
     grpc_unary,
     ollama_direct,
@@ -68,12 +70,19 @@ OPENAI_MODEL = "qwen2.5"
 OPENAI_ALIAS = "vllm-local"
 CLAUDE_MODEL = "claude-sonnet-4-20250514"
 CLAUDE_ALIAS = "cloud-reasoning"
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_ALIAS = "cloud-gemini"
 UPSTREAM_KEY = "sk-bench-upstream"
 MASTER_KEY = "sk-bench-master"
 # path -> the baseline speaking the same client protocol straight to the upstream
-BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
+BASELINE = {
+    "grpc": "direct-ollama",
+    "http": "direct-openai",
+    "anthropic": "direct-anthropic",
+    "gemini": "direct-gemini",
+}
 PATHS = tuple(BASELINE)
-STREAM_ONLY = frozenset({"anthropic"})
+STREAM_ONLY = frozenset({"anthropic", "gemini"})
 RATE_PATHS = ("grpc", "http")
 MODES = ("stream", "unary")
 # Upstream profiles, in the simulators' control-endpoint form.
@@ -247,14 +256,18 @@ class Stack:
     ollama: procs.Proc
     openai: procs.Proc
     anthropic: procs.Proc
+    gemini: procs.Proc
     session: aiohttp.ClientSession
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
     def upstream(self, path: str) -> procs.Proc:
-        return {"grpc": self.ollama, "http": self.openai, "anthropic": self.anthropic}[path]
+        upstreams = {"grpc": self.ollama, "http": self.openai, "anthropic": self.anthropic}
+        return upstreams.get(path, self.gemini)
 
 
-def config(ollama_root: str, openai_root: str, anthropic_root: str) -> dict[str, Any]:
+def config(
+    ollama_root: str, openai_root: str, anthropic_root: str, gemini_root: str
+) -> dict[str, Any]:
     return {
         "model_list": [
             {
@@ -277,6 +290,14 @@ def config(ollama_root: str, openai_root: str, anthropic_root: str) -> dict[str,
                     "api_key": UPSTREAM_KEY,
                 },
             },
+            {
+                "model_name": GEMINI_ALIAS,
+                "litellm_params": {
+                    "model": f"gemini/{GEMINI_MODEL}",
+                    "api_base": gemini_root,
+                    "api_key": UPSTREAM_KEY,
+                },
+            },
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -288,9 +309,10 @@ async def stack() -> AsyncIterator[Stack]:
         procs.simulator("ollama", "instant") as ollama,
         procs.simulator("openai", "instant", "--api-key", UPSTREAM_KEY) as openai,
         procs.simulator("anthropic", "instant", "--api-key", UPSTREAM_KEY) as anthropic,
+        procs.simulator("gemini", "instant", "--api-key", UPSTREAM_KEY) as gemini,
     ):
         with tempfile.TemporaryDirectory() as tmp:
-            roots = (ollama.address, openai.address, anthropic.address)
+            roots = (ollama.address, openai.address, anthropic.address, gemini.address)
             path = procs.write_config(tmp, config(*roots))
             async with (
                 procs.sidecar(path, http=True) as sidecar,
@@ -317,8 +339,12 @@ async def stack() -> AsyncIterator[Stack]:
                         session, anthropic.address, CLAUDE_MODEL, key
                     ),
                     ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS, MASTER_KEY),
+                    ("direct-gemini", "stream"): gemini_stream(
+                        session, gemini.address, GEMINI_MODEL, key
+                    ),
+                    ("gemini", "stream"): grpc_stream(stub, GEMINI_ALIAS, MASTER_KEY),
                 }
-                yield Stack(sidecar, ollama, openai, anthropic, session, calls)
+                yield Stack(sidecar, ollama, openai, anthropic, gemini, session, calls)
 
 
 def _connector() -> aiohttp.TCPConnector:
@@ -327,7 +353,7 @@ def _connector() -> aiohttp.TCPConnector:
 
 
 async def set_profile(s: Stack, profile: str) -> None:
-    for sim in (s.ollama, s.openai, s.anthropic):
+    for sim in (s.ollama, s.openai, s.anthropic, s.gemini):
         await procs.configure(s.session, sim.address, profile=dict(PROFILES[profile]))
 
 
@@ -502,7 +528,9 @@ def markdown(data: Mapping[str, Any]) -> str:
 
 SCENARIO = Scenario(
     name="overhead",
-    title="What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic translation",
+    title=(
+        "What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic and Gemini translation"
+    ),
     steps=steps,
     run=run,
     time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
