@@ -80,7 +80,7 @@ async def running_bridge(
 def standard_config(
     ollama: OllamaSimulator, openai_sim: OpenAISimulator, **sections: Any
 ) -> SidecarConfig:
-    """Aliases on both simulated protocols, a cloud one, and one with no built-in provider."""
+    """Aliases on both simulated protocols, a cloud one, and a cloud one nobody answers."""
     openai_params = {"api_base": openai_sim.base_url, "api_key": UPSTREAM_KEY}
     sections.setdefault("general_settings", {"master_key": KEY})
     sections.setdefault("timeouts", {"first_token": 5, "idle": 5, "total": 20})
@@ -89,7 +89,11 @@ def standard_config(
             ("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url}),
             ("vllm-local", "openai/qwen2.5", openai_params),
             ("cloud-fast", "openai/gpt-4o-mini", {**openai_params, "model_info": _CLOUD}),
-            ("gemini", "gemini/gemini-2.0-flash", {"api_key": "sk-gemini"}),
+            (
+                "gemini",
+                "gemini/gemini-2.0-flash",
+                {"api_base": "http://127.0.0.1:9", "api_key": "sk-gemini", "model_info": _CLOUD},
+            ),
         ],
         **sections,
     )

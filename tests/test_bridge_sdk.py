@@ -325,10 +325,10 @@ async def test_upstream_failure_is_server_error(
         assert "fast-local/0" in err.value.message
 
 
-async def test_no_builtin_provider_is_not_implemented(client: openai.AsyncOpenAI) -> None:
+async def test_an_upstream_nobody_answers_is_unavailable(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.InternalServerError) as err:
         await client.chat.completions.create(model="gemini", messages=USER)
-    assert err.value.status_code == 501
+    assert err.value.status_code == 503
 
 
 async def test_local_only_never_reaches_the_cloud(

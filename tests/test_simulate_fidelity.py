@@ -100,6 +100,7 @@ def test_presets_and_lookup() -> None:
         "gpt-4o",
         "gpt-4o-mini",
         "claude-sonnet",
+        "gemini-flash",
     }
     assert profile_by_name("instant") == SimProfile()
     assert profile_by_name("local-8b").tokens_per_second == (80.0, 120.0)
