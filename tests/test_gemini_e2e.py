@@ -306,6 +306,15 @@ async def test_overload_without_fallback(
     assert KEY not in details
 
 
+async def test_retry_info_is_the_retry_after(sidecar: Sidecar, gemini: GeminiSimulator) -> None:
+    # Gemini sends no Retry-After header: the delay is the error's RetryInfo.retryDelay.
+    gemini.fault = Fault("http_429", retry_after=7)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await sidecar.stub.Chat(chat_request("cloud-gemini"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(err.value.trailing_metadata() or ())["retry-after"] == "7.000"
+
+
 async def test_error_event_after_tokens_ends_the_stream(
     sidecar: Sidecar, gemini: GeminiSimulator
 ) -> None:

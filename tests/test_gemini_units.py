@@ -11,6 +11,7 @@ import pytest
 from sidecar.config.model import Deployment, ProviderKind
 from sidecar.providers import gemini
 from sidecar.providers.gemini_schema import MAX_DEPTH, gemini_schema
+from sidecar.providers.http import error_message, retry_delay
 from sidecar.simulate.gemini import SCHEMA_KEYWORDS
 from sidecar.types import ChatRequest, Message, ThinkingBlock, ToolCall, Usage
 
@@ -229,3 +230,17 @@ def test_request_settings() -> None:
     assert gemini.stream_path(DEPLOYMENT) == (
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     )
+
+
+def test_google_error_bodies() -> None:
+    body = (
+        b'[{"error": {"code": 429, "message": "Quota exceeded for key AIza-secret",'
+        b' "status": "RESOURCE_EXHAUSTED", "details": [{"@type":'
+        b' "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "20s"}]}}]'
+    )
+    assert retry_delay(body) == 20.0
+    assert retry_delay(body.replace(b'"20s"', b'"1.5s"')) == 1.5
+    assert retry_delay(b'{"error": {"details": [{"retryDelay": "soon"}]}}') is None
+    assert retry_delay(b"not json retryDelay") is None
+    # The message inside the array Google wraps a streaming call's error in, key redacted.
+    assert error_message(body, ("AIza-secret",)) == "Quota exceeded for key [redacted]"

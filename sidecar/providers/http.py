@@ -275,6 +275,8 @@ async def status_error(deployment: Deployment, response: aiohttp.ClientResponse)
         detail = redact(response.reason or "", deployment.secrets, limit=80) or "no detail"
     problem = f"upstream answered HTTP {status}: {detail}"
     retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if retry_after is None and status in (429, 503):
+        retry_after = retry_delay(raw)
     if status in (408, 504):
         return UpstreamTimeout(deployment.id, problem)
     if status in (400, 413, 422):
@@ -298,6 +300,8 @@ def error_message(raw: bytes, secrets: Sequence[str] = ()) -> str:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # Google wraps a streaming call's error in an array
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         err = err.get("message") or err
@@ -306,6 +310,26 @@ def error_message(raw: bytes, secrets: Sequence[str] = ()) -> str:
     elif err is not None:
         text = orjson.dumps(err).decode()
     return redact(text.strip(), secrets)
+
+
+def retry_delay(raw: bytes) -> float | None:
+    """Seconds from a Google error body's `RetryInfo.retryDelay` ("20s", "1.5s"), which
+    Gemini sends instead of a Retry-After header; None when there is none."""
+    if b"retryDelay" not in raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # a streaming call's error comes wrapped in an array
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            return parse_retry_after(delay[:-1])
+    return None
 
 
 def parse_retry_after(value: str | None) -> float | None:
