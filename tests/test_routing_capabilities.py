@@ -4,16 +4,22 @@ carrying signed thinking keeps to the provider family that can read it."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import openai
 import pytest
 
 from sidecar.config.loader import parse_config
 from sidecar.config.model import Deployment, LitellmSettings, ProviderKind, SidecarConfig
 from sidecar.errors import InvalidRequest
+from sidecar.simulate import OllamaSimulator
 from sidecar.types import ChatRequest, Message, RoutingHints, ThinkingBlock, ToolCall
+from tests import harness
+from tests.bridge_harness import running_bridge
 from tests.test_routing_plan import CLOUD, dep, ids, make_config, route
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+TOOLS_PARAM: Any = TOOLS
 
 
 def _no_tools(deployment: Deployment) -> Deployment:
@@ -118,3 +124,27 @@ def test_signed_thinking_keeps_to_its_provider_family(thinking: tuple[ThinkingBl
     # The same loop without signed thinking may go anywhere its fallbacks lead.
     unsigned = route(_loop((ThinkingBlock("Let me see."),)), config)
     assert ids(unsigned) == ["claude/0", "gemini/0", "claude-backup/0", "local/0"]
+
+
+async def test_through_the_bridge_tools_a_model_cannot_call_are_a_400(
+    ollama: OllamaSimulator,
+) -> None:
+    info = {"supports_function_calling": False}
+    config = harness.make_config(
+        [("tiny", "ollama/tiny", {"api_base": ollama.base_url, "model_info": info})],
+        general_settings={"master_key": "sk-master"},
+    )
+    async with (
+        running_bridge(config, "in-process") as bridge,
+        bridge.client(api_key="sk-master") as client,
+    ):
+        with pytest.raises(openai.BadRequestError) as err:
+            await client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "hi"}], tools=TOOLS_PARAM
+            )
+        assert "cannot call tools" in err.value.message
+        answer = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content
+    assert ollama.stats.requests == 1  # the request with tools never reached it
