@@ -219,24 +219,13 @@ def anthropic_stream(
         "anthropic-version": "2023-06-01",
     }
 
-    async def call() -> Sample:
-        timer = Timer()
-        done = False
-        tail = b""
-        async with session.post(url, data=body, headers=headers) as response:
-            if response.status != 200:
-                raise ValueError(f"HTTP {response.status}")
-            while data := await response.content.readany():
-                events = (tail + data).split(b"\n\n")
-                tail = events.pop()
-                for event in events:
-                    if event.startswith(b"event: content_block_delta") and b'"text_delta"' in event:
-                        timer.token()
-                    elif event.startswith(b"event: message_stop"):
-                        done = True
-        return timer.sample(ok=done and timer.tokens > 0)
+    def token(event: bytes) -> bool:
+        return event.startswith(b"event: content_block_delta") and b'"text_delta"' in event
 
-    return call
+    def done(event: bytes) -> bool:
+        return event.startswith(b"event: message_stop")
+
+    return _sse_call(session, url, body, headers, token, done)
 
 
 def gemini_stream(session: aiohttp.ClientSession, root_url: str, model: str, api_key: str) -> Call:
@@ -246,9 +235,29 @@ def gemini_stream(session: aiohttp.ClientSession, root_url: str, model: str, api
     body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]})
     headers = {"Content-Type": "application/json", "x-goog-api-key": api_key}
 
+    def token(event: bytes) -> bool:
+        return b'"text":"' in event and b'"thought":true' not in event
+
+    def done(event: bytes) -> bool:
+        return b'"finishReason"' in event
+
+    return _sse_call(session, url, body, headers, token, done)
+
+
+def _sse_call(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    token: Callable[[bytes], bool],
+    done: Callable[[bytes], bool],
+) -> Call:
+    """A streamed call whose SSE events are told apart by `done` (the last one) and
+    `token` (one carrying text), on the raw event bytes."""
+
     async def call() -> Sample:
         timer = Timer()
-        done = False
+        finished = False
         tail = b""
         async with session.post(url, data=body, headers=headers) as response:
             if response.status != 200:
@@ -257,11 +266,11 @@ def gemini_stream(session: aiohttp.ClientSession, root_url: str, model: str, api
                 events = (tail + data).replace(b"\r\n", b"\n").split(b"\n\n")
                 tail = events.pop()
                 for event in events:
-                    if b'"finishReason"' in event:
-                        done = True
-                    elif b'"text":"' in event and b'"thought":true' not in event:
+                    if done(event):
+                        finished = True
+                    elif token(event):
                         timer.token()
-        return timer.sample(ok=done and timer.tokens > 0)
+        return timer.sample(ok=finished and timer.tokens > 0)
 
     return call
 

@@ -76,6 +76,23 @@ def chat_request(model: str, text: str = "Say hello", **fields: Any) -> pb.ChatR
     return pb.ChatRequest(model=model, messages=[pb.Message(role="user", content=text)], **fields)
 
 
+async def stream_chunks(sidecar: Sidecar, request: pb.ChatRequest) -> list[pb.ChatChunk]:
+    """Every chunk of one StreamChat call."""
+    return [chunk async for chunk in sidecar.stub.StreamChat(request, timeout=10)]
+
+
+def merged_calls(chunks: list[pb.ChatChunk]) -> list[dict[str, Any]]:
+    """Tool-call fragments accumulated by index, as an OpenAI-style caller does."""
+    merged: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for call in chunk.tool_calls:
+            entry = merged.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+            entry["id"] = entry["id"] or call.id
+            entry["name"] = entry["name"] or call.name
+            entry["arguments"] += call.arguments
+    return [merged[i] for i in sorted(merged)]
+
+
 async def wait_until(predicate: Callable[[], bool], within: float) -> bool:
     """Poll `predicate` until it holds or `within` seconds pass; return whether it held."""
     end = time.monotonic() + within

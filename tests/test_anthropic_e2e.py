@@ -18,7 +18,14 @@ from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import AnthropicSimulator, Fault, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import answer_text
 from tests.bridge_harness import running_bridge
-from tests.harness import Sidecar, chat_request, make_config, running_sidecar
+from tests.harness import (
+    Sidecar,
+    chat_request,
+    make_config,
+    merged_calls,
+    running_sidecar,
+    stream_chunks,
+)
 
 KEY = "sk-ant-upstream"
 MASTER = "sk-master-claude"
@@ -82,22 +89,6 @@ async def sidecar(claude: AnthropicSimulator) -> AsyncIterator[Sidecar]:
         yield running
 
 
-async def _stream(sidecar: Sidecar, request: pb.ChatRequest) -> list[pb.ChatChunk]:
-    return [chunk async for chunk in sidecar.stub.StreamChat(request, timeout=10)]
-
-
-def _calls(chunks: list[pb.ChatChunk]) -> list[dict[str, Any]]:
-    """Tool-call fragments accumulated by index, as an OpenAI-style caller does."""
-    merged: dict[int, dict[str, Any]] = {}
-    for chunk in chunks:
-        for call in chunk.tool_calls:
-            entry = merged.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            entry["id"] = entry["id"] or call.id
-            entry["name"] = entry["name"] or call.name
-            entry["arguments"] += call.arguments
-    return [merged[i] for i in sorted(merged)]
-
-
 async def test_unary_and_stream_text_with_usage(
     sidecar: Sidecar, claude: AnthropicSimulator
 ) -> None:
@@ -115,7 +106,7 @@ async def test_unary_and_stream_text_with_usage(
     assert [m["role"] for m in body["messages"]] == ["user"]
     assert body["max_tokens"] == 512  # the deployment's cap: the API requires one
 
-    chunks = await _stream(sidecar, chat_request("cloud-reasoning"))
+    chunks = await stream_chunks(sidecar, chat_request("cloud-reasoning"))
     assert "".join(c.delta for c in chunks) == EXPECTED
     assert chunks[0].route.provider == "anthropic"
     assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
@@ -153,7 +144,7 @@ async def test_generation_params_reach_the_messages_api(
     ],
 )
 async def test_stop_reasons_are_mapped_explicitly(sidecar: Sidecar, text: str, finish: str) -> None:
-    chunks = await _stream(sidecar, chat_request("cloud-reasoning", text))
+    chunks = await stream_chunks(sidecar, chat_request("cloud-reasoning", text))
     assert [c.finish_reason for c in chunks if c.finish_reason] == [finish]
 
 
@@ -173,7 +164,7 @@ async def test_cached_tokens_are_reported_once(
     async def ask() -> pb.ChatChunk:
         request = chat_request("cloud-reasoning", extra_json=extra)
         request.messages.insert(0, pb.Message(role="system", content=system))
-        chunks = await _stream(sidecar, request)
+        chunks = await stream_chunks(sidecar, request)
         return chunks[-1]
 
     first, second = await ask(), await ask()
@@ -191,8 +182,8 @@ async def test_single_and_parallel_tool_calls(sidecar: Sidecar, claude: Anthropi
     one = chat_request(
         "cloud-reasoning", "Look Lima up.", extra_json=orjson.dumps({"tools": [LOOKUP]}).decode()
     )
-    chunks = await _stream(sidecar, one)
-    [call] = _calls(chunks)
+    chunks = await stream_chunks(sidecar, one)
+    [call] = merged_calls(chunks)
     assert call["name"] == "lookup"
     assert call["id"].startswith("toolu_")
     assert isinstance(orjson.loads(call["arguments"])["city"], str)
@@ -211,7 +202,7 @@ async def test_single_and_parallel_tool_calls(sidecar: Sidecar, claude: Anthropi
         "Use lookup and weather for Lima.",
         extra_json=orjson.dumps({"tools": [LOOKUP, WEATHER]}).decode(),
     )
-    calls = _calls(await _stream(sidecar, both))
+    calls = merged_calls(await stream_chunks(sidecar, both))
     assert [c["name"] for c in calls] == ["lookup", "weather"]
     assert len({c["id"] for c in calls}) == 2
     assert isinstance(orjson.loads(calls[1]["arguments"])["days"], int)
@@ -254,7 +245,7 @@ async def test_overloads_fail_over(
 ) -> None:
     claude.fault = fault
     async with running_sidecar(_config(claude, ollama)) as sidecar:
-        chunks = await _stream(sidecar, chat_request("cloud-reasoning"))
+        chunks = await stream_chunks(sidecar, chat_request("cloud-reasoning"))
     assert chunks[0].route.deployment == "fast-local/0"
     assert "".join(c.delta for c in chunks) == EXPECTED
     assert claude.stats.requests == 1
@@ -338,13 +329,13 @@ async def test_thinking_tool_loop_sends_signed_blocks_back_unchanged(
         {"tools": [LOOKUP], "thinking": {"type": "enabled", "budget_tokens": 1024}}
     ).decode()
     ask = chat_request("cloud-reasoning", "Look Lima up.", extra_json=extra)
-    chunks = await _stream(sidecar, ask)
+    chunks = await stream_chunks(sidecar, ask)
     reasoning = "".join(c.reasoning for c in chunks)
     blocks = [b for c in chunks for b in c.thinking]
     assert reasoning
     assert [b.thinking for b in blocks] == [reasoning]
     assert blocks[0].signature == claude.sign(reasoning)
-    [call] = _calls(chunks)
+    [call] = merged_calls(chunks)
     tool_calls = [pb.ToolCall(id=call["id"], name=call["name"], arguments=call["arguments"])]
 
     def follow_up(thinking: list[pb.ThinkingBlock]) -> pb.ChatRequest:

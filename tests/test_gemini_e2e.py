@@ -20,7 +20,14 @@ from sidecar.runtime.standins import StandIns
 from sidecar.simulate import Fault, GeminiSimulator, OllamaSimulator, profile_by_name
 from sidecar.simulate.profile import answer_text
 from tests.bridge_harness import running_bridge
-from tests.harness import Sidecar, chat_request, make_config, running_sidecar
+from tests.harness import (
+    Sidecar,
+    chat_request,
+    make_config,
+    merged_calls,
+    running_sidecar,
+    stream_chunks,
+)
 
 KEY = "AIza-upstream-key"
 MASTER = "sk-master-gemini"
@@ -83,22 +90,6 @@ async def sidecar(gemini: GeminiSimulator) -> AsyncIterator[Sidecar]:
         yield running
 
 
-async def _stream(sidecar: Sidecar, request: pb.ChatRequest) -> list[pb.ChatChunk]:
-    return [chunk async for chunk in sidecar.stub.StreamChat(request, timeout=10)]
-
-
-def _calls(chunks: list[pb.ChatChunk]) -> list[dict[str, Any]]:
-    """Tool-call fragments accumulated by index, as an OpenAI-style caller does."""
-    merged: dict[int, dict[str, Any]] = {}
-    for chunk in chunks:
-        for call in chunk.tool_calls:
-            entry = merged.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            entry["id"] = entry["id"] or call.id
-            entry["name"] = entry["name"] or call.name
-            entry["arguments"] += call.arguments
-    return [merged[i] for i in sorted(merged)]
-
-
 def _tools(*tools: Any, **extra: Any) -> str:
     return orjson.dumps({"tools": list(tools), **extra}).decode()
 
@@ -119,7 +110,7 @@ async def test_unary_and_stream_text_with_usage(sidecar: Sidecar, gemini: Gemini
     assert [c["role"] for c in body["contents"]] == ["user"]
 
     # Every chunk of the stream carried the usage so far; summing would count 20 times over.
-    chunks = await _stream(sidecar, chat_request("cloud-gemini"))
+    chunks = await stream_chunks(sidecar, chat_request("cloud-gemini"))
     assert "".join(c.delta for c in chunks) == EXPECTED
     assert chunks[0].route.provider == "gemini"
     assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
@@ -150,7 +141,7 @@ async def test_cached_tokens_are_reported_once(sidecar: Sidecar) -> None:
     async def ask() -> pb.ChatChunk:
         request = chat_request("cloud-gemini")
         request.messages.insert(0, pb.Message(role="system", content="You are a geographer. " * 40))
-        return (await _stream(sidecar, request))[-1]
+        return (await stream_chunks(sidecar, request))[-1]
 
     first, second = await ask(), await ask()
     assert not first.usage.HasField("cached_tokens")
@@ -178,7 +169,7 @@ async def test_cached_tokens_are_reported_once(sidecar: Sidecar) -> None:
 async def test_finish_reasons_are_mapped_explicitly(
     sidecar: Sidecar, text: str, finish: str
 ) -> None:
-    chunks = await _stream(sidecar, chat_request("cloud-gemini", text))
+    chunks = await stream_chunks(sidecar, chat_request("cloud-gemini", text))
     assert [c.finish_reason for c in chunks if c.finish_reason] == [finish]
 
 
@@ -195,10 +186,10 @@ async def test_malformed_function_call_is_an_error(sidecar: Sidecar) -> None:
 
 
 async def test_single_and_parallel_tool_calls(sidecar: Sidecar, gemini: GeminiSimulator) -> None:
-    chunks = await _stream(
+    chunks = await stream_chunks(
         sidecar, chat_request("cloud-gemini", "Look Lima up.", extra_json=_tools(LOOKUP))
     )
-    [call] = _calls(chunks)
+    [call] = merged_calls(chunks)
     assert call["name"] == "lookup"
     assert isinstance(orjson.loads(call["arguments"])["city"], str)
     assert [c.finish_reason for c in chunks if c.finish_reason] == ["tool_calls"]
@@ -213,7 +204,7 @@ async def test_single_and_parallel_tool_calls(sidecar: Sidecar, gemini: GeminiSi
     both = chat_request(
         "cloud-gemini", "Use lookup and weather for Lima.", extra_json=_tools(LOOKUP, WEATHER)
     )
-    calls = _calls(await _stream(sidecar, both))
+    calls = merged_calls(await stream_chunks(sidecar, both))
     assert [c["name"] for c in calls] == ["lookup", "weather"]
     assert len({c["id"] for c in calls}) == 2
     assert orjson.loads(calls[1]["arguments"])["days"] >= 0
@@ -228,8 +219,8 @@ async def test_two_turn_tool_loop_with_thought_signature(
 ) -> None:
     tools = _tools(LOOKUP, WEATHER)
     ask = "Use lookup and weather for Lima."
-    chunks = await _stream(sidecar, chat_request("cloud-gemini", ask, extra_json=tools))
-    calls = _calls(chunks)
+    chunks = await stream_chunks(sidecar, chat_request("cloud-gemini", ask, extra_json=tools))
+    calls = merged_calls(chunks)
     blocks = [b for c in chunks for b in c.thinking]
     assert len(blocks) == 1
     first_call = {"name": calls[0]["name"], "args": orjson.loads(calls[0]["arguments"])}
@@ -268,7 +259,7 @@ async def test_two_turn_tool_loop_with_thought_signature(
 
 async def test_thought_parts_stream_as_reasoning(sidecar: Sidecar) -> None:
     extra = orjson.dumps({"reasoning_effort": "low"}).decode()
-    chunks = await _stream(sidecar, chat_request("cloud-gemini", extra_json=extra))
+    chunks = await stream_chunks(sidecar, chat_request("cloud-gemini", extra_json=extra))
     assert "".join(c.reasoning for c in chunks) == "Let me work out which function answers this."
     assert "".join(c.delta for c in chunks) == EXPECTED
 
@@ -286,7 +277,7 @@ async def test_overloads_fail_over(
 ) -> None:
     gemini.fault = fault
     async with running_sidecar(_config(gemini, ollama)) as sidecar:
-        chunks = await _stream(sidecar, chat_request("cloud-gemini"))
+        chunks = await stream_chunks(sidecar, chat_request("cloud-gemini"))
     assert chunks[0].route.deployment == "fast-local/0"
     assert "".join(c.delta for c in chunks) == EXPECTED
     assert gemini.stats.requests == 1
@@ -432,7 +423,7 @@ async def test_make_run_stands_gemini_in_with_the_gemini_simulator() -> None:
         assert deployment.provider.value == "gemini"
         assert deployment.simulated
         async with running_sidecar(standins.config) as sidecar:
-            chunks = await _stream(sidecar, chat_request("cloud-gemini", "Look Lima up."))
+            chunks = await stream_chunks(sidecar, chat_request("cloud-gemini", "Look Lima up."))
     assert chunks[0].route.provider == "gemini"
     assert chunks[0].route.upstream_model == FLASH
     assert "".join(c.delta for c in chunks)
