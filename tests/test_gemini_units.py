@@ -4,6 +4,7 @@ cumulative usage, and thought signatures put back on the parts they came with.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -229,6 +230,11 @@ def test_request_settings() -> None:
     assert "key=" not in gemini.stream_path(DEPLOYMENT)
     assert gemini.stream_path(DEPLOYMENT) == (
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    )
+    # An api_base written with its version (as some configurations do) keeps it.
+    versioned = dataclasses.replace(DEPLOYMENT, api_base="https://example.com/v1beta")
+    assert gemini.stream_path(versioned) == (
+        "/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     )
 
 

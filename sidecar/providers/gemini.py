@@ -114,14 +114,20 @@ class GeminiProvider:
         self, deployment: Deployment, skip: frozenset[str] = frozenset()
     ) -> ProbeResult:
         """`GET /v1beta/models` lists the models without generating anything."""
-        return await probe_model_list(
-            self._pool, deployment, "/v1beta/models", _auth(deployment), skip
-        )
+        path = f"{_version(deployment)}/models"
+        return await probe_model_list(self._pool, deployment, path, _auth(deployment), skip)
 
 
 def stream_path(deployment: Deployment) -> str:
-    model = deployment.upstream_model.removeprefix("models/")
-    return f"/v1beta/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
+    model = quote(deployment.upstream_model.removeprefix("models/"), safe="")
+    return f"{_version(deployment)}/models/{model}:streamGenerateContent?alt=sse"
+
+
+def _version(deployment: Deployment) -> str:
+    """The API version path, unless the configured api_base already ends in one."""
+    if deployment.api_base.rstrip("/").endswith(("/v1beta", "/v1", "/v1alpha")):
+        return ""
+    return "/v1beta"
 
 
 def _auth(deployment: Deployment) -> dict[str, str]:
