@@ -5,7 +5,11 @@ reasons and its error shapes (429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, a mid-str
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +26,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning"
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 5
 FLASH = "gemini-2.5-flash"
 KEY = "AIza-sim-key"
@@ -276,3 +281,38 @@ async def test_models_list(sim: GeminiSimulator, client: genai.client.AsyncClien
     await client.models.generate_content(model=FLASH, contents="hi")
     names = [m.name async for m in await client.models.list()]
     assert names == [f"models/{FLASH}"]
+
+
+async def test_simulate_gemini_command_serves_the_sdk() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar",
+        "simulate",
+        "gemini",
+        "--port",
+        "0",
+        "--answer-tokens",
+        "3",
+        "--api-key",
+        KEY,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await process.stdout.readline()).decode()
+        match = re.search(r"on (http://\S+)", line)
+        assert match, line
+        options = types.HttpOptions(
+            base_url=match.group(1), retry_options=types.HttpRetryOptions(attempts=1)
+        )
+        sdk = genai.Client(api_key=KEY, http_options=options).aio
+        reply = await sdk.models.generate_content(model=FLASH, contents="hi")
+        await sdk.aclose()
+        assert reply.text == answer_text(3)
+    finally:
+        process.terminate()
+        await process.wait()
