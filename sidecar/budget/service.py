@@ -128,6 +128,13 @@ class Budgets:
         self._unsettled: dict[str, tuple[tuple[str, ...], int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
+    def reconfigure(self, config: SidecarConfig) -> None:
+        """The caps and prices of a reloaded configuration. The ledger's counters carry on,
+        keyed by budget and window; the stores stay those the process started with.
+        Raises ConfigError (a cloud deployment with no price) having changed nothing."""
+        prices = resolve_prices(config)
+        self.book, self.prices = BudgetBook(config), prices
+
     def _ledger(self, config: SidecarConfig) -> Ledger:
         settings = config.budget
         kind = settings.ledger
