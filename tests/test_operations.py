@@ -56,7 +56,10 @@ async def sims() -> AsyncIterator[tuple[OllamaSimulator, OllamaSimulator]]:
 
 async def status_of(address: str) -> pb.ListModelsResponse:
     async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
-        return await pb_grpc.RouterStub(channel).ListModels(pb.ListModelsRequest(), timeout=5)
+        status: pb.ListModelsResponse = await pb_grpc.RouterStub(channel).ListModels(
+            pb.ListModelsRequest(), timeout=5
+        )
+        return status
 
 
 async def wait_for(address: str, check: Any, within: float = 10.0) -> pb.ListModelsResponse:
