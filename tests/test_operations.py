@@ -21,13 +21,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
-from sidecar.simulate import OllamaSimulator
+from sidecar.simulate import OllamaSimulator, OpenAISimulator
 from sidecar.simulate.profile import SimProfile
+from tests.bridge_harness import KEY, http_session, running_bridge, standard_config
 from tests.fleet import ROOT, start_serve, stop_serve, write_config
 from tests.harness import chat_request, wait_until
 
 # A stream that lasts about a second: long enough to reload or drain under it.
 SLOW = SimProfile(tokens_per_second=(40.0, 40.0), answer_tokens=40)
+BRIDGE_CHAT = {"model": "fast-local", "messages": [{"role": "user", "content": "hi"}]}
+BRIDGE_KEY = (("authorization", f"Bearer {KEY}"),)
 # Separate channels get separate connections (gRPC shares them between equal channels).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
@@ -302,3 +305,25 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path:
             assert survivor in await pids_seen(serve.address, 2, but=victim)
         finally:
             assert await stop_serve(serve.process) == 0
+
+
+async def test_a_call_reaching_a_draining_sidecar_is_refused_on_both_doors(
+    ollama: OllamaSimulator, openai_sim: OpenAISimulator
+) -> None:
+    # What a call that slips in after SIGTERM meets (the drain marks the engine first, then
+    # closes the listeners): UNAVAILABLE, or 503 with a retry-after, so it goes elsewhere.
+    config = standard_config(ollama, openai_sim)
+    async with running_bridge(config, "in-process") as bridge, http_session() as http:
+        bridge.sidecar.engine.refuse_new_calls()
+        async with http.post(f"{bridge.base_url}/chat/completions", json=BRIDGE_CHAT) as r:
+            assert r.status == 503
+            assert r.headers["retry-after"] == "1"
+            assert "shutting down" in (await r.json())["error"]["message"]
+        address = f"127.0.0.1:{bridge.sidecar.grpc_port}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.RouterStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Chat(chat_request("fast-local"), timeout=5, metadata=BRIDGE_KEY)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            status = await stub.ListModels(pb.ListModelsRequest(), timeout=5, metadata=BRIDGE_KEY)
+            assert status.draining
