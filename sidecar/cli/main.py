@@ -184,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(send_reload(args.pid_file))
             return 0
+        if args.command == "serve" and args.workers > 1:
+            # The supervisor serves nothing itself: it starts without grpc or the bridge.
+            from sidecar.runtime.supervisor import supervise
+
+            return uvloop.run(supervise(args))
         if args.command == "serve":
             from sidecar.cli.serve import serve  # imported here: it pulls in grpc
 

@@ -27,7 +27,7 @@ from sidecar.runtime.pidfile import pid_file
 from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.reload import Reloader
 from sidecar.runtime.standins import StandIns
-from sidecar.runtime.supervisor import WORKERS_ENV, follow_supervisor, supervise
+from sidecar.runtime.supervisor import WORKERS_ENV, follow_supervisor
 
 
 class SidecarProcess(Lifecycle):
@@ -84,8 +84,6 @@ class SidecarProcess(Lifecycle):
 
 
 async def serve(args: argparse.Namespace) -> int:
-    if args.workers > 1:
-        return await supervise(args)
     follow_supervisor()
     config, config_hash = load_config_hashed(args.config)
     redact_logs(config.secrets)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 
 from sidecar.budget import Budgets
+from sidecar.budget.budgets import BudgetBook
+from sidecar.budget.prices import Price
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
@@ -199,14 +201,16 @@ class Engine:
 
     # -- operations: reload and drain (driven by sidecar/runtime/) ------------------------
 
-    def adopt(self, config: SidecarConfig) -> None:
+    async def adopt(self, config: SidecarConfig) -> None:
         """Serve `config` from the next call on; calls in flight finish on the plan they have.
 
         Health and budget state carry over for deployments that kept their identity. Raises
-        ConfigError (a cloud deployment with no price, say) having changed nothing. Nothing
-        here awaits, so no call sees half of the change."""
-        snapshot = Snapshot.build(config)
-        self.budgets.reconfigure(config)
+        ConfigError (a cloud deployment with no price, say) having changed nothing. The
+        compiling (routing policy, privacy patterns, prices: tens of milliseconds) runs on a
+        thread so that streams keep flowing; the swap itself does not await, so no call
+        sees half of it."""
+        snapshot, rules = await asyncio.to_thread(_compile, config, self.snapshot)
+        self.budgets.reconfigure(rules)
         self.health.retarget(config.deployments, config.health)
         self._services = dataclasses.replace(
             self._services, queue_timeout=config.health.queue_timeout
@@ -240,3 +244,10 @@ class Engine:
             await self.budgets.aclose()
         await self.providers.aclose()
         self.telemetry.shutdown()
+
+
+def _compile(
+    config: SidecarConfig, previous: Snapshot
+) -> tuple[Snapshot, tuple[dict[str, Price], BudgetBook]]:
+    """What a reload computes before the swap; touches no engine state."""
+    return Snapshot.build(config, previous), Budgets.rules(config)

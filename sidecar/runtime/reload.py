@@ -115,7 +115,7 @@ class Reloader:
                     self._path,
                 )
             config = await self._prepare(config)
-            self._engine.adopt(config)
+            await self._engine.adopt(config)
         except (ConfigError, OSError) as exc:
             problems = _problems(exc, old)
             ops.reloads_rejected += 1

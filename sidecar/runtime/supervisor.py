@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sidecar.config import load_config
 from sidecar.hostport import host_port
 from sidecar.runtime.pidfile import pid_file
 
@@ -62,6 +63,8 @@ class _Ports:
 
 
 async def supervise(args: argparse.Namespace) -> int:
+    # A configuration error is reported once, here, rather than by every worker dying.
+    load_config(args.config)
     return await Supervisor(args).run()
 
 
