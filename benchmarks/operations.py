@@ -129,6 +129,22 @@ async def _added_ttft(address: str, sim_url: str, samples: int) -> tuple[float, 
     return statistics.median(added), added[int(len(added) * 0.9) - 1]
 
 
+async def _spread(address: str, connections: int) -> tuple[list[int], list[int]]:
+    """Calls per worker: one each on `connections` connections, then as many on one channel."""
+    per_connection: dict[int, int] = {}
+    for _ in range(connections):
+        async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+            reply = await pb_grpc.RouterStub(channel).ListModels(pb.ListModelsRequest(), timeout=5)
+            per_connection[reply.pid] = per_connection.get(reply.pid, 0) + 1
+    one_channel: dict[int, int] = {}
+    async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+        stub = pb_grpc.RouterStub(channel)
+        for _ in range(connections):
+            reply = await stub.ListModels(pb.ListModelsRequest(), timeout=5)
+            one_channel[reply.pid] = one_channel.get(reply.pid, 0) + 1
+    return sorted(per_connection.values()), sorted(one_channel.values())
+
+
 async def _reload_pause(directory: str, sim_url: str, other_url: str) -> tuple[float, float]:
     """(largest gap between chunks before the reload, largest gap after it) of a paced
     stream across a SIGHUP reload."""
@@ -173,7 +189,17 @@ async def main(argv: Sequence[str] | None = None) -> None:
                     [*serve, "--workers", str(workers)], r"serving gRPC on (\S+)"
                 ) as sc:
                     median, p90 = await _added_ttft(sc.address, sim.address, samples)
-                    rate, _ = await _load(sc.address, 8, seconds)
+                    cpu = sc.cpu_seconds()
+                    rate, ttfts = await _load(sc.address, 8, seconds)
+                    if workers == 1:
+                        per_stream = (sc.cpu_seconds() - cpu) / len(ttfts) * 1000
+                        print(f"sidecar CPU per 20-token stream (1 worker): {per_stream:.2f} ms")
+                    if workers > 1:
+                        split, single = await _spread(sc.address, 32)
+                        print(
+                            f"2 workers, calls per worker: 32 connections {split}, "
+                            f"32 calls on one channel {single}"
+                        )
                     print(
                         f"{workers} worker(s): {rate:.0f} streams/s (8 connections, 20-token "
                         f"instant answers); added TTFT one caller median {median * 1e3:.2f} ms, "

@@ -43,6 +43,7 @@ _READY_TIMEOUT = 60.0
 _STABLE_AFTER = 10.0
 _MAX_BACKOFF = 10.0
 _PR_SET_PDEATHSIG = 1
+_BANNER_REST = 0.05
 
 
 @dataclass(slots=True)
@@ -156,9 +157,9 @@ class Supervisor:
             if not worker.ready.done():
                 banner.append(line)
                 if "serving gRPC on" in line:
-                    # The rest of the banner follows at once; the model table ends it.
+                    # The rest of the banner came in the same write: read what is buffered.
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.5):
+                        async with asyncio.timeout(_BANNER_REST):
                             while more := (await stream.readline()).decode(errors="replace"):
                                 banner.append(more)
                     worker.ready.set_result("".join(banner))
