@@ -25,7 +25,7 @@ from sidecar.simulate import OllamaSimulator, OpenAISimulator
 from sidecar.simulate.profile import SimProfile
 from tests.bridge_harness import KEY, http_session, running_bridge, standard_config
 from tests.fleet import ROOT, start_serve, stop_serve, write_config
-from tests.harness import chat_request, wait_until
+from tests.harness import UPSTREAM_KEY, chat_request, wait_until
 
 # A stream that lasts about a second: long enough to reload or drain under it.
 SLOW = SimProfile(tokens_per_second=(40.0, 40.0), answer_tokens=40)
@@ -327,3 +327,72 @@ async def test_a_call_reaching_a_draining_sidecar_is_refused_on_both_doors(
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
             status = await stub.ListModels(pb.ListModelsRequest(), timeout=5, metadata=BRIDGE_KEY)
             assert status.draining
+
+
+IN, OUT = 1e-6, 1e-5  # USD per token
+# A call costs 2 prompt + 20 completion tokens = 202 micro-dollars: the cap holds 30.
+CAP = 30 * 202e-6
+
+
+async def test_two_workers_share_one_sqlite_ledger_exactly(tmp_path: Path) -> None:
+    profile = SimProfile(ttft=(0.05, 0.05), answer_tokens=20)
+    async with OpenAISimulator(profile=profile, api_key=UPSTREAM_KEY) as cloud:
+        entry = {
+            "model_name": "cloud",
+            "litellm_params": {
+                "model": "openai/gpt-4o-mini",
+                "api_base": cloud.base_url,
+                "api_key": UPSTREAM_KEY,
+            },
+            "model_info": {
+                "locality": "cloud",
+                "input_cost_per_token": IN,
+                "output_cost_per_token": OUT,
+            },
+        }
+        config = write_config(
+            tmp_path / "config.yaml",
+            {
+                "model_list": [entry],
+                "general_settings": {"max_budget": CAP},
+                "budget": {"ledger": "sqlite", "refresh_interval": 0.2},
+                "health": {"probe_interval": 0},
+            },
+        )
+        serve = await start_serve(config, tmp_path / "data", "--workers", "2")
+        channels: dict[int, list[grpc.aio.Channel]] = {}
+        try:
+            # Connections until each worker has at least three.
+            async with asyncio.timeout(30):
+                while len(channels) < 2 or min(map(len, channels.values())) < 3:
+                    channel = grpc.aio.insecure_channel(serve.address, options=OWN_CONNECTION)
+                    stub = pb_grpc.RouterStub(channel)
+                    pid = (await stub.ListModels(pb.ListModelsRequest(), timeout=5)).pid
+                    channels.setdefault(pid, []).append(channel)
+            stubs = [pb_grpc.RouterStub(c) for cs in channels.values() for c in cs]
+            outcomes = await asyncio.gather(*(_chat(stubs[i % len(stubs)]) for i in range(80)))
+            async with asyncio.timeout(10):
+                while True:
+                    spend = await stubs[0].GetSpend(pb.SpendRequest(budgets_only=True), timeout=5)
+                    if spend.budgets[0].reserved == 0:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await asyncio.gather(*(c.close() for cs in channels.values() for c in cs))
+            assert await stop_serve(serve.process) == 0
+    (cap,) = spend.budgets
+    billed = cloud.stats.prompt_tokens * IN + cloud.stats.completion_tokens * OUT
+    assert cap.spent <= CAP + 1e-12
+    assert cap.spent == pytest.approx(billed, abs=1e-9)
+    assert set(outcomes) == {"ok", "budget"}
+    assert 25 <= outcomes.count("ok") == cloud.stats.completed <= 30
+
+
+async def _chat(stub: pb_grpc.RouterStub) -> str:
+    request = chat_request("cloud", params=pb.GenerationParams(max_tokens=20))
+    try:
+        await stub.Chat(request, timeout=30)
+    except grpc.aio.AioRpcError as exc:
+        # Anything but a refused budget shows in the set of outcomes.
+        return "budget" if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED else exc.code().name
+    return "ok"
