@@ -54,14 +54,13 @@ async def fetch_status(
 def render_process(p: ProcessStatus) -> str:
     """The answering process: version, configuration, reloads, workers."""
     loaded = datetime.fromtimestamp(p.config_loaded_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    workers = (
+        f"one of {p.workers} workers (health and latency below are its own)"
+        if p.workers > 1
+        else "1 worker"
+    )
     lines = [
-        f"llm-sidecar {p.version}, pid {p.pid}"
-        + (
-            f", one of {p.workers} workers (health and latency below are its own)"
-            if p.workers > 1
-            else ""
-        )
-        + (", DRAINING" if p.draining else ""),
+        f"llm-sidecar {p.version}, pid {p.pid}, {workers}" + (", DRAINING" if p.draining else ""),
         f"config {p.config_hash[:12]} loaded {loaded} "
         f"({p.reloads_applied} reloads applied, {p.reloads_rejected} rejected)",
     ]
