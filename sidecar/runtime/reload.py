@@ -102,6 +102,8 @@ class Reloader:
     async def _reload(self, why: str) -> ReloadOutcome:
         ops = self._engine.operations
         old = self._engine.config
+        # What the watch compares against: the file as this reload reads it.
+        self._seen = await asyncio.to_thread(_stat, self._path)
         try:
             config, digest = await asyncio.to_thread(load_config_hashed, self._path)
             if digest == ops.config_hash:
