@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint proto bench bench-quick clean
+.PHONY: test run lint proto bench bench-quick clean image-check lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/pytest -q
@@ -33,5 +34,26 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 
+# The image's install without a Docker engine: requirements.lock (hashes required) and the
+# sidecar into a fresh virtual environment, which then starts and reads the example configs.
+IMAGE_VENV := .image-check
+image-check: $(STAMP)
+	rm -rf $(IMAGE_VENV)
+	$(PYTHON) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/python -m pip install --quiet --require-hashes --only-binary=:all: -r requirements.lock
+	$(IMAGE_VENV)/bin/python -m pip install --quiet --no-deps .
+	$(IMAGE_VENV)/bin/llm-sidecar --version
+	for config in examples/*.yaml deploy/compose/config.yaml; do \
+		$(IMAGE_VENV)/bin/llm-sidecar check-config $$config > /dev/null || exit 1; \
+		echo "check-config $$config: ok"; \
+	done
+	$(BIN)/hadolint Dockerfile
+	rm -rf $(IMAGE_VENV)
+
+# requirements.lock: the runtime dependencies of pyproject.toml, pinned with hashes.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-header \
+		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(IMAGE_VENV) .pytest_cache .mypy_cache .ruff_cache

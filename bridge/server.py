@@ -40,8 +40,11 @@ class BridgeServer(Lifecycle):
         host: str = "127.0.0.1",
         port: int = 4000,
         settings: BridgeSettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        """`reuse_port`: share the port with other processes (SO_REUSEPORT, serve --workers)."""
         self.backend = backend
+        self._reuse_port = reuse_port
         self.host = host
         self.port = port
         self.app = BridgeApp(backend, settings)
@@ -78,7 +81,7 @@ class BridgeServer(Lifecycle):
 
         await self.backend.start()
         try:
-            sock = _listen(self.host, self.port)
+            sock = _listen(self.host, self.port, self._reuse_port)
             try:
                 self._server = await loop.create_server(connection, sock=sock, backlog=_BACKLOG)
             except BaseException:
@@ -135,13 +138,15 @@ class BridgeServer(Lifecycle):
             await asyncio.wait(pending, timeout=_CUTOFF_GRACE)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it a response's header and body writes wait on delayed ACKs (40 ms each).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(_BACKLOG)
     except OSError as exc:

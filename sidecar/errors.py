@@ -132,6 +132,17 @@ class SpendUnavailable(SidecarError):
     code = ErrorCode.UNAVAILABLE
 
 
+class ShuttingDown(SidecarError):
+    """A call that arrived while the process drains: another instance should take it."""
+
+    code = ErrorCode.UNAVAILABLE
+    kind = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("the sidecar is shutting down; retry on another instance")
+        self.retry_after = 1.0
+
+
 class NoDeploymentAvailable(SidecarError):
     """Every candidate of the plan failed before producing a token."""
 

@@ -300,3 +300,21 @@ class SpendReport:
     rows: tuple[SpendRecord, ...]  # newest first, at most the query's limit
     daily: tuple[DailySpend, ...]  # by day, model and caller, oldest first
     budgets: tuple[BudgetStatus, ...]
+
+
+# -- operations: what a running process says about itself (`llm-sidecar status`) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    """One serving process: its version, the configuration it serves, its reloads."""
+
+    version: str
+    config_hash: str  # sha256 of the configuration file's bytes, hex
+    config_loaded_at: float  # unix seconds
+    workers: int  # processes sharing the ports (serve --workers)
+    pid: int
+    reloads_applied: int = 0
+    reloads_rejected: int = 0
+    last_reload_error: str = ""
+    draining: bool = False

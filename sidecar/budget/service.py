@@ -128,6 +128,18 @@ class Budgets:
         self._unsettled: dict[str, tuple[tuple[str, ...], int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
+    @staticmethod
+    def rules(config: SidecarConfig) -> tuple[dict[str, Price], BudgetBook]:
+        """The prices and caps of a configuration, for `reconfigure`; no state is touched,
+        so a reload computes them off the event loop. Raises ConfigError (a cloud
+        deployment with no price)."""
+        return resolve_prices(config), BudgetBook(config)
+
+    def reconfigure(self, rules: tuple[dict[str, Price], BudgetBook]) -> None:
+        """The caps and prices of a reloaded configuration. The ledger's counters carry on,
+        keyed by budget and window; the stores stay those the process started with."""
+        self.prices, self.book = rules
+
     def _ledger(self, config: SidecarConfig) -> Ledger:
         settings = config.budget
         kind = settings.ledger

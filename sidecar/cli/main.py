@@ -51,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
         "$LLM_SIDECAR_DATA_DIR, else $XDG_STATE_HOME/llm-sidecar or ~/.local/state/llm-sidecar)",
     )
     options.add_server_tls_flags(serve)
+    # -- operations: reload, workers (sidecar/runtime/reload.py, supervisor.py) -----------
+    serve.add_argument(
+        "--pid-file", default=None, help="write the process id here, for `llm-sidecar reload`"
+    )
+    serve.add_argument(
+        "--reload-interval",
+        type=float,
+        default=2.0,
+        help="seconds between looks at the config file, reloaded when it changes (0: never; "
+        "SIGHUP reloads too)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=options.integer_at_least(1),
+        default=1,
+        help="serve from N processes sharing the ports (SO_REUSEPORT), supervised",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let other processes listen on the same ports (SO_REUSEPORT; --workers sets it)",
+    )
 
     bridge = commands.add_parser(
         "bridge", help="run the OpenAI-compatible HTTP bridge alone, in front of a remote sidecar"
@@ -95,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_key_flags(spend, "the sidecar wants")
     options.add_client_tls_flags(spend)
 
+    health = commands.add_parser(
+        "health", help="exit 0 when a sidecar's gRPC health check says SERVING (HEALTHCHECK)"
+    )
+    health.add_argument(
+        "--sidecar", default="127.0.0.1:50051", metavar="HOST:PORT", help="its gRPC address"
+    )
+    health.add_argument("--service", default="", help="a model alias (default: the sidecar)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    options.add_client_tls_flags(health)
+
+    reload = commands.add_parser(
+        "reload", help="make a running sidecar load its config file again (SIGHUP)"
+    )
+    reload.add_argument(
+        "--pid-file", required=True, help="the file `serve --pid-file` wrote its pid to"
+    )
+
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
     return parser
@@ -102,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `serve --workers` starts its workers with the same arguments.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -130,6 +171,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls = options.client_tls(args)
             print(uvloop.run(show_spend(args, key, tls)))
             return 0
+        if args.command == "health":
+            from sidecar.cli.health import check_health
+
+            serving, said = uvloop.run(
+                check_health(args.sidecar, args.service, options.client_tls(args), args.timeout)
+            )
+            print(said)
+            return 0 if serving else 1
+        if args.command == "reload":
+            from sidecar.cli.reload import send_reload
+
+            print(send_reload(args.pid_file))
+            return 0
+        if args.command == "serve" and args.workers > 1:
+            # The supervisor serves nothing itself: it starts without grpc or the bridge.
+            from sidecar.runtime.supervisor import supervise
+
+            return uvloop.run(supervise(args))
         if args.command == "serve":
             from sidecar.cli.serve import serve  # imported here: it pulls in grpc
 

@@ -10,6 +10,7 @@ the configuration until a command needs them, so that `simulate` starts fast.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sidecar.errors import ConfigError
@@ -75,3 +76,18 @@ def server_tls(args: argparse.Namespace) -> ServerTls | None:
     from sidecar.rpc.tls import ServerTls  # here, as it pulls in grpc
 
     return ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse

@@ -13,7 +13,7 @@ from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
 from bridge.server import BridgeServer
 from sidecar.cli import options
-from sidecar.config import load_config
+from sidecar.config import SidecarConfig, load_config_hashed
 from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
 from sidecar.health.discovery import discover_context_windows
@@ -23,8 +23,11 @@ from sidecar.providers import ProviderRegistry
 from sidecar.redaction import redact_logs
 from sidecar.rpc.door import GrpcDoor
 from sidecar.rpc.tls import ServerTls
+from sidecar.runtime.pidfile import pid_file
 from sidecar.runtime.process import FrontDoor, Runtime
+from sidecar.runtime.reload import Reloader
 from sidecar.runtime.standins import StandIns
+from sidecar.runtime.supervisor import WORKERS_ENV, follow_supervisor
 
 
 class SidecarProcess(Lifecycle):
@@ -44,10 +47,11 @@ class SidecarProcess(Lifecycle):
         http_port: int | None = None,
         http_settings: BridgeSettings | None = None,
         grpc_tls: ServerTls | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.engine = engine
         self.host = host
-        self.grpc = GrpcDoor(engine, host=host, port=grpc_port, tls=grpc_tls)
+        self.grpc = GrpcDoor(engine, host=host, port=grpc_port, tls=grpc_tls, reuse_port=reuse_port)
         self.http: BridgeServer | None = None
         doors: list[FrontDoor] = [self.grpc]
         if http_port is not None:
@@ -55,7 +59,11 @@ class SidecarProcess(Lifecycle):
                 master_key=engine.config.general_settings.master_key, limits=engine.config.limits
             )
             self.http = BridgeServer(
-                InProcessBackend(engine), host=host, port=http_port, settings=settings
+                InProcessBackend(engine),
+                host=host,
+                port=http_port,
+                settings=settings,
+                reuse_port=reuse_port,
             )
             doors.append(self.http)
         self.runtime = Runtime(engine, doors)
@@ -76,7 +84,8 @@ class SidecarProcess(Lifecycle):
 
 
 async def serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    follow_supervisor()
+    config, config_hash = load_config_hashed(args.config)
     redact_logs(config.secrets)
     async with StandIns(config, args.simulate) as standins:
         config = standins.config
@@ -87,17 +96,31 @@ async def serve(args: argparse.Namespace) -> int:
         )
         providers = ProviderRegistry()
         config = await discover_context_windows(config, providers.pool)
+        engine = Engine(config, providers, data_dir=data_dir(args.data_dir, config.budget.data_dir))
+        engine.operations.loaded(config_hash)
+        engine.operations.workers = int(os.environ.get(WORKERS_ENV, "1"))
         process = SidecarProcess(
-            Engine(config, providers, data_dir=data_dir(args.data_dir, config.budget.data_dir)),
+            engine,
             host=args.host,
             grpc_port=args.grpc_port,
             http_port=None if args.no_http else args.http_port,
             http_settings=http,
             grpc_tls=options.server_tls(args),
+            reuse_port=args.reuse_port,
         )
+
+        async def prepare(loaded: SidecarConfig) -> SidecarConfig:
+            return await discover_context_windows(await standins.cover(loaded), providers.pool)
+
+        reloader = Reloader(engine, args.config, prepare=prepare, interval=args.reload_interval)
         await process.start()
-        print(banner(process, standins), flush=True)
-        await process.runtime.run_until_signalled(grace=args.drain_seconds)
+        with pid_file(args.pid_file):
+            print(banner(process, standins), flush=True)
+            reloader.start_watching()
+            try:
+                await process.runtime.run_until_signalled(args.drain_seconds, reloader.hangup)
+            finally:
+                await reloader.aclose()
     return 0
 
 

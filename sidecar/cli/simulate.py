@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from typing import Final
 
+from sidecar.cli import options
 from sidecar.simulate.anthropic import AnthropicSimulator
 from sidecar.simulate.faults import FAULT_KINDS, Fault
 from sidecar.simulate.gemini import GeminiSimulator
@@ -110,11 +111,4 @@ def _rate(text: str) -> tuple[float, float] | str:
     return bounds
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_non_negative = options.integer_at_least(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,9 +13,10 @@ from sidecar.redaction import redact
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import decode_models
+from sidecar.rpc.process_codec import decode_process
 from sidecar.rpc.spend_codec import decode_budget, encode_query
 from sidecar.rpc.tls import ClientTls, open_channel
-from sidecar.types import BudgetStatus, ModelStatus, SpendQuery
+from sidecar.types import BudgetStatus, ModelStatus, ProcessStatus, SpendQuery
 
 # States whose reason says all there is: an old error would only mislead.
 _QUIET_STATES = frozenset({"up", "cold"})
@@ -44,7 +46,27 @@ async def fetch_status(
         detail = redact(exc.details() or exc.code().name, [master_key])
         raise SidecarError(f"cannot reach the sidecar at {address}: {detail}") from None
     budgets = tuple(decode_budget(b) for b in spend.budgets)
-    return render_status(address, overall.status, decode_models(models), budgets)
+    text = render_status(address, overall.status, decode_models(models), budgets)
+    process = decode_process(models)
+    return text if process is None else render_process(process) + "\n" + text
+
+
+def render_process(p: ProcessStatus) -> str:
+    """The answering process: version, configuration, reloads, workers."""
+    loaded = datetime.fromtimestamp(p.config_loaded_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    workers = (
+        f"one of {p.workers} workers (health and latency below are its own)"
+        if p.workers > 1
+        else "1 worker"
+    )
+    lines = [
+        f"llm-sidecar {p.version}, pid {p.pid}, {workers}" + (", DRAINING" if p.draining else ""),
+        f"config {p.config_hash[:12]} loaded {loaded} "
+        f"({p.reloads_applied} reloads applied, {p.reloads_rejected} rejected)",
+    ]
+    if p.last_reload_error:
+        lines.append(f"last reload rejected: {redact(p.last_reload_error, limit=400)}")
+    return "\n".join(lines)
 
 
 def render_status(

@@ -1,6 +1,6 @@
 """Configuration: LiteLLM-compatible YAML, resolved into frozen data once."""
 
-from sidecar.config.loader import load_config, parse_config
+from sidecar.config.loader import load_config, load_config_hashed, parse_config
 from sidecar.config.model import (
     Deployment,
     GeneralSettings,
@@ -24,5 +24,6 @@ __all__ = [
     "SidecarConfig",
     "Timeouts",
     "load_config",
+    "load_config_hashed",
     "parse_config",
 ]

@@ -9,6 +9,7 @@ sidecar has no use for, and the common ones are recognised and skipped quietly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -270,10 +271,22 @@ def load_config(
 
     Warnings are logged unless `log_warnings` is false (for a caller that shows
     `config.warnings` itself); they are in `config.warnings` either way."""
+    return load_config_hashed(path, env, log_warnings=log_warnings)[0]
+
+
+def load_config_hashed(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    log_warnings: bool = True,
+) -> tuple[SidecarConfig, str]:
+    """`load_config`, with the sha256 (hex) of exactly the bytes it parsed: what a reload
+    compares and `llm-sidecar status` shows."""
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8") as file:
-            text = file.read()
+        with open(source, "rb") as file:
+            raw = file.read()
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(["file not found"], source) from exc
     except UnicodeDecodeError as exc:
@@ -288,7 +301,8 @@ def load_config(
         raise ConfigError([f"invalid YAML{where}: {exc.problem or exc.context}"], source) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"invalid YAML: {exc}"], source) from exc
-    return parse_config(data, source=source, env=env, log_warnings=log_warnings)
+    config = parse_config(data, source=source, env=env, log_warnings=log_warnings)
+    return config, hashlib.sha256(raw).hexdigest()
 
 
 def parse_config(

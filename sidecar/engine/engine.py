@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 
 from sidecar.budget import Budgets
+from sidecar.budget.budgets import BudgetBook
+from sidecar.budget.prices import Price
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
+from sidecar.engine.operations import Operations
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import AnswerTooLarge, UpstreamError
+from sidecar.errors import AnswerTooLarge, ShuttingDown, UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
@@ -31,6 +35,7 @@ from sidecar.types import (
     ChatRequest,
     ChatResponse,
     ModelStatus,
+    ProcessStatus,
     SpendQuery,
     SpendReport,
     ThinkingBlock,
@@ -72,7 +77,9 @@ class Engine:
             budgets=self.budgets,
         )
         self._prober: asyncio.Task[None] | None = None
+        self._retired_probers: list[asyncio.Task[None]] = []
         self._started = False
+        self.operations = Operations()
 
     @property
     def config(self) -> SidecarConfig:
@@ -84,14 +91,20 @@ class Engine:
         if not self._started:
             self._started = True
             await self.budgets.start()
+        if self._prober is None:
+            self._start_prober()
+
+    def _start_prober(self) -> None:
         config = self.config
-        if config.health.probe_interval > 0 and self._prober is None:
+        if config.health.probe_interval > 0:
             prober = Prober(
                 config.deployments, self.health, self.providers, config.health, self.clock
             )
             self._prober = asyncio.create_task(prober.run(), name="health probes")
 
     def plan(self, request: ChatRequest) -> RoutePlan:
+        if self.operations.draining:
+            raise ShuttingDown()
         validate_request(request)
         snapshot = self.snapshot
         return plan(request, snapshot.config, snapshot.policy, self.health, self.budgets.view())
@@ -186,12 +199,44 @@ class Engine:
         self.health.failed_with(error)
         return error
 
-    async def aclose(self) -> None:
+    # -- operations: reload and drain (driven by sidecar/runtime/) ------------------------
+
+    async def adopt(self, config: SidecarConfig) -> None:
+        """Serve `config` from the next call on; calls in flight finish on the plan they have.
+
+        Health and budget state carry over for deployments that kept their identity. Raises
+        ConfigError (a cloud deployment with no price, say) having changed nothing. The
+        compiling (routing policy, privacy patterns, prices: tens of milliseconds) runs on a
+        thread so that streams keep flowing; the swap itself does not await, so no call
+        sees half of it."""
+        snapshot, rules = await asyncio.to_thread(_compile, config, self.snapshot)
+        self.budgets.reconfigure(rules)
+        self.health.retarget(config.deployments, config.health)
+        self._services = dataclasses.replace(
+            self._services, queue_timeout=config.health.queue_timeout
+        )
+        self.snapshot = snapshot
         if self._prober is not None:
             self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+            self._retired_probers.append(self._prober)
             self._prober = None
+            self._start_prober()
+
+    def refuse_new_calls(self) -> None:
+        """Draining: every new call fails with ShuttingDown (UNAVAILABLE, HTTP 503)."""
+        self.operations.draining = True
+
+    def process_status(self) -> ProcessStatus:
+        return self.operations.status()
+
+    async def aclose(self) -> None:
+        probers = [*self._retired_probers, *([self._prober] if self._prober else [])]
+        self._retired_probers = []
+        self._prober = None
+        for prober in probers:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
         await self._egress.drain()
         if self._started:
             self._started = False
@@ -199,3 +244,10 @@ class Engine:
             await self.budgets.aclose()
         await self.providers.aclose()
         self.telemetry.shutdown()
+
+
+def _compile(
+    config: SidecarConfig, previous: Snapshot
+) -> tuple[Snapshot, tuple[dict[str, Price], BudgetBook]]:
+    """What a reload computes before the swap; touches no engine state."""
+    return Snapshot.build(config, previous), Budgets.rules(config)

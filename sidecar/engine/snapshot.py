@@ -23,8 +23,9 @@ class Snapshot:
     policy: RoutingPolicy
 
     @classmethod
-    def build(cls, config: SidecarConfig) -> Snapshot:
-        return cls(config, compile_routing(config))
+    def build(cls, config: SidecarConfig, previous: Snapshot | None = None) -> Snapshot:
+        """`previous`, on a reload, lends what did not change (the privacy detector)."""
+        return cls(config, compile_routing(config, previous.policy if previous else None))
 
     def models(self, health: HealthTracker) -> tuple[ModelStatus, ...]:
         """Every alias; the auto alias last, with the aliases it routes to."""

@@ -152,6 +152,23 @@ class HealthTracker:
         """Call `listener` whenever a deployment changes state (health service updates)."""
         self._listeners.append(listener)
 
+    def retarget(self, deployments: Iterable[Deployment], settings: HealthConfig) -> None:
+        """After a reload: what is known of each deployment that kept its identity (id,
+        provider, address and upstream model) carries over; the others start afresh, and
+        the removed ones are forgotten (their calls in flight end here as no-ops)."""
+        kept: dict[str, DeploymentHealth] = {}
+        for deployment in deployments:
+            h = self._health.get(deployment.id)
+            if h is not None and _same_upstream(h.deployment, deployment):
+                h.deployment = deployment
+                kept[deployment.id] = h
+            else:
+                kept[deployment.id] = DeploymentHealth(deployment)
+        self._health = kept
+        self.settings = settings
+        for listener in self._listeners:
+            listener()
+
     # -- the request path -------------------------------------------------------
 
     def begin(self, deployment_id: str) -> None:
@@ -314,3 +331,11 @@ class HealthTracker:
         h.reason = reason
         for listener in self._listeners:
             listener()
+
+
+def _same_upstream(old: Deployment, new: Deployment) -> bool:
+    return (old.provider, old.api_base, old.upstream_model) == (
+        new.provider,
+        new.api_base,
+        new.upstream_model,
+    )

@@ -77,8 +77,11 @@ class RoutingPolicy:
         return self.rules.auto.alias
 
 
-def compile_routing(config: SidecarConfig) -> RoutingPolicy:
-    """Validate and compile the routing sections of `config`; raise ConfigError."""
+def compile_routing(config: SidecarConfig, previous: RoutingPolicy | None = None) -> RoutingPolicy:
+    """Validate and compile the routing sections of `config`; raise ConfigError.
+
+    A reload passes the `previous` policy: its privacy detector is kept when the privacy
+    settings did not change, as compiling one holds the interpreter for tens of ms."""
     findings = Findings()
     aliases = frozenset(config.groups)
     rules = parse_routing_rules(config.routing_rules, aliases, findings)
@@ -104,7 +107,13 @@ def compile_routing(config: SidecarConfig) -> RoutingPolicy:
         config=config,
         rules=rules,
         privacy=privacy,
-        detector=compile_detector(privacy) if privacy.enabled else None,
+        detector=(
+            previous.detector
+            if previous is not None and previous.privacy == privacy
+            else compile_detector(privacy)
+            if privacy.enabled
+            else None
+        ),
         scorer=ComplexityScorer(rules.auto),
         tiers=tiers,
         local_tiers=local_tiers,

@@ -27,8 +27,12 @@ class GrpcDoor:
         host: str = "127.0.0.1",
         port: int = 50051,
         tls: ServerTls | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        """`reuse_port` shares the port with other processes that ask for it too
+        (SO_REUSEPORT: `serve --workers`), the kernel spreading connections among them."""
         self._engine = engine
+        self._reuse_port = reuse_port
         self.host = host
         self.port = port
         self.tls = tls
@@ -41,7 +45,7 @@ class GrpcDoor:
         config = self._engine.config
         server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self._reuse_port)),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 # Security: connection limits, the master key, TLS (limits.py, auth.py, tls.py).
                 *server_options(config.limits),

@@ -30,6 +30,8 @@ class HealthPublisher:
         self._task: asyncio.Task[None] | None = None
         self._timer: Cancellable | None = None
         self._closed = False
+        # Aliases published so far: one a reload removed turns NOT_SERVING.
+        self._published: set[str] = set()
         engine.health.on_change(self.changed)
 
     def changed(self) -> None:
@@ -46,6 +48,10 @@ class HealthPublisher:
             serving = tracker.group_serving(group.deployments)
             any_serving = any_serving or serving
             await self._servicer.set(name, _SERVING if serving else _NOT_SERVING)
+        groups = self._engine.config.groups
+        for removed in self._published.difference(groups):
+            await self._servicer.set(removed, _NOT_SERVING)
+        self._published = set(groups)
         await self._servicer.set(self._service, _SERVING if any_serving else _NOT_SERVING)
         # A cooldown ends by the clock, not by an event: look again when the next one ends.
         if self._timer is not None:

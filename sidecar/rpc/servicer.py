@@ -34,6 +34,7 @@ from sidecar.rpc.codec import (
     route_metadata,
 )
 from sidecar.rpc.health import HealthPublisher
+from sidecar.rpc.process_codec import add_process
 from sidecar.rpc.spend_codec import decode_query, encode_budget, encode_report
 from sidecar.rpc.wire import add_router
 from sidecar.types import ChatRequest
@@ -100,7 +101,7 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return encode_models(self._engine.models())
+        return add_process(encode_models(self._engine.models()), self._engine.process_status())
 
     async def GetSpend(
         self, request: pb.SpendRequest, context: grpc.aio.ServicerContext

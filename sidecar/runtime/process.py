@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sidecar.engine import Engine
@@ -49,12 +49,16 @@ class Runtime(Lifecycle):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain every door at once for up to `grace` seconds; the engine closes once
-        none has calls left."""
+        none has calls left. New calls are refused from the start (UNAVAILABLE, 503)."""
+        self.engine.refuse_new_calls()
         await asyncio.gather(*(door.stop(grace) for door in self._started))
         if self._engine_open:
             self._engine_open = False
             await self.engine.aclose()
 
-    async def run_until_signalled(self, grace: float = 10.0) -> None:
-        """Serve until SIGINT/SIGTERM; the first drains, a second one stops at once."""
-        await run_until_signalled(self.stop, grace)
+    async def run_until_signalled(
+        self, grace: float = 10.0, on_hangup: Callable[[], None] | None = None
+    ) -> None:
+        """Serve until SIGINT/SIGTERM; the first drains, a second one stops at once.
+        SIGHUP calls `on_hangup` (a reload)."""
+        await run_until_signalled(self.stop, grace, on_hangup)

@@ -49,32 +49,45 @@ class StandIns:
         self.config = config
         self.simulated: list[str] = []
         self.reasons: list[str] = []
-        self._simulators: dict[str, Simulator] = {}
+        self._simulators: list[Simulator] = []
+        # Which simulator stands in for a deployment, by its identity, so that a reload
+        # keeps the stand-ins of the deployments it kept.
+        self._stood_in: dict[tuple[str, ...], Simulator] = {}
 
     async def __aenter__(self) -> StandIns:
+        try:
+            self.config = await self.cover(self._original)
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def cover(self, config: SidecarConfig) -> SidecarConfig:
+        """`config` with every deployment to simulate served by a simulator, started as
+        needed (at start, and for a reloaded configuration)."""
         if self._mode == "never":
-            return self
-        deployments = self._original.deployments
+            return config
+        deployments = config.deployments
         why = await asyncio.gather(*(self._why_simulate(d) for d in deployments))
         chosen = [(d, reason) for d, reason in zip(deployments, why, strict=True) if reason]
         # Each simulator knows every model it stands in for before the first request, so
         # that its model listings (and the health probes reading them) are complete.
         models: dict[str, list[str]] = {}
         for deployment, _ in chosen:
-            models.setdefault(_profile(deployment), []).append(deployment.upstream_model)
+            if _identity(deployment) not in self._stood_in:
+                models.setdefault(_profile(deployment), []).append(deployment.upstream_model)
+        started = {
+            profile: await self._simulator(profile, names) for profile, names in models.items()
+        }
         replaced: dict[str, Deployment] = {}
-        try:
-            for profile, names in models.items():
-                await self._simulator(profile, names)
-            for deployment, reason in chosen:
-                replaced[deployment.id] = self._stand_in(deployment)
-                self.simulated.append(deployment.id)
-                self.reasons.append(f"{deployment.id}: {reason}")
-        except BaseException:
-            await self._stop()
-            raise
-        self.config = self._original.with_deployments(replaced)
-        return self
+        for deployment, _ in chosen:
+            key = _identity(deployment)
+            simulator = self._stood_in.get(key) or started[_profile(deployment)]
+            self._stood_in[key] = simulator
+            replaced[deployment.id] = _stand_in(deployment, simulator)
+        self.simulated = [deployment.id for deployment, _ in chosen]
+        self.reasons = [f"{deployment.id}: {reason}" for deployment, reason in chosen]
+        return config.with_deployments(replaced)
 
     async def __aexit__(
         self,
@@ -95,18 +108,7 @@ class StandIns:
             return f"nothing answers at {deployment.api_base}"
         return None
 
-    def _stand_in(self, deployment: Deployment) -> Deployment:
-        simulator = self._simulators[_profile(deployment)]
-        provider = _SPEAKS[type(simulator)]
-        return dataclasses.replace(
-            deployment,
-            provider=provider,
-            api_base=simulator.base_url,
-            api_key=None if provider is ProviderKind.OLLAMA else "simulated",
-            simulated=True,
-        )
-
-    async def _simulator(self, profile: str, models: list[str]) -> None:
+    async def _simulator(self, profile: str, models: list[str]) -> Simulator:
         simulator: Simulator
         if profile.startswith("local"):
             simulator = OllamaSimulator(profile=profile_by_name(profile), models=models)
@@ -117,12 +119,34 @@ class StandIns:
         else:
             simulator = OpenAISimulator(profile=profile_by_name(profile), models=models)
         await simulator.start()
-        self._simulators[profile] = simulator
+        self._simulators.append(simulator)
+        return simulator
 
     async def _stop(self) -> None:
-        simulators, self._simulators = list(self._simulators.values()), {}
+        simulators, self._simulators = self._simulators, []
+        self._stood_in.clear()
         for simulator in simulators:
             await simulator.stop()
+
+
+def _identity(deployment: Deployment) -> tuple[str, ...]:
+    return (
+        deployment.id,
+        deployment.provider.value,
+        deployment.api_base,
+        deployment.upstream_model,
+    )
+
+
+def _stand_in(deployment: Deployment, simulator: Simulator) -> Deployment:
+    provider = _SPEAKS[type(simulator)]
+    return dataclasses.replace(
+        deployment,
+        provider=provider,
+        api_base=simulator.base_url,
+        api_key=None if provider is ProviderKind.OLLAMA else "simulated",
+        simulated=True,
+    )
 
 
 def _profile(deployment: Deployment) -> str:

@@ -3,6 +3,7 @@
     llm_sidecar.calls                  counter    model_group, deployment, locality, outcome
     llm_sidecar.time_to_first_token    histogram  seconds, per model_group and deployment
     llm_sidecar.fallbacks              counter    calls answered by a later candidate
+    llm_sidecar.config_reloads         counter    outcome: applied, unchanged or rejected
 
 With no `telemetry` section the meters are OpenTelemetry's no-op ones, which
 cost next to nothing. `telemetry.console_interval` exports to stdout every that
@@ -36,6 +37,11 @@ class Telemetry:
             unit="{call}",
             description="Calls answered by a candidate after the first",
         )
+        self._reloads = meter.create_counter(
+            "llm_sidecar.config_reloads",
+            unit="{reload}",
+            description="Configuration reloads, by outcome",
+        )
 
     @classmethod
     def from_config(cls, config: TelemetryConfig) -> Telemetry:
@@ -59,6 +65,10 @@ class Telemetry:
             self._ttft.record(ttft, where)
         if route.attempts > 1:
             self._fallbacks.add(1, where)
+
+    def config_reloaded(self, outcome: str) -> None:
+        """A configuration reload ended: `outcome` is applied, unchanged or rejected."""
+        self._reloads.add(1, {"outcome": outcome})
 
     @property
     def exporting(self) -> bool:

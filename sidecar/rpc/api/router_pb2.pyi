@@ -673,8 +673,34 @@ class ListModelsResponse(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CONFIG_HASH_FIELD_NUMBER: _builtins.int
+    CONFIG_LOADED_AT_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    RELOADS_APPLIED_FIELD_NUMBER: _builtins.int
+    RELOADS_REJECTED_FIELD_NUMBER: _builtins.int
+    LAST_RELOAD_ERROR_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     simulated: _builtins.bool
     """True when any deployment is a built-in simulator."""
+    version: _builtins.str
+    """Operations (fields 50-59): the process that answered. With `serve --workers N` each
+    worker answers for itself, so these (and the health above) are that worker's.
+    """
+    config_hash: _builtins.str
+    """sha256 of the configuration file's bytes, hex"""
+    config_loaded_at: _builtins.float
+    """unix seconds"""
+    workers: _builtins.int
+    """processes sharing the ports"""
+    pid: _builtins.int
+    """of the worker that answered"""
+    reloads_applied: _builtins.int
+    reloads_rejected: _builtins.int
+    last_reload_error: _builtins.str
+    """of the last rejected reload, cleared by a good one"""
+    draining: _builtins.bool
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
     def __init__(
@@ -682,10 +708,19 @@ class ListModelsResponse(_message.Message):
         *,
         models: _abc.Iterable[Global___ModelInfo] | None = ...,
         simulated: _builtins.bool = ...,
+        version: _builtins.str = ...,
+        config_hash: _builtins.str = ...,
+        config_loaded_at: _builtins.float = ...,
+        workers: _builtins.int = ...,
+        pid: _builtins.int = ...,
+        reloads_applied: _builtins.int = ...,
+        reloads_rejected: _builtins.int = ...,
+        last_reload_error: _builtins.str = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "simulated", b"simulated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_hash", b"config_hash", "config_loaded_at", b"config_loaded_at", "draining", b"draining", "last_reload_error", b"last_reload_error", "models", b"models", "pid", b"pid", "reloads_applied", b"reloads_applied", "reloads_rejected", b"reloads_rejected", "simulated", b"simulated", "version", b"version", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
