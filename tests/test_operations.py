@@ -194,6 +194,14 @@ async def test_an_invalid_or_restart_only_file_changes_nothing(tmp_path: Path) -
                 assert f"config {good[:12]} loaded" in said
                 assert "0 reloads applied, 3 rejected" in said
                 assert "last reload rejected: " in said
+                code, said, _ = await asyncio.to_thread(
+                    run_cli, "health", "--sidecar", serve.address
+                )
+                assert (code, said.strip()) == (0, f"{serve.address}: SERVING")
+                code, said, _ = await asyncio.to_thread(
+                    run_cli, "health", "--sidecar", serve.address, "--service", "gone"
+                )
+                assert (code, said.strip()) == (1, f"{serve.address}: NOT_FOUND")
         finally:
             assert await stop_serve(serve.process) == 0
 
