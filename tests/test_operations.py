@@ -119,6 +119,8 @@ async def test_reload_swaps_routes_under_load_and_streams_in_flight_finish(tmp_p
     config = tmp_path / "config.yaml"
     pid_path = tmp_path / "sidecar.pid"
     async with sims() as (sim_a, sim_b):
+        # Eight seconds a stream on the old route: well past the reload, even on a busy machine.
+        sim_a.profile = SimProfile(tokens_per_second=(5.0, 5.0), answer_tokens=40)
         write_config(config, routes(sim_a, sim_b, chat_on="a"))
         serve = await start_serve(
             config, tmp_path / "data", "--reload-interval", "0", "--pid-file", str(pid_path)
@@ -139,6 +141,8 @@ async def test_reload_swaps_routes_under_load_and_streams_in_flight_finish(tmp_p
                 new_hash = hashlib.sha256(config.read_bytes()).hexdigest()
                 after = await wait_for(serve.address, lambda s: s.config_hash == new_hash)
                 assert after.reloads_applied == 1
+                assert not on_old_route.call.done()
+                assert not on_removed_alias.call.done()
                 assert after.config_loaded_at > before.config_loaded_at
                 assert [m.name for m in after.models] == ["chat"]
                 # New calls take the new route, while the streams begun before finish on the old.
