@@ -289,7 +289,10 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path:
     config = tmp_path / "config.yaml"
     async with sims() as (sim_a, sim_b):
         write_config(config, routes(sim_a, sim_b, chat_on="a"))
-        serve = await start_serve(config, tmp_path / "data", "--workers", "2")
+        # No file watch: only the forwarded SIGHUP below can make the workers reload.
+        serve = await start_serve(
+            config, tmp_path / "data", "--workers", "2", "--reload-interval", "0"
+        )
         try:
             assert "with 2 workers" in serve.banner
             workers = await pids_seen(serve.address, 2)
@@ -315,6 +318,18 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path:
                 await asyncio.gather(*(c.close() for c in channels))
             # The survivor and a new worker in the victim's place.
             assert survivor in await pids_seen(serve.address, 2, but=victim)
+            # SIGHUP to the supervisor reaches every worker: each reloads.
+            write_config(config, routes(sim_a, sim_b, chat_on="b"))
+            new_hash = hashlib.sha256(config.read_bytes()).hexdigest()
+            serve.process.send_signal(signal.SIGHUP)
+            reloaded: set[int] = set()
+            async with asyncio.timeout(30):
+                while len(reloaded) < 2:
+                    status = await status_of(serve.address)
+                    if status.config_hash == new_hash:
+                        reloaded.add(status.pid)
+                    await asyncio.sleep(0.01)
+            assert victim not in reloaded
         finally:
             assert await stop_serve(serve.process) == 0
 
