@@ -38,7 +38,7 @@ bench-quick: $(STAMP)
 # sidecar into a fresh virtual environment, which then starts and reads the example configs.
 IMAGE_VENV := .image-check
 image-check: $(STAMP)
-	rm -rf $(IMAGE_VENV)
+	rm -rf $(IMAGE_VENV) build
 	$(PYTHON) -m venv $(IMAGE_VENV)
 	$(IMAGE_VENV)/bin/python -m pip install --quiet --require-hashes --only-binary=:all: -r requirements.lock
 	$(IMAGE_VENV)/bin/python -m pip install --quiet --no-deps .
@@ -48,7 +48,7 @@ image-check: $(STAMP)
 		echo "check-config $$config: ok"; \
 	done
 	$(BIN)/hadolint Dockerfile
-	rm -rf $(IMAGE_VENV)
+	rm -rf $(IMAGE_VENV) build
 
 # requirements.lock: the runtime dependencies of pyproject.toml, pinned with hashes.
 lock: $(STAMP)

@@ -187,6 +187,8 @@ def test_sidecar_containers_agree_with_their_probes_config_and_keys(
         args = serve_args(container["args"])
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"grpc": args.grpc_port, "http": args.http_port}
+        # The kubelet's gRPC probe connects to the pod's IP, not to loopback.
+        assert args.host == "0.0.0.0"
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert container[probe]["grpc"]["port"] == args.grpc_port
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])

@@ -119,6 +119,8 @@ async def test_reload_swaps_routes_under_load_and_streams_in_flight_finish(tmp_p
     config = tmp_path / "config.yaml"
     pid_path = tmp_path / "sidecar.pid"
     async with sims() as (sim_a, sim_b):
+        # Eight seconds a stream on the old route: well past the reload, even on a busy machine.
+        sim_a.profile = SimProfile(tokens_per_second=(5.0, 5.0), answer_tokens=40)
         write_config(config, routes(sim_a, sim_b, chat_on="a"))
         serve = await start_serve(
             config, tmp_path / "data", "--reload-interval", "0", "--pid-file", str(pid_path)
@@ -139,6 +141,8 @@ async def test_reload_swaps_routes_under_load_and_streams_in_flight_finish(tmp_p
                 new_hash = hashlib.sha256(config.read_bytes()).hexdigest()
                 after = await wait_for(serve.address, lambda s: s.config_hash == new_hash)
                 assert after.reloads_applied == 1
+                assert not on_old_route.call.done()
+                assert not on_removed_alias.call.done()
                 assert after.config_loaded_at > before.config_loaded_at
                 assert [m.name for m in after.models] == ["chat"]
                 # New calls take the new route, while the streams begun before finish on the old.
@@ -194,6 +198,14 @@ async def test_an_invalid_or_restart_only_file_changes_nothing(tmp_path: Path) -
                 assert f"config {good[:12]} loaded" in said
                 assert "0 reloads applied, 3 rejected" in said
                 assert "last reload rejected: " in said
+                code, said, _ = await asyncio.to_thread(
+                    run_cli, "health", "--sidecar", serve.address
+                )
+                assert (code, said.strip()) == (0, f"{serve.address}: SERVING")
+                code, said, _ = await asyncio.to_thread(
+                    run_cli, "health", "--sidecar", serve.address, "--service", "gone"
+                )
+                assert (code, said.strip()) == (1, f"{serve.address}: NOT_FOUND")
         finally:
             assert await stop_serve(serve.process) == 0
 
@@ -277,7 +289,10 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path:
     config = tmp_path / "config.yaml"
     async with sims() as (sim_a, sim_b):
         write_config(config, routes(sim_a, sim_b, chat_on="a"))
-        serve = await start_serve(config, tmp_path / "data", "--workers", "2")
+        # No file watch: only the forwarded SIGHUP below can make the workers reload.
+        serve = await start_serve(
+            config, tmp_path / "data", "--workers", "2", "--reload-interval", "0"
+        )
         try:
             assert "with 2 workers" in serve.banner
             workers = await pids_seen(serve.address, 2)
@@ -303,6 +318,18 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path:
                 await asyncio.gather(*(c.close() for c in channels))
             # The survivor and a new worker in the victim's place.
             assert survivor in await pids_seen(serve.address, 2, but=victim)
+            # SIGHUP to the supervisor reaches every worker: each reloads.
+            write_config(config, routes(sim_a, sim_b, chat_on="b"))
+            new_hash = hashlib.sha256(config.read_bytes()).hexdigest()
+            serve.process.send_signal(signal.SIGHUP)
+            reloaded: set[int] = set()
+            async with asyncio.timeout(30):
+                while len(reloaded) < 2:
+                    status = await status_of(serve.address)
+                    if status.config_hash == new_hash:
+                        reloaded.add(status.pid)
+                    await asyncio.sleep(0.01)
+            assert victim not in reloaded
         finally:
             assert await stop_serve(serve.process) == 0
 

@@ -61,7 +61,7 @@ def render_process(p: ProcessStatus) -> str:
     )
     lines = [
         f"llm-sidecar {p.version}, pid {p.pid}, {workers}" + (", DRAINING" if p.draining else ""),
-        f"config {p.config_hash[:12]} loaded {loaded} "
+        f"config {p.config_hash[:12] or '(not read from a file)'} loaded {loaded} "
         f"({p.reloads_applied} reloads applied, {p.reloads_rejected} rejected)",
     ]
     if p.last_reload_error:

@@ -41,6 +41,9 @@ _RESTART_ONLY: tuple[tuple[str, Callable[[SidecarConfig], object]], ...] = (
     ),
 )
 
+# How long a changed file must stay unchanged before it is read.
+_SETTLE = 0.1
+
 Prepare = Callable[[SidecarConfig], Awaitable[SidecarConfig]]
 
 
@@ -153,6 +156,14 @@ class Reloader:
         while True:
             await asyncio.sleep(self._interval)
             seen = await asyncio.to_thread(_stat, self._path)
+            # A file being written in place (truncated, then filled) is read once it has
+            # stopped changing, not half-written.
+            while seen != self._seen:
+                await asyncio.sleep(_SETTLE)
+                settled = await asyncio.to_thread(_stat, self._path)
+                if settled == seen:
+                    break
+                seen = settled
             if seen != self._seen:
                 self._seen = seen
                 if seen is not None:  # a file being replaced: wait for the new one
