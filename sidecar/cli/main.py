@@ -22,7 +22,9 @@ log = logging.getLogger("sidecar")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-sidecar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llm-sidecar {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sidecar")
@@ -51,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
         "$LLM_SIDECAR_DATA_DIR, else $XDG_STATE_HOME/llm-sidecar or ~/.local/state/llm-sidecar)",
     )
     options.add_server_tls_flags(serve)
+    # Observability.
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="also serve GET /metrics (Prometheus) on this port",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json", "auto"),
+        default=None,
+        help="log lines as text or one JSON object each (default: logging.format, else text)",
+    )
+    serve.add_argument(
+        "--log-level",
+        dest="serve_log_level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: logging.level, else INFO)",
+    )
 
     bridge = commands.add_parser(
         "bridge", help="run the OpenAI-compatible HTTP bridge alone, in front of a remote sidecar"
@@ -103,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=(args.log_level or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         if args.command == "check-config":

@@ -7,6 +7,7 @@ This is where the process is composed: the engine, the gRPC door and (unless
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from bridge.app import BridgeSettings, MiB
@@ -25,6 +26,8 @@ from sidecar.rpc.door import GrpcDoor
 from sidecar.rpc.tls import ServerTls
 from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.standins import StandIns
+from sidecar.telemetry.endpoint import MetricsEndpoint
+from sidecar.telemetry.logs import configure_logging
 
 
 class SidecarProcess(Lifecycle):
@@ -44,6 +47,7 @@ class SidecarProcess(Lifecycle):
         http_port: int | None = None,
         http_settings: BridgeSettings | None = None,
         grpc_tls: ServerTls | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -55,9 +59,24 @@ class SidecarProcess(Lifecycle):
                 master_key=engine.config.general_settings.master_key, limits=engine.config.limits
             )
             self.http = BridgeServer(
-                InProcessBackend(engine), host=host, port=http_port, settings=settings
+                InProcessBackend(engine),
+                host=host,
+                port=http_port,
+                settings=with_metrics(settings, engine),
             )
             doors.append(self.http)
+        # Observability: a separate port for Prometheus scrapers.
+        self.metrics: MetricsEndpoint | None = None
+        if metrics_port is not None:
+            config = engine.config
+            self.metrics = MetricsEndpoint(
+                engine.telemetry.prometheus_text,
+                host=host,
+                port=metrics_port,
+                master_key=config.general_settings.master_key,
+                open=config.telemetry.metrics_open,
+            )
+            doors.append(self.metrics)
         self.runtime = Runtime(engine, doors)
 
     @property
@@ -77,6 +96,11 @@ class SidecarProcess(Lifecycle):
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    logged = config.logging
+    configure_logging(
+        args.serve_log_level or args.log_level or logged.level,
+        args.log_format or logged.format,
+    )
     redact_logs(config.secrets)
     async with StandIns(config, args.simulate) as standins:
         config = standins.config
@@ -94,11 +118,23 @@ async def serve(args: argparse.Namespace) -> int:
             http_port=None if args.no_http else args.http_port,
             http_settings=http,
             grpc_tls=options.server_tls(args),
+            metrics_port=args.metrics_port,
         )
         await process.start()
         print(banner(process, standins), flush=True)
         await process.runtime.run_until_signalled(grace=args.drain_seconds)
     return 0
+
+
+def with_metrics(settings: BridgeSettings, engine: Engine) -> BridgeSettings:
+    """The bridge's settings with GET /metrics served from the engine's telemetry."""
+    if settings.metrics is not None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        metrics=engine.telemetry.prometheus_text,
+        metrics_open=engine.config.telemetry.metrics_open,
+    )
 
 
 def data_dir(flag: str | None, configured: str | None) -> str:
@@ -125,6 +161,9 @@ def banner(process: SidecarProcess, standins: StandIns) -> str:
         keyed = bool(config.general_settings.master_key)
         key = "master key required" if keyed else "no key"
         lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
+    if process.metrics is not None:
+        url = f"http://{host_port(process.host, process.metrics.port)}/metrics"
+        lines.append(f"llm-sidecar serving Prometheus metrics on {url}")
     lines.append(render_model_table(process.engine.config))
     if standins.simulated:
         bar = "!" * 78
