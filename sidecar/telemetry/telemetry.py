@@ -17,7 +17,7 @@ application embedding the sidecar can pass its own providers instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -61,11 +61,11 @@ class Telemetry:
     def from_config(
         cls,
         config: TelemetryConfig,
-        env: Mapping[str, str] | None = None,
         *,
         call_log: CallLog | None = None,
     ) -> Telemetry:
-        env = os.environ if env is None else env
+        # The exporters read the OTEL_EXPORTER_OTLP_* variables themselves, from here too.
+        env = os.environ
         resource = Resource.create({"service.name": "llm-sidecar", "service.version": __version__})
         meters: MeterProvider | None = None
         prometheus: PrometheusExposition | None = None
