@@ -217,4 +217,5 @@ class Engine:
             # After the front doors drained: every call's record is queued by now.
             await self.budgets.aclose()
         await self.providers.aclose()
-        self.telemetry.shutdown()
+        # Exporters flush on shutdown with blocking I/O: off the event loop.
+        await asyncio.to_thread(self.telemetry.shutdown)
