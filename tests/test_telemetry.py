@@ -66,12 +66,14 @@ def test_console_export_is_configured_from_yaml() -> None:
     entries: list[tuple[str, str, Mapping[str, Any]]] = [
         ("m", "ollama/x", {"api_base": "http://127.0.0.1:9"})
     ]
-    assert not Telemetry.from_config(make_config(entries).telemetry).exporting
+    off = Telemetry.from_config(make_config(entries, telemetry={"metrics": False}).telemetry)
+    assert not off.exporting and off.prometheus_text() is None
     telemetry = Telemetry.from_config(
         make_config(entries, telemetry={"console_interval": 60}).telemetry
     )
     try:
         assert telemetry.exporting
+        assert telemetry.tracer is None  # no exporter configured: no tracing
     finally:
         telemetry.shutdown()
     with pytest.raises(ConfigError) as err:
