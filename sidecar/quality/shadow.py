@@ -28,7 +28,7 @@ from sidecar.config.model import QualityConfig
 from sidecar.errors import BudgetExceeded, SidecarError
 from sidecar.routing import RoutePlan
 from sidecar.telemetry import CallReport
-from sidecar.types import ChatRequest, Locality, RouteTaken, RoutingHints, Usage
+from sidecar.types import ChatRequest, Locality, RouteTaken, Usage
 
 log = logging.getLogger("sidecar.quality")
 
@@ -147,7 +147,6 @@ class ShadowSampler:
             request,
             model=self._compare_with,
             metadata={**request.metadata, SHADOW_KEY: "1"},
-            hints=RoutingHints(local_only=request.hints.local_only, no_fallback=True),
             request_id=f"{request.request_id}-shadow" if request.request_id else "",
         )
         try:
@@ -161,7 +160,7 @@ class ShadowSampler:
             log.info("shadow call to %s not made: %s", self._compare_with, exc.message)
             return
         if answer.route is None or answer.route.model_group != self._compare_with:
-            return
+            return  # a fallback answered: not the comparison asked for
         await self._sink(self._pair(local_text, request, report, answer))
         self.written += 1
 
