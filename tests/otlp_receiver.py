@@ -78,7 +78,7 @@ class _Traces(trace_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self._received = received
 
-    async def Export(  # type: ignore[override]
+    async def Export(
         self, request: trace_pb.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
     ) -> trace_pb.ExportTraceServiceResponse:
         self._received.spans.append(request)
@@ -90,7 +90,7 @@ class _Metrics(metrics_grpc.MetricsServiceServicer):
     def __init__(self, received: Received) -> None:
         self._received = received
 
-    async def Export(  # type: ignore[override]
+    async def Export(
         self, request: metrics_pb.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
     ) -> metrics_pb.ExportMetricsServiceResponse:
         self._received.metrics.append(request)
@@ -102,8 +102,8 @@ async def grpc_receiver() -> AsyncIterator[tuple[str, Received]]:
     """An OTLP/gRPC receiver on 127.0.0.1: yields its address URL and what it received."""
     received = Received()
     server = grpc.aio.server()
-    trace_grpc.add_TraceServiceServicer_to_server(_Traces(received), server)
-    metrics_grpc.add_MetricsServiceServicer_to_server(_Metrics(received), server)
+    trace_grpc.add_TraceServiceServicer_to_server(_Traces(received), server)  # type: ignore[no-untyped-call]
+    metrics_grpc.add_MetricsServiceServicer_to_server(_Metrics(received), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -66,13 +66,15 @@ async def test_one_json_line_per_call(captured: io.StringIO, include_prompts: bo
     assert len(calls) == 2
     line = calls[0]
     assert line["request_id"] == "req-1"
-    assert isinstance(line["trace_id"], str) and len(line["trace_id"]) == 32
+    assert isinstance(line["trace_id"], str)
+    assert len(line["trace_id"]) == 32
     assert line["deployment"] == "fast-local/0"
     assert line["locality"] == "local"
     assert line["status"] == "ok"
     assert line["output_tokens"] == 20
     assert line["cost_usd"] == 0.0
-    assert isinstance(line["duration_ms"], float) and isinstance(line["ttft_ms"], float)
+    assert isinstance(line["duration_ms"], float)
+    assert isinstance(line["ttft_ms"], float)
     assert SECRET not in captured.getvalue()
     if include_prompts:
         assert "summarise the report" in str(line["prompt"])
@@ -118,4 +120,5 @@ def test_example_configs_still_load() -> None:
         config = parse_config(data, source=str(path), env=env, log_warnings=False)
         # The new sections' defaults: text logs, no call log, no shadow sampling.
         assert (config.logging.format, config.logging.call_log) == ("text", "auto")
-        assert config.quality.compare_with is None and config.telemetry.metrics
+        assert config.quality.compare_with is None
+        assert config.telemetry.metrics

@@ -116,24 +116,22 @@ async def test_bridge_metrics_count_calls_tokens_and_ttft() -> None:
 
 
 async def test_metrics_open_and_openmetrics() -> None:
-    async with OllamaSimulator(profile=profile_by_name("instant")) as ollama:
-        async with OpenAISimulator() as oai:
-            config = standard_config(ollama, oai, telemetry={"metrics_open": True})
-            process = SidecarProcess(Engine(config), grpc_port=0, http_port=0)
-            await process.start()
-            try:
-                url = f"http://127.0.0.1:{process.http_port}/metrics"
-                headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
-                async with aiohttp.ClientSession() as session, session.get(url) as resp:
+    instant = profile_by_name("instant")
+    async with OllamaSimulator(profile=instant) as ollama, OpenAISimulator() as oai:
+        config = standard_config(ollama, oai, telemetry={"metrics_open": True})
+        process = SidecarProcess(Engine(config), grpc_port=0, http_port=0)
+        await process.start()
+        try:
+            url = f"http://127.0.0.1:{process.http_port}/metrics"
+            headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url) as resp:
                     assert resp.status == 200
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(url, headers=headers) as resp:
-                        assert resp.headers["Content-Type"].startswith(
-                            "application/openmetrics-text"
-                        )
-                        assert (await resp.text()).rstrip().endswith("# EOF")
-            finally:
-                await process.stop(grace=0)
+                async with session.get(url, headers=headers) as resp:
+                    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                    assert (await resp.text()).rstrip().endswith("# EOF")
+        finally:
+            await process.stop(grace=0)
 
 
 async def test_metrics_off_answers_404() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from sidecar.engine import Engine
+from sidecar.errors import ErrorCode, SidecarError
+from sidecar.quality import SHADOW_KEY
 from sidecar.quality.store import read_pairs
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.types import ChatRequest, GenerationParams, Message, RoutingHints
@@ -69,10 +71,14 @@ async def test_each_sampled_call_writes_one_pair_and_sensitive_ones_none(tmp_pat
     assert pair["task"] == "summarise"
     assert pair["route"]["deployment"] == "fast-local/0"
     assert pair["prompt_preview"] == "Summarise the meeting notes"
-    assert pair["local"]["answer"].startswith("tok0") and pair["shadow"]["answer"]
-    assert pair["local"]["locality"] == "local" and pair["shadow"]["locality"] == "cloud"
-    assert pair["shadow"]["cost_usd"] > 0 and pair["local"]["cost_usd"] == 0
-    assert pair["shadow"]["output_tokens"] == 20 and pair["local"]["latency_ms"] > 0
+    assert pair["local"]["answer"].startswith("tok0")
+    assert pair["shadow"]["answer"]
+    assert pair["local"]["locality"] == "local"
+    assert pair["shadow"]["locality"] == "cloud"
+    assert pair["shadow"]["cost_usd"] > 0
+    assert pair["local"]["cost_usd"] == 0
+    assert pair["shadow"]["output_tokens"] == 20
+    assert pair["local"]["latency_ms"] > 0
     assert not any("Patient" in p["prompt_preview"] for p in pairs)
 
 
@@ -127,3 +133,23 @@ async def test_shadow_calls_count_toward_the_budget_and_stop_at_it(tmp_path: Pat
     assert oai.stats.requests == len(pairs)  # refused shadows never reached the cloud
     assert status.spent == pytest.approx(sum(p["shadow"]["cost_usd"] for p in pairs), abs=1e-5)
     assert status.spent <= 0.0025
+
+
+async def test_the_egress_refuses_a_sensitive_shadow_everywhere(tmp_path: Path) -> None:
+    """Whatever a sampler decided, a shadow of a sensitive request leaves for nowhere."""
+    async with OllamaSimulator() as ollama, OpenAISimulator(api_key=UPSTREAM_KEY) as oai:
+        engine = Engine(_config(ollama, oai, tmp_path / "q.jsonl"))
+        shadow = ChatRequest(
+            "fast-local",
+            (Message("user", "hi"),),
+            metadata={SHADOW_KEY: "1"},
+            hints=RoutingHints(local_only=True),
+        )
+        try:
+            with pytest.raises(SidecarError) as err:
+                await engine.complete(shadow, 5)
+        finally:
+            await engine.aclose()
+    assert err.value.code is ErrorCode.FAILED_PRECONDITION
+    assert ollama.stats.requests == 0
+    assert oai.stats.requests == 0

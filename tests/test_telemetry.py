@@ -67,7 +67,8 @@ def test_console_export_is_configured_from_yaml() -> None:
         ("m", "ollama/x", {"api_base": "http://127.0.0.1:9"})
     ]
     off = Telemetry.from_config(make_config(entries, telemetry={"metrics": False}).telemetry)
-    assert not off.exporting and off.prometheus_text() is None
+    assert not off.exporting
+    assert off.prometheus_text() is None
     telemetry = Telemetry.from_config(
         make_config(entries, telemetry={"console_interval": 60}).telemetry
     )

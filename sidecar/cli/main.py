@@ -12,6 +12,7 @@ import uvloop
 
 from sidecar import __version__
 from sidecar.cli import options
+from sidecar.cli import quality as quality_cli
 from sidecar.cli import simulate as simulate_cli
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.redaction import redact
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
+
+    quality = commands.add_parser(
+        "quality", help="review shadow pairs: random samples, or a report with suggestions"
+    )
+    quality_cli.configure_parser(quality)
     return parser
 
 
@@ -162,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return uvloop.run(run_bridge(args))
         if args.command == "simulate":
             uvloop.run(simulate_cli.run(args))
+            return 0
+        if args.command == "quality":
+            if args.quality_command == "sample":
+                print(quality_cli.show_sample(args))
+            else:
+                print(quality_cli.write_report(args))
             return 0
     except ConfigError as exc:
         print(f"configuration error in {exc.source or 'configuration'}:", file=sys.stderr)
