@@ -179,6 +179,7 @@ class TelemetryConfig:
     console_interval: float = 0.0  # seconds between exports to stdout; 0 turns it off
     metrics: bool = True  # keep metrics (GET /metrics, OTLP when configured)
     # auto: OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else none | otlp | console
+    # | record (spans made, exported nowhere)
     traces: str = "auto"
     export_interval: float = 60.0  # seconds between OTLP metric exports
     metrics_open: bool = False  # GET /metrics without the master key

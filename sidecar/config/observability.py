@@ -17,7 +17,7 @@ def telemetry_config(section: Section) -> TelemetryConfig:
     values: dict[str, Any] = {
         "console_interval": section.number("console_interval", ge=0),
         "metrics": section.boolean("metrics"),
-        "traces": section.choice("traces", ("auto", "none", "otlp", "console")),
+        "traces": section.choice("traces", ("auto", "none", "otlp", "console", "record")),
         "export_interval": section.number("export_interval", gt=0),
         "metrics_open": section.boolean("metrics_open"),
     }

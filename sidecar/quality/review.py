@@ -137,9 +137,11 @@ def _verdict(reply: str) -> str:
         parsed = orjson.loads(reply)
     except orjson.JSONDecodeError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("verdict"), str):
-        return parsed["verdict"].strip().upper()
-    return (_WORD.findall(reply.upper()) or [""])[0]
+    verdict = parsed.get("verdict") if isinstance(parsed, dict) else None
+    if isinstance(verdict, str):
+        return verdict.strip().upper()
+    words: list[str] = _WORD.findall(reply.upper())
+    return words[0] if words else ""
 
 
 def suggestions(groups: Sequence[Group], compare_with: str) -> list[str]:

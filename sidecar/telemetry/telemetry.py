@@ -7,7 +7,8 @@ OpenTelemetry environment variables (sidecar/telemetry/otlp.py):
   exporters: the Prometheus text of `GET /metrics` and, when configured, OTLP
   (or the console, every `console_interval` seconds);
 - tracing is off unless an OTLP endpoint is set or `telemetry.traces` says
-  otlp or console; off, no tracer exists and no span object is made;
+  otlp, console or record (spans made, not exported); off, no tracer exists and
+  no span object is made;
 - the call log writes one line per call when `logging.call_log` is on.
 
 Everything is recorded once per call, when it ends; nothing per token. An
@@ -86,7 +87,11 @@ class Telemetry:
             meters = SdkMeterProvider(metric_readers=readers, resource=resource)
         tracers = None
         kind = otlp.exporter_choice(env, "traces", config.traces)
-        if kind != "none":
+        if kind == "record":
+            # Spans made but sent nowhere: the cost of tracing without export, and a
+            # provider an embedding application can add its own processor to.
+            tracers = SdkTracerProvider(resource=resource)
+        elif kind != "none":
             exporter = otlp.span_exporter(env, kind)
             processor = (
                 SimpleSpanProcessor(exporter) if kind == "console" else BatchSpanProcessor(exporter)
