@@ -1,7 +1,7 @@
 """What observability costs: the same calls through three sidecars that differ only in
 telemetry, in one run, as ratios to the one with it off.
 
-    python -m benchmarks.observability [--quick]   (or: python -m benchmarks --only observability)
+    python -m benchmarks --only observability [--quick]
 
     off      telemetry.metrics false, no tracing
     on       metrics kept (what GET /metrics reads) and every call traced, spans exported
@@ -19,7 +19,6 @@ process (/proc).
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -29,7 +28,6 @@ from typing import Any
 
 import aiohttp
 import grpc
-import uvloop
 from aiohttp import web
 
 from benchmarks import procs
@@ -205,20 +203,3 @@ SCENARIO = Scenario(
     time_limit=lambda scale: {Scale.FULL: 900.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
     markdown=markdown,
 )
-
-
-class _Quiet:
-    def advance(self, note: str = "") -> None:
-        pass
-
-
-async def main(quick: bool) -> None:
-    scale = Scale.QUICK if quick else Scale.FULL
-    outcome = await run(Context(scale, _Quiet()))
-    print(markdown(outcome.data))
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    uvloop.run(main(parser.parse_args().quick))

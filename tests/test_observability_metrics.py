@@ -9,18 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import BridgeSettings
 from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
-from sidecar.errors import UnknownModel
-from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.simulate import OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.telemetry import CallReport, Telemetry
 from sidecar.telemetry.prometheus import PrometheusExposition
-from sidecar.types import ChatRequest, Locality, Message, RouteTaken, Usage
+from sidecar.types import Locality, RouteTaken, Usage
 from tests.bridge_harness import KEY, standard_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
@@ -146,52 +144,6 @@ async def test_metrics_off_answers_404() -> None:
                 assert "telemetry.metrics" in (await resp.json())["error"]["message"]
         finally:
             await process.stop(grace=0)
-
-
-async def test_engine_failures_and_fallbacks_through_the_sdk() -> None:
-    """Errors, fallbacks and retries as the OTel SDK sees them (no Prometheus in between)."""
-    instant = profile_by_name("instant")
-    async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
-        from tests.harness import make_config
-
-        config = make_config(
-            [
-                ("fast-local", "ollama/llama3.2:8b", {"api_base": a.base_url}),
-                ("strong-local", "ollama/llama3.3:70b", {"api_base": b.base_url}),
-            ],
-            litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
-        )
-        exposition = PrometheusExposition()
-        engine = Engine(
-            config,
-            telemetry=Telemetry(
-                MeterProvider(metric_readers=[exposition.reader]), prometheus=exposition
-            ),
-        )
-        request = ChatRequest("fast-local", (Message("user", "hi"),))
-        try:
-            a.fault = Fault("http_500")
-            await engine.complete(request, 5)
-            with pytest.raises(UnknownModel):
-                await engine.complete(ChatRequest("missing", (Message("user", "hi"),)), 5)
-            rendered = engine.telemetry.prometheus_text()
-        finally:
-            await engine.aclose()
-    assert rendered is not None
-    families = _families(rendered[0].decode())
-    where = {"model_group": "strong-local", "deployment": "strong-local/0"}
-    assert _sample(families, "llm_sidecar_fallbacks", "llm_sidecar_fallbacks_total", **where) == 1
-    assert (
-        _sample(families, "llm_sidecar_calls", "llm_sidecar_calls_total", **where, outcome="ok")
-        == 1
-    )
-    genai = "gen_ai_client_operation_duration_seconds"
-    assert (
-        _sample(
-            families, genai, f"{genai}_count", gen_ai_request_model="_OTHER", error_type="NOT_FOUND"
-        )
-        == 1
-    )
 
 
 def _documented() -> dict[str, set[str]]:

@@ -20,7 +20,7 @@ from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by
 from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, Message
 from tests.bridge_harness import KEY, standard_config
-from tests.harness import chat_request, make_config
+from tests.harness import chat_request, fallback_config, make_config
 from tests.otlp_receiver import grpc_receiver, http_receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -120,13 +120,7 @@ async def test_grpc_metadata_trace_fallback_attempts_and_legacy_names(
 ) -> None:
     instant = profile_by_name("instant")
     async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
-        config = make_config(
-            [
-                ("fast-local", "ollama/llama3.2:8b", {"api_base": a.base_url}),
-                ("strong-local", "ollama/llama3.3:70b", {"api_base": b.base_url}),
-            ],
-            litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
-        )
+        config = fallback_config(a.base_url, b.base_url)
         engine = Engine(config, telemetry=_traced(spans, legacy=True))
         process = SidecarProcess(engine, grpc_port=0)
         await process.start()

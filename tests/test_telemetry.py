@@ -10,11 +10,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.engine import Engine
-from sidecar.errors import ConfigError, NoDeploymentAvailable
+from sidecar.errors import ConfigError, NoDeploymentAvailable, UnknownModel
 from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
 from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, Message
-from tests.harness import make_config
+from tests.harness import fallback_config, make_config
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -31,13 +31,7 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
 async def test_calls_ttft_and_fallbacks_are_counted() -> None:
     instant = profile_by_name("instant")
     async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
-        config = make_config(
-            [
-                ("fast-local", "ollama/llama3.2:8b", {"api_base": a.base_url}),
-                ("strong-local", "ollama/llama3.3:70b", {"api_base": b.base_url}),
-            ],
-            litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
-        )
+        config = fallback_config(a.base_url, b.base_url)
         reader = InMemoryMetricReader()
         engine = Engine(config, telemetry=Telemetry(MeterProvider(metric_readers=[reader])))
         request = ChatRequest("fast-local", (Message("user", "hi"),))
@@ -48,6 +42,8 @@ async def test_calls_ttft_and_fallbacks_are_counted() -> None:
             b.fault = Fault("http_500")
             with pytest.raises(NoDeploymentAvailable):
                 await engine.complete(request, 5)
+            with pytest.raises(UnknownModel):
+                await engine.complete(ChatRequest("missing", (Message("user", "hi"),)), 5)
             points = _points(reader)
         finally:
             await engine.aclose()
@@ -55,7 +51,17 @@ async def test_calls_ttft_and_fallbacks_are_counted() -> None:
         (p.attributes.get("deployment"), p.attributes["outcome"]): p.value
         for p in points["llm_sidecar.calls"]
     }
-    assert calls == {("fast-local/0", "ok"): 1, ("strong-local/0", "ok"): 1, (None, "error"): 1}
+    assert calls == {
+        ("fast-local/0", "ok"): 1,
+        ("strong-local/0", "ok"): 1,
+        (None, "error"): 1,
+        (None, "rejected"): 1,
+    }
+    # The alias nobody configured is not a label value of its own.
+    models = {p.attributes["model_group"] for p in points["llm_sidecar.calls"]}
+    assert models == {"fast-local", "strong-local", "_OTHER"}
+    errors = {p.attributes.get("error.type") for p in points["gen_ai.client.operation.duration"]}
+    assert errors == {None, "UNAVAILABLE", "NOT_FOUND"}
     ttft = {p.attributes["deployment"]: p.count for p in points["llm_sidecar.time_to_first_token"]}
     assert ttft == {"fast-local/0": 1, "strong-local/0": 1}
     [fallback] = points["llm_sidecar.fallbacks"]

@@ -21,12 +21,13 @@ and is the default.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Final
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from sidecar import __version__
@@ -163,26 +164,22 @@ def end_attempt(span: Span, error_type: str | None) -> None:
     span.end()
 
 
-@contextmanager
-def current(span: Span | None) -> Iterator[None]:
+def current(span: Span | None) -> AbstractContextManager[None]:
     """Make `span` the current one (what providers' traceparent headers name) for a block."""
-    if span is None:
-        yield
-        return
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+    return _attached(None if span is None else trace.set_span_in_context(span))
+
+
+def continued(carrier: Mapping[str, str] | None) -> AbstractContextManager[None]:
+    """Continue the caller's W3C trace context (traceparent, tracestate) for a block."""
+    return _attached(propagate.extract(carrier) if carrier else None)
 
 
 @contextmanager
-def continued(carrier: Mapping[str, str] | None) -> Iterator[None]:
-    """Continue the caller's W3C trace context (traceparent, tracestate) for a block."""
-    if not carrier:
+def _attached(context: Context | None) -> Iterator[None]:
+    if context is None:
         yield
         return
-    token = otel_context.attach(propagate.extract(carrier))
+    token = otel_context.attach(context)
     try:
         yield
     finally:
