@@ -14,7 +14,7 @@ from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
 from bridge.server import BridgeServer
 from sidecar.cli import options
-from sidecar.config import load_config
+from sidecar.config import SidecarConfig, load_config
 from sidecar.config.table import render_model_table
 from sidecar.engine import Engine
 from sidecar.health.discovery import discover_context_windows
@@ -95,12 +95,10 @@ class SidecarProcess(Lifecycle):
 
 
 async def serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    logged = config.logging
-    configure_logging(
-        args.serve_log_level or args.log_level or logged.level,
-        args.log_format or logged.format,
-    )
+    if args.log_format:  # so that the configuration's own warnings come out in it too
+        configure_logging(args.serve_log_level or args.log_level or "INFO", args.log_format)
+    config = logging_from_flags(load_config(args.config), args)
+    configure_logging(config.logging.level, config.logging.format)
     redact_logs(config.secrets)
     async with StandIns(config, args.simulate) as standins:
         config = standins.config
@@ -124,6 +122,17 @@ async def serve(args: argparse.Namespace) -> int:
         print(banner(process, standins), flush=True)
         await process.runtime.run_until_signalled(grace=args.drain_seconds)
     return 0
+
+
+def logging_from_flags(config: SidecarConfig, args: argparse.Namespace) -> SidecarConfig:
+    """The configuration with `logging` as serve's --log-level / --log-format override it."""
+    level = args.serve_log_level or args.log_level
+    logged = dataclasses.replace(
+        config.logging,
+        level=(level or config.logging.level).upper(),
+        format=args.log_format or config.logging.format,
+    )
+    return dataclasses.replace(config, logging=logged)
 
 
 def with_metrics(settings: BridgeSettings, engine: Engine) -> BridgeSettings:
