@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import BridgeSettings
@@ -17,7 +16,6 @@ from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
 from sidecar.simulate import OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.telemetry import CallReport, Telemetry
-from sidecar.telemetry.prometheus import PrometheusExposition
 from sidecar.types import Locality, RouteTaken, Usage
 from tests.bridge_harness import KEY, standard_config
 
@@ -160,8 +158,7 @@ def _documented() -> dict[str, set[str]]:
 def test_documented_metrics_match_what_is_exported() -> None:
     """Every instrument, fed one report that touches it and read back as Prometheus text,
     is in docs/metrics.md's table with its labels, and the table lists nothing else."""
-    exposition = PrometheusExposition()
-    telemetry = Telemetry(MeterProvider(metric_readers=[exposition.reader]), prometheus=exposition)
+    telemetry = Telemetry()
     telemetry.bind(
         lambda model: model == "m",
         lambda: [({"deployment": "m/0"}, 1.0)],

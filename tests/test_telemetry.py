@@ -1,4 +1,4 @@
-"""Per-call metrics, read back through OpenTelemetry's in-memory reader."""
+"""Per-call metrics, read back in OpenTelemetry's data model."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.engine import Engine
 from sidecar.errors import ConfigError, NoDeploymentAvailable, UnknownModel
@@ -17,9 +15,8 @@ from sidecar.types import ChatRequest, Message
 from tests.harness import fallback_config, make_config
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    assert data is not None
+def _points(telemetry: Telemetry) -> dict[str, list[Any]]:
+    data = telemetry.metrics_data()
     found: dict[str, list[Any]] = {}
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
@@ -32,8 +29,8 @@ async def test_calls_ttft_and_fallbacks_are_counted() -> None:
     instant = profile_by_name("instant")
     async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
         config = fallback_config(a.base_url, b.base_url)
-        reader = InMemoryMetricReader()
-        engine = Engine(config, telemetry=Telemetry(MeterProvider(metric_readers=[reader])))
+        telemetry = Telemetry()
+        engine = Engine(config, telemetry=telemetry)
         request = ChatRequest("fast-local", (Message("user", "hi"),))
         try:
             await engine.complete(request, 5)
@@ -44,7 +41,7 @@ async def test_calls_ttft_and_fallbacks_are_counted() -> None:
                 await engine.complete(request, 5)
             with pytest.raises(UnknownModel):
                 await engine.complete(ChatRequest("missing", (Message("user", "hi"),)), 5)
-            points = _points(reader)
+            points = _points(telemetry)
         finally:
             await engine.aclose()
     calls = {

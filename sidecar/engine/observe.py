@@ -12,8 +12,9 @@ from sidecar.errors import BudgetExceeded, PrivacyBlocked, SidecarError
 from sidecar.quality import ShadowSampler
 from sidecar.quality.store import PairStore
 from sidecar.telemetry import CallReport
+from sidecar.telemetry.aggregate import Labels
 from sidecar.telemetry.logs import CallLog
-from sidecar.telemetry.metrics import HEALTH_VALUES, Labels
+from sidecar.telemetry.metrics import HEALTH_VALUES
 from sidecar.types import ChatRequest
 
 if TYPE_CHECKING:

@@ -6,17 +6,17 @@ deployments, fixed outcome and token-type words; never request ids, callers'
 keys or prompts. A model name a caller sent that matches no alias is recorded
 as `_OTHER`.
 
-The gauges (in flight, health, budget remaining) are read when a reader
-collects, from callbacks the engine registers: nothing on the call path.
+The gauges (in flight, health, budget remaining) are read when the metrics
+are read, from callbacks the engine registers: nothing on the call path. The
+aggregation itself is sidecar/telemetry/aggregate.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Final
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-
+from sidecar.telemetry.aggregate import Aggregates, Reading
 from sidecar.telemetry.report import CallReport
 
 # GenAI's advisory boundaries (semantic conventions, gen_ai.client.operation.duration).
@@ -33,173 +33,186 @@ TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1 ... 67108864
 HEALTH_VALUES: Final = {"up": 0, "cold": 1, "half_open": 2, "cooling": 3, "not_pulled": 4}
 OTHER: Final = "_OTHER"
 
-Labels = dict[str, str]
-Reading = Callable[[], Iterable[tuple[Labels, float]]]
+_PLACE: Final = ("model_group", "deployment", "locality")
+_WHERE: Final = ("model_group", "deployment")
+_GROUP: Final = ("model_group",)
+_GENAI: Final = (
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "error.type",
+)
 
 
 class CallMetrics:
-    """The instruments, and how one CallReport lands on them."""
+    """The instruments, and how one CallReport lands on them (about 10 dict updates)."""
 
-    def __init__(self, meter: Meter, known_models: Callable[[str], bool]) -> None:
+    def __init__(self, metrics: Aggregates, known_models: Callable[[str], bool]) -> None:
         self._known = known_models
-        counter, histogram = meter.create_counter, meter.create_histogram
-        self.calls = counter("llm_sidecar.calls", "{call}", "Chat calls, by how they ended")
+        counter, histogram = metrics.counter, metrics.histogram
+        self.calls = counter(
+            "llm_sidecar.calls", "{call}", "Chat calls, by how they ended", (*_PLACE, "outcome")
+        )
         self.duration = histogram(
             "llm_sidecar.call.duration",
             "s",
             "Time from a call's arrival to its end",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            (*_PLACE, "outcome"),
+            SECONDS_BUCKETS,
         )
         self.ttft = histogram(
             "llm_sidecar.time_to_first_token",
             "s",
             "Time from sending the request upstream to its first token",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            _WHERE,
+            SECONDS_BUCKETS,
         )
         self.tokens = counter(
-            "llm_sidecar.tokens", "{token}", "Tokens, by type: input, output, cached"
+            "llm_sidecar.tokens",
+            "{token}",
+            "Tokens, by type: input, output, cached",
+            (*_PLACE, "type"),
         )
-        self.cost = counter("llm_sidecar.cost", "USD", "What answered calls cost")
+        self.cost = counter(
+            "llm_sidecar.cost", "USD", "What answered calls cost", (*_WHERE, "provider")
+        )
         self.fallbacks = counter(
-            "llm_sidecar.fallbacks", "{call}", "Calls answered by a candidate after the first"
+            "llm_sidecar.fallbacks",
+            "{call}",
+            "Calls answered by a candidate after the first",
+            _WHERE,
         )
         self.retries = counter(
-            "llm_sidecar.retries", "{attempt}", "Further attempts on the model group asked for"
+            "llm_sidecar.retries",
+            "{attempt}",
+            "Further attempts on the model group asked for",
+            _GROUP,
         )
         self.hedges_started = counter(
-            "llm_sidecar.hedges.started", "{attempt}", "Attempts started as hedges"
+            "llm_sidecar.hedges.started", "{attempt}", "Attempts started as hedges", _GROUP
         )
-        self.hedges_won = counter("llm_sidecar.hedges.won", "{call}", "Calls answered by a hedge")
+        self.hedges_won = counter(
+            "llm_sidecar.hedges.won", "{call}", "Calls answered by a hedge", _WHERE
+        )
         self.privacy_refusals = counter(
             "llm_sidecar.privacy.refusals",
             "{call}",
             "Calls held back because they were sensitive and no local deployment could serve",
+            _GROUP,
         )
         self.budget_refusals = counter(
-            "llm_sidecar.budget.refusals", "{call}", "Calls a spend cap turned away"
+            "llm_sidecar.budget.refusals", "{call}", "Calls a spend cap turned away", _GROUP
         )
         self.overhead = histogram(
             "llm_sidecar.overhead.before_upstream",
             "s",
             "Sidecar time from a call's arrival to sending it to the deployment that answered",
-            explicit_bucket_boundaries_advisory=OVERHEAD_BUCKETS,
+            _WHERE,
+            OVERHEAD_BUCKETS,
         )
         self.relay_overhead = histogram(
             "llm_sidecar.overhead.relay",
             "s",
             "Time the relay held an answer beyond waiting on the upstream",
-            explicit_bucket_boundaries_advisory=OVERHEAD_BUCKETS,
+            _WHERE,
+            OVERHEAD_BUCKETS,
         )
         # The GenAI semantic conventions' client metrics, for dashboards built on them.
         self.genai_duration = histogram(
             "gen_ai.client.operation.duration",
             "s",
             "GenAI operation duration",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            _GENAI,
+            SECONDS_BUCKETS,
         )
         self.genai_tokens = histogram(
             "gen_ai.client.token.usage",
             "{token}",
             "Tokens used per call",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            (*_GENAI[:4], "gen_ai.token.type"),
+            TOKEN_BUCKETS,
         )
 
     def record(self, report: CallReport) -> None:
         route = report.route
         model = report.model if self._known(report.model) else OTHER
+        outcome = report.outcome
         if route is None:
-            where: Labels = {"model_group": model}
-            self.calls.add(1, {**where, "outcome": report.outcome})
-            self.duration.record(report.duration, {**where, "outcome": report.outcome})
+            group = model
+            self.calls.add(1, (model, "", "", outcome))
+            self.duration.record(report.duration, (model, "", "", outcome))
         else:
-            where = {"model_group": route.model_group, "deployment": route.deployment}
-            place = {**where, "locality": route.locality.value}
-            self.calls.add(1, {**place, "outcome": report.outcome})
-            self.duration.record(report.duration, {**place, "outcome": report.outcome})
+            group = route.model_group
+            where = (group, route.deployment)
+            place = (*where, route.locality.value)
+            self.calls.add(1, (*place, outcome))
+            self.duration.record(report.duration, (*place, outcome))
             if report.ttft is not None:
                 self.ttft.record(report.ttft, where)
             if report.attempts > 1:
                 self.fallbacks.add(1, where)
             if report.hedge_won:
                 self.hedges_won.add(1, where)
-            self._usage(report, place)
+            usage = report.usage
+            if usage is not None:
+                if usage.prompt_tokens:
+                    self.tokens.add(usage.prompt_tokens, (*place, "input"))
+                if usage.completion_tokens:
+                    self.tokens.add(usage.completion_tokens, (*place, "output"))
+                if usage.cached_tokens:
+                    self.tokens.add(usage.cached_tokens, (*place, "cached"))
             if report.cost:
-                self.cost.add(report.cost, {**where, "provider": route.provider})
+                self.cost.add(report.cost, (*where, route.provider))
             if report.overhead is not None:
                 self.overhead.record(report.overhead, where)
             if report.relay_overhead is not None:
                 self.relay_overhead.record(report.relay_overhead, where)
-        group = {"model_group": route.model_group if route is not None else model}
         if report.retries:
-            self.retries.add(report.retries, group)
+            self.retries.add(report.retries, (group,))
         if report.hedges:
-            self.hedges_started.add(report.hedges, group)
+            self.hedges_started.add(report.hedges, (group,))
         if report.privacy_refused:
-            self.privacy_refusals.add(1, group)
-        if report.budget_refused and report.outcome != "ok":
-            self.budget_refusals.add(1, group)
+            self.privacy_refusals.add(1, (group,))
+        if report.budget_refused and outcome != "ok":
+            self.budget_refusals.add(1, (group,))
         self._genai(report, model)
-
-    def _usage(self, report: CallReport, place: Labels) -> None:
-        usage = report.usage
-        if usage is None:
-            return
-        for kind, count in (
-            ("input", usage.prompt_tokens),
-            ("output", usage.completion_tokens),
-            ("cached", usage.cached_tokens),
-        ):
-            if count:
-                self.tokens.add(count, {**place, "type": kind})
 
     def _genai(self, report: CallReport, model: str) -> None:
         route = report.route
-        labels: Labels = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
-        if route is not None:
-            labels["gen_ai.provider.name"] = provider_name(route.provider)
-            labels["gen_ai.response.model"] = route.upstream_model
-        if report.error_type is not None:
-            labels["error.type"] = report.error_type
-        self.genai_duration.record(report.duration, labels)
+        provider = "" if route is None else provider_name(route.provider)
+        answered = "" if route is None else route.upstream_model
+        self.genai_duration.record(
+            report.duration, ("chat", provider, model, answered, report.error_type or "")
+        )
         usage = report.usage
         if usage is None or route is None:
             return
+        labels = ("chat", provider, model, answered)
         if usage.prompt_tokens is not None:
-            self.genai_tokens.record(usage.prompt_tokens, {**labels, "gen_ai.token.type": "input"})
+            self.genai_tokens.record(usage.prompt_tokens, (*labels, "input"))
         if usage.completion_tokens is not None:
-            self.genai_tokens.record(
-                usage.completion_tokens, {**labels, "gen_ai.token.type": "output"}
-            )
+            self.genai_tokens.record(usage.completion_tokens, (*labels, "output"))
 
 
 def observe_gauges(
-    meter: Meter, in_flight: Reading, health: Reading, budget_remaining: Reading
+    metrics: Aggregates, in_flight: Reading, health: Reading, budget_remaining: Reading
 ) -> None:
-    """The gauges, each read from its callback whenever a reader collects."""
-
-    def gauge(reading: Reading) -> Callable[[CallbackOptions], Sequence[Observation]]:
-        def observe(options: CallbackOptions) -> Sequence[Observation]:
-            return [Observation(value, labels) for labels, value in reading()]
-
-        return observe
-
-    meter.create_observable_gauge(
-        "llm_sidecar.in_flight",
-        [gauge(in_flight)],
-        "{request}",
-        "Requests in flight to each deployment",
+    """The gauges, each read from its callback whenever the metrics are read."""
+    metrics.gauge(
+        "llm_sidecar.in_flight", "{request}", "Requests in flight to each deployment", in_flight
     )
-    meter.create_observable_gauge(
+    metrics.gauge(
         "llm_sidecar.health.state",
-        [gauge(health)],
         "1",
         "Each deployment's health: 0 up, 1 cold, 2 half open, 3 cooling down, 4 not pulled",
+        health,
     )
-    meter.create_observable_gauge(
+    metrics.gauge(
         "llm_sidecar.budget.remaining",
-        [gauge(budget_remaining)],
         "USD",
         "What is left on each configured spend cap in its current window",
+        budget_remaining,
     )
 
 

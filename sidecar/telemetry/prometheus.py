@@ -1,5 +1,5 @@
-"""The metrics in Prometheus' text format, rendered from the same OpenTelemetry
-instruments the OTLP exporter reads (one instrumentation, two exporters).
+"""The metrics in Prometheus' text format, rendered from the same MetricsData the
+OTLP exporter sends (one instrumentation, two exporters).
 
 Names follow Prometheus' conventions: dots become underscores, the unit is
 appended (`_seconds`, `_usd`), counters end in `_total`. The registry is this
@@ -10,14 +10,14 @@ process (tests, a reload) never clash.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from opentelemetry.sdk.metrics.export import (
     Gauge,
     Histogram,
-    InMemoryMetricReader,
     Metric,
+    MetricsData,
     NumberDataPoint,
     Sum,
 )
@@ -44,17 +44,15 @@ def label_name(key: str) -> str:
 
 
 class PrometheusExposition:
-    """Collects from its reader on each scrape and renders the result."""
+    """Reads the metrics on each scrape and renders them."""
 
-    def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
+    def __init__(self, read: Callable[[], MetricsData]) -> None:
+        self._read = read
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 
     def collect(self) -> Iterator[PromMetric]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return
+        data = self._read()
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:

@@ -16,6 +16,11 @@ beside them (`gen_ai.system`, `gen_ai.usage.prompt_tokens`,
 `gen_ai.usage.completion_tokens`, `gen_ai.usage.cache_creation.input_tokens`)
 for back ends that still read those; `gen_ai_latest_experimental` is accepted
 and is the default.
+
+The SDK's span machinery costs a few hundred microseconds per call on a busy
+machine; OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (read by the SDK, e.g.
+parentbased_traceidratio with 0.1) trace a share of the calls, and a call that
+is not sampled skips building its attributes.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class CallTracer:
         )  # fmt: skip
 
     def start_attempt(self, call: Span, deployment: Deployment, number: int) -> Span:
+        if not call.is_recording():
+            # Sampled out: the attempt is too, but its context still goes upstream.
+            return self._tracer.start_span("attempt", context=trace.set_span_in_context(call))
         provider = provider_name(deployment.provider.value)
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": "chat",
@@ -93,6 +101,9 @@ class CallTracer:
         )
 
     def end_call(self, span: Span, report: CallReport, end_ns: int | None = None) -> None:
+        if not span.is_recording():  # sampled out (OTEL_TRACES_SAMPLER): nothing to add
+            span.end(end_time=end_ns)
+            return
         route = report.route
         attrs: dict[str, str | bool | int | float | list[str]] = {
             "gen_ai.request.stream": report.streaming,
