@@ -3,11 +3,14 @@ telemetry, in one run, as ratios to the one with it off.
 
     python -m benchmarks --only observability [--quick]
 
-    off      telemetry.metrics false, no tracing
-    on       metrics kept (what GET /metrics reads) and every call traced, spans exported
-             nowhere (telemetry.traces: record)
-    otlp     metrics and traces exported over OTLP/HTTP to a receiver in this process
-             (metrics every second, spans in the SDK's batches)
+    off           telemetry.metrics false, no tracing
+    metrics       metrics kept (what GET /metrics reads), no tracing: the default
+    on            metrics, and every call traced with spans exported nowhere
+                  (telemetry.traces: record)
+    otlp          metrics and every call's spans exported over OTLP/HTTP to a receiver in
+                  this process (metrics every second, spans in the SDK's batches)
+    otlp-sampled  the same with one call in ten traced (OTEL_TRACES_SAMPLER
+                  parentbased_traceidratio, 0.1)
 
 One simulated Ollama upstream (instant answers, so the sidecar is the bottleneck)
 serves all three. Rounds alternate between the variants so that drift on a noisy
@@ -40,8 +43,15 @@ MODEL = "llama3.2:8b"
 ALIAS = "fast-local"
 VARIANTS: Mapping[str, Mapping[str, Any]] = {
     "off": {"metrics": False, "traces": "none"},
+    "metrics": {"metrics": True, "traces": "none"},
     "on": {"metrics": True, "traces": "record"},
     "otlp": {"metrics": True, "traces": "auto", "export_interval": 1},
+    "otlp-sampled": {"metrics": True, "traces": "auto", "export_interval": 1},
+}
+# The environment of each variant's sidecar, beyond the OTLP endpoint.
+SAMPLED: Mapping[str, str] = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
 }
 
 
@@ -106,7 +116,9 @@ async def run(context: Context) -> Outcome:
                 ],
                 "telemetry": dict(telemetry),
             }
-            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if name == "otlp" else {}
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if name.startswith("otlp") else {}
+            if name == "otlp-sampled":
+                env.update(SAMPLED)
             sidecar = await stack.enter_async_context(
                 procs.sidecar(procs.write_config(folder, config), env=env)
             )
