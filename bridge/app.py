@@ -385,7 +385,10 @@ class BridgeApp:
         rendered = None if source is None else source(head.accept)
         if rendered is None:
             raise HttpError(
-                404, "metrics are off here (telemetry.metrics: false)", code="unknown_url"
+                404,
+                "no metrics here: telemetry.metrics is false, or this is a standalone bridge "
+                "(scrape the sidecar itself, e.g. its --metrics-port)",
+                code="unknown_url",
             )
         body, content_type = rendered
         await _send_body(send, 200, body, [(b"content-type", content_type.encode())])

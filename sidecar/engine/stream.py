@@ -386,7 +386,7 @@ class ChatStream:
         self._watchdog = Watchdog(self._clock, deployment.timeouts.idle, opened.end)
         self._ttft = opened.ttft
         obs = self._obs
-        obs.committed, obs.hedge_won = self._clock.now(), opened.hedge
+        obs.committed, obs.hedge_won, obs.waited = self._clock.now(), opened.hedge, 0.0
         obs.attempt_span = opened.span
         if self._shadow is not None:
             self._shadow.add(opened.first.content)
@@ -463,9 +463,8 @@ class ChatStream:
         relay = None
         if obs.committed is not None and self._outcome == "ok":
             relay = max(0.0, now - obs.committed - obs.waited)
-        error = obs.error
-        if error is None and self._outcome == "error":
-            error = "UNKNOWN"
+        # A failure a later attempt recovered from is not the call's error.
+        error = (obs.error or "UNKNOWN") if self._outcome == "error" else None
         return CallReport(
             request_id=self._request.request_id,
             model=self.plan.model,
