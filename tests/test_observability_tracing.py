@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sidecar.cli.serve import SidecarProcess
 from sidecar.engine import Engine
 from sidecar.errors import ConfigError
-from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, SimProfile, profile_by_name
 from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, Message
 from tests.bridge_harness import KEY, standard_config
@@ -207,3 +207,41 @@ def test_otlp_protocol_must_be_known(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as err:
         Telemetry.from_config(config.telemetry)
     assert "grpc or http/protobuf" in err.value.problems[0]
+
+
+async def test_a_won_hedge_in_spans_and_metrics(spans: InMemorySpanExporter) -> None:
+    slow = SimProfile(ttft=(2.0, 2.0), tokens_per_second=None, answer_tokens=20)
+    async with (
+        OllamaSimulator(profile=slow) as a,
+        OllamaSimulator(profile=profile_by_name("instant")) as b,
+    ):
+        config = fallback_config(
+            a.base_url,
+            b.base_url,
+            router_settings={"model_group_retry_policy": {"fast-local": {"hedge_after_ms": 50}}},
+        )
+        telemetry = _traced(spans)
+        engine = Engine(config, telemetry=telemetry)
+        try:
+            answer = await engine.complete(ChatRequest("fast-local", (Message("user", "hi"),)), 5)
+        finally:
+            await engine.aclose()
+    assert answer.route.deployment == "strong-local/0"
+    named = _by_name(spans)
+    [call] = named["chat fast-local"]
+    attrs = dict(call.attributes or {})
+    assert (attrs["llm_sidecar.route.hedges"], attrs["llm_sidecar.route.hedge_won"]) == (1, True)
+    # Both raced attempts are the call's children; the loser ended when it was cancelled.
+    attempts = named["chat llama3.2:8b"] + named["chat llama3.3:70b"]
+    assert len(attempts) == 2
+    assert all(s.parent is not None and s.parent.span_id == call.context.span_id for s in attempts)
+    found = {
+        m.name: list(m.data.data_points)
+        for r in telemetry.metrics_data().resource_metrics
+        for sc in r.scope_metrics
+        for m in sc.metrics
+    }
+    [started] = found["llm_sidecar.hedges.started"]
+    [won] = found["llm_sidecar.hedges.won"]
+    assert (started.value, dict(started.attributes or {})) == (1, {"model_group": "fast-local"})
+    assert (won.value, dict(won.attributes or {})["deployment"]) == (1, "strong-local/0")

@@ -139,12 +139,10 @@ class CallMetrics:
         model = report.model if self._known(report.model) else OTHER
         outcome = report.outcome
         if route is None:
-            group = model
             self.calls.add(1, (model, "", "", outcome))
             self.duration.record(report.duration, (model, "", "", outcome))
         else:
-            group = route.model_group
-            where = (group, route.deployment)
+            where = (route.model_group, route.deployment)
             place = (*where, route.locality.value)
             self.calls.add(1, (*place, outcome))
             self.duration.record(report.duration, (*place, outcome))
@@ -168,14 +166,15 @@ class CallMetrics:
                 self.overhead.record(report.overhead, where)
             if report.relay_overhead is not None:
                 self.relay_overhead.record(report.relay_overhead, where)
+        # What happened on the way to an answer counts for the alias asked for.
         if report.retries:
-            self.retries.add(report.retries, (group,))
+            self.retries.add(report.retries, (model,))
         if report.hedges:
-            self.hedges_started.add(report.hedges, (group,))
+            self.hedges_started.add(report.hedges, (model,))
         if report.privacy_refused:
-            self.privacy_refusals.add(1, (group,))
+            self.privacy_refusals.add(1, (model,))
         if report.budget_refused and outcome != "ok":
-            self.budget_refusals.add(1, (group,))
+            self.budget_refusals.add(1, (model,))
         self._genai(report, model)
 
     def _genai(self, report: CallReport, model: str) -> None:
