@@ -5,6 +5,7 @@ upstream; and OTLP export received by real OTLP receivers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -235,7 +236,7 @@ async def test_a_won_hedge_in_spans_and_metrics(spans: InMemorySpanExporter) -> 
     attempts = named["chat llama3.2:8b"] + named["chat llama3.3:70b"]
     assert len(attempts) == 2
     assert all(s.parent is not None and s.parent.span_id == call.context.span_id for s in attempts)
-    found = {
+    found: dict[str, list[Any]] = {
         m.name: list(m.data.data_points)
         for r in telemetry.metrics_data().resource_metrics
         for sc in r.scope_metrics

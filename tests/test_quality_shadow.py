@@ -13,7 +13,7 @@ import pytest
 from sidecar.engine import Engine
 from sidecar.errors import ErrorCode, SidecarError
 from sidecar.quality import SHADOW_KEY
-from sidecar.quality.store import read_pairs
+from sidecar.quality.store import PairStore, read_pairs
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator, profile_by_name
 from sidecar.types import ChatRequest, GenerationParams, Message, RoutingHints
 from tests.harness import UPSTREAM_KEY, make_config
@@ -153,3 +153,13 @@ async def test_the_egress_refuses_a_sensitive_shadow_everywhere(tmp_path: Path) 
     assert err.value.code is ErrorCode.FAILED_PRECONDITION
     assert ollama.stats.requests == 0
     assert oai.stats.requests == 0
+
+
+async def test_a_full_log_takes_no_more_pairs(tmp_path: Path) -> None:
+    log = tmp_path / "q.jsonl"
+    store = PairStore(str(log), max_bytes=300)
+    pair = {"route": {}, "local": {"answer": "x" * 100}, "shadow": {"answer": "y" * 100}}
+    for _ in range(3):
+        await store.append(pair)
+    assert len(list(read_pairs(str(log)))) == 1
+    assert store.full

@@ -207,6 +207,7 @@ class QualityConfig:
     max_queue: int = 100  # sampled calls waiting; more are dropped, never waited for
     judge: str | None = None  # alias asked for blind pairwise verdicts by the report
     preview_chars: int = 2000  # how much of the prompt and of each answer is kept
+    max_log_mb: float = 100.0  # past this the log takes no more pairs
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ def quality_config(section: Section) -> QualityConfig:
         "max_queue": section.integer("max_queue", gt=0),
         "judge": section.string("judge"),
         "preview_chars": section.integer("preview_chars", gt=0),
+        "max_log_mb": section.number("max_log_mb", gt=0),
     }
     rate = values["sample_rate"]
     if rate is not None and rate > 1:

@@ -72,4 +72,5 @@ def shadow_sampler(engine: Engine) -> ShadowSampler | None:
     if config.compare_with is None or config.sample_rate <= 0:
         return None
     run = shadow_runner(engine.stream, engine.clock.now, config.preview_chars)
-    return ShadowSampler(config, run, PairStore(config.log_path).append)
+    store = PairStore(config.log_path, int(config.max_log_mb * 1024 * 1024))
+    return ShadowSampler(config, run, store.append)
