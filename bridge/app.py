@@ -10,8 +10,8 @@
     GET  /metrics                 Prometheus text (OpenMetrics when asked for); needs the
                                   key unless telemetry.metrics_open
 
-A chat request's `traceparent` (and `tracestate`) header continues the caller's
-trace: the call's span is its child.
+A request's `traceparent` (and `tracestate`) header continues the caller's trace:
+the span of a call it makes is its child.
 
 The paths also answer without the /v1 prefix, as LiteLLM's do. A stream's
 headers go out with its first chunk, so a call that fails before its first
@@ -196,7 +196,9 @@ class BridgeApp:
                     code="method_not_allowed",
                     headers=[(b"allow", method.encode())],
                 )
-            await handler(scope, receive, send, head)
+            # Every endpoint's calls continue the caller's trace (traceparent), if sent.
+            with continue_trace(head.trace):
+                await handler(scope, receive, send, head)
         except HttpError as err:
             await send_error(send, err)
         except Exception as exc:
@@ -248,11 +250,10 @@ class BridgeApp:
         except HttpError as err:
             await send_error(send, err, id_header)
             return
-        with continue_trace(head.trace):
-            if parsed.stream:
-                await self._stream(receive, send, parsed, id_header, head.passed_on)
-            else:
-                await self._complete(receive, send, parsed, id_header, head.passed_on)
+        if parsed.stream:
+            await self._stream(receive, send, parsed, id_header, head.passed_on)
+        else:
+            await self._complete(receive, send, parsed, id_header, head.passed_on)
 
     async def _stream(
         self,
