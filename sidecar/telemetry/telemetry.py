@@ -19,7 +19,7 @@ application embedding the sidecar can pass its own exporters and tracer provider
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +31,7 @@ from opentelemetry.trace import Span, TracerProvider
 from sidecar import __version__
 from sidecar.config.model import TelemetryConfig
 from sidecar.telemetry import otlp
-from sidecar.telemetry.aggregate import Aggregates, Reading
+from sidecar.telemetry.aggregate import Aggregates, Labels, Reading
 from sidecar.telemetry.export import PeriodicExport
 from sidecar.telemetry.logs import CallLog
 from sidecar.telemetry.metrics import CallMetrics, observe_gauges
@@ -60,6 +60,7 @@ class Telemetry:
         scope = InstrumentationScope("llm_sidecar", __version__, SCHEMA_URL)
         self._aggregates = Aggregates(Resource.create(_RESOURCE), scope)
         self._known: Callable[[str], bool] = lambda model: True
+        self._sources: tuple[Reading, Reading, Reading] | None = None
         self._metrics = (
             CallMetrics(self._aggregates, lambda model: self._known(model)) if metrics else None
         )
@@ -112,10 +113,21 @@ class Telemetry:
         budget_remaining: Reading,
     ) -> None:
         """What the engine lets telemetry read: its aliases (to bound labels) and the
-        gauges' sources. Called once, by the engine that owns this telemetry."""
+        gauges' sources. A later call (an engine rebuilt on reload) replaces them."""
         self._known = known_models
-        if self._metrics is not None:
-            observe_gauges(self._aggregates, in_flight, health, budget_remaining)
+        first = self._sources is None
+        self._sources = (in_flight, health, budget_remaining)
+        if first and self._metrics is not None:
+            observe_gauges(
+                self._aggregates,
+                lambda: self._read(0),
+                lambda: self._read(1),
+                lambda: self._read(2),
+            )
+
+    def _read(self, which: int) -> Iterable[tuple[Labels, float]]:
+        sources = self._sources
+        return () if sources is None else sources[which]()
 
     def metrics_data(self) -> MetricsData:
         """Every metric as it stands, in OpenTelemetry's data model."""
