@@ -20,13 +20,13 @@ from sidecar.budget import Budgets, caller_of
 from sidecar.clock import Clock, alarm, timeout_at
 from sidecar.config.model import Deployment
 from sidecar.engine.egress import Attempt, Chunks, Egress
+from sidecar.engine.observed import Observed, end_span
 from sidecar.engine.watchdog import Watchdog
 from sidecar.errors import (
     BudgetRefused,
     LedgerUnavailable,
     NoDeploymentAvailable,
     PrivacyBlocked,
-    SidecarError,
     UpstreamError,
     UpstreamMalformed,
     UpstreamTimeout,
@@ -37,7 +37,7 @@ from sidecar.health import HealthTracker
 from sidecar.quality import ShadowSampler
 from sidecar.routing import Candidate, Hedge, RoutePlan
 from sidecar.telemetry import CallReport, Telemetry
-from sidecar.telemetry.tracing import current, end_attempt
+from sidecar.telemetry.tracing import current
 from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken, SpendRecord, Usage
 
 log = logging.getLogger("sidecar.engine.stream")
@@ -108,7 +108,7 @@ class ChatStream:
         self._usage: Usage | None = None
         self._reason = ""
         # For telemetry, recorded once at the end.
-        self._obs = _Observed(self._started if arrived is None else arrived)
+        self._obs = Observed(self._started if arrived is None else arrived)
         self._span = services.telemetry.call_started(request)
         quality = services.quality
         self._shadow = None if quality is None else quality.capture(request, route_plan)
@@ -256,19 +256,19 @@ class ChatStream:
         except PrivacyBlocked as exc:
             log.error("%s", exc.message)
             self._obs.privacy_refused = True
-            _end_span(span, exc)
+            end_span(span, exc)
             health.end(deployment.id)
             return None
         except (BudgetRefused, LedgerUnavailable) as exc:
             # Not the deployment's fault: health is told nothing.
             self._obs.budget_refused |= isinstance(exc, BudgetRefused)
-            _end_span(span, exc)
+            end_span(span, exc)
             health.end(deployment.id)
             failures.append(exc)
             log.info("attempt on %s not made: %s", deployment.id, exc.message)
             return None
         except BaseException:
-            _end_span(span, None)
+            end_span(span, None)
             health.end(deployment.id)
             raise
         if self._obs.first_sent is None:
@@ -293,7 +293,7 @@ class ChatStream:
         except StopAsyncIteration:
             failure = UpstreamMalformed(deployment.id, "the stream ended with no answer")
         except BaseException:
-            _end_span(span, None)
+            end_span(span, None)
             self._settled(await egress.close(attempt))
             health.end(deployment.id)
             raise
@@ -301,7 +301,7 @@ class ChatStream:
             ttft = clock.now() - started
             health.succeeded(deployment.id, ttft)
             return _Opened(deployment, attempt, first, end, ttft, candidate.reason, span, hedge)
-        _end_span(span, failure)
+        end_span(span, failure)
         self._settled(await egress.close(attempt, billed=billed))
         health.failed_with(failure)
         health.end(deployment.id)
@@ -371,7 +371,7 @@ class ChatStream:
 
     async def _release(self, opened: _Opened) -> None:
         """Drop an attempt that answered but lost the race."""
-        _end_span(opened.span, None)
+        end_span(opened.span, None)
         try:
             self._settled(await self._services.egress.close(opened.attempt))
         finally:
@@ -511,7 +511,7 @@ class ChatStream:
             self._watchdog.close()
         span, self._obs.attempt_span = self._obs.attempt_span, None
         if span is not None:
-            _end_span(span, None if self._outcome != "error" else self._obs.error)
+            end_span(span, None if self._outcome != "error" else self._obs.error)
         if self._attempt is not None:
             attempt, self._attempt, self._upstream = self._attempt, None, None
             try:
@@ -548,33 +548,3 @@ class ChatStream:
 
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
-
-
-def _end_span(span: Span | None, failure: SidecarError | str | None) -> None:
-    if span is not None:
-        end_attempt(span, failure.code.name if isinstance(failure, SidecarError) else failure)
-
-
-@dataclass(slots=True)
-class _Observed:
-    """What telemetry wants to know about a call beyond what the call itself keeps."""
-
-    arrived: float  # clock time the engine got the call
-    first_sent: float | None = None  # clock time the first attempt went out
-    committed: float | None = None  # clock time the first chunk was handed on
-    waited: float = 0.0  # seconds spent waiting on the upstream after the first chunk
-    fallbacks: int = 0
-    retries: int = 0
-    hedges: int = 0
-    hedge_won: bool = False
-    budget_refused: bool = False
-    privacy_refused: bool = False
-    finish: str | None = None
-    error: str | None = None
-    attempt_span: Span | None = None  # the answering attempt's span until it ends
-
-    def attempted(self, deployment: Deployment, model: str, number: int) -> None:
-        if deployment.model_group != model:
-            self.fallbacks += 1
-        elif number > 1:
-            self.retries += 1
