@@ -13,11 +13,11 @@ telemetry, in one run, as ratios to the one with it off.
                   parentbased_traceidratio, 0.1)
 
 One simulated Ollama upstream (instant answers, so the sidecar is the bottleneck)
-serves all three. Rounds alternate between the variants so that drift on a noisy
-machine hits all alike: throughput is calls per second with `concurrency` calls in
-flight (gRPC StreamChat), added TTFT is one caller's p50 / p99 time to first token
-minus the same against the upstream directly, and CPU is read from each sidecar
-process (/proc).
+serves them all. Rounds alternate between the variants, each round starting with
+another one, so that drift on a noisy machine hits all alike: throughput is calls
+per second with `concurrency` calls in flight (gRPC StreamChat), added TTFT is one
+caller's p50 / p99 time to first token minus the same against the upstream
+directly, and CPU is read from each sidecar process (/proc).
 """
 
 from __future__ import annotations
@@ -129,8 +129,12 @@ async def run(context: Context) -> Outcome:
             await closed_loop(call, plan.concurrency, plan.warmup, 10)
         throughput = {name: Side() for name in sidecars}
         single = {name: Side() for name in calls}
-        for _ in range(plan.rounds):
-            for name, sidecar in sidecars.items():
+        names = list(sidecars)
+        for number in range(plan.rounds):
+            # Each round starts with another variant, so no variant always runs last.
+            order = names[number % len(names) :] + names[: number % len(names)]
+            for name in order:
+                sidecar = sidecars[name]
                 with Meter(throughput[name], sidecar, True):
                     throughput[name].rounds.append(
                         await closed_loop(calls[name], plan.concurrency, plan.calls, plan.seconds)
