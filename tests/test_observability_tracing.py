@@ -246,3 +246,23 @@ async def test_a_won_hedge_in_spans_and_metrics(spans: InMemorySpanExporter) -> 
     [won] = found["llm_sidecar.hedges.won"]
     assert (started.value, dict(started.attributes or {})) == (1, {"model_group": "fast-local"})
     assert (won.value, dict(won.attributes or {})["deployment"]) == (1, "strong-local/0")
+
+
+def test_exporter_choice_follows_the_standard_variables() -> None:
+    from sidecar.telemetry.otlp import exporter_choice
+
+    assert exporter_choice({}, "traces", "auto") == "none"
+    assert exporter_choice({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, "traces", "auto") == "otlp"
+    assert (
+        exporter_choice({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://x"}, "traces", "auto")
+        == "none"
+    )
+    assert (
+        exporter_choice({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x"}, "traces", "auto")
+        == "otlp"
+    )
+    assert exporter_choice({"OTEL_TRACES_EXPORTER": "console"}, "traces", "none") == "console"
+    assert exporter_choice({"OTEL_METRICS_EXPORTER": "prometheus"}, "metrics", "auto") == "none"
+    assert exporter_choice({}, "traces", "record") == "record"
+    with pytest.raises(ConfigError):
+        exporter_choice({"OTEL_TRACES_EXPORTER": "zipkin"}, "traces", "auto")

@@ -7,7 +7,8 @@
     OTEL_EXPORTER_OTLP_HEADERS, ..._TIMEOUT, ..._COMPRESSION, ..._CERTIFICATE
         read by the exporters themselves
     OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER
-        otlp, console or none, overriding the choice above
+        otlp, console or none, overriding the choice above (and prometheus for
+        metrics, which GET /metrics always serves: nothing is pushed)
 
 An unknown protocol or exporter name is a configuration error, not a silent default.
 """
@@ -32,6 +33,8 @@ def exporter_choice(env: Mapping[str, str], signal: str, configured: str) -> str
     `configured` is the telemetry section's choice: auto defers to the environment.
     """
     named = env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+    if named == "prometheus" and signal == "metrics":
+        return "none"  # GET /metrics is always served: nothing to push
     if named:
         if named not in _EXPORTERS:
             raise ConfigError(
