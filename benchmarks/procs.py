@@ -50,12 +50,16 @@ class Proc:
 
 @asynccontextmanager
 async def running(
-    args: Sequence[str], ready: str, also: Mapping[str, str] | None = None
+    args: Sequence[str],
+    ready: str,
+    also: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Proc]:
     """Start `llm-sidecar ARGS...` and wait for an output line matching the regex `ready`.
 
     The regex's first group is the address the process listens on; each regex of
-    `also` must match a line too, and its first group lands in `Proc.more`.
+    `also` must match a line too, and its first group lands in `Proc.more`. `env`
+    adds to the environment the process inherits.
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -68,6 +72,7 @@ async def running(
         # Into the same pipe, so that a process dying before it is ready shows why.
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
     )
     drain: asyncio.Task[None] | None = None
     try:
@@ -126,13 +131,16 @@ def simulator(kind: str, profile: str, *extra: str) -> AbstractAsyncContextManag
     return running(["simulate", kind, "--port", "0", "--profile", profile, *extra], SIM_READY)
 
 
-def sidecar(config_path: str, *extra: str, http: bool = False) -> AbstractAsyncContextManager[Proc]:
+def sidecar(
+    config_path: str, *extra: str, http: bool = False, env: Mapping[str, str] | None = None
+) -> AbstractAsyncContextManager[Proc]:
     """A sidecar serving gRPC (address host:port); with `http`, also the HTTP bridge, whose
     root URL is `more["http"]`."""
     args = ["serve", "--config", config_path, "--grpc-port", "0"]
     if http:
-        return running([*args, "--http-port", "0", *extra], GRPC_READY, {"http": HTTP_READY})
-    return running([*args, "--no-http", *extra], GRPC_READY)
+        also = {"http": HTTP_READY}
+        return running([*args, "--http-port", "0", *extra], GRPC_READY, also, env)
+    return running([*args, "--no-http", *extra], GRPC_READY, env=env)
 
 
 async def configure(

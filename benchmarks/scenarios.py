@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from benchmarks import budget_bench, failover, hybrid, overhead, route_bench
+from benchmarks import budget_bench, failover, hybrid, observability, overhead, route_bench
 from benchmarks.suite import Scenario
 
 SCENARIOS: Mapping[str, Scenario] = {
@@ -15,5 +15,6 @@ SCENARIOS: Mapping[str, Scenario] = {
         hybrid.SCENARIO,
         failover.SCENARIO,
         budget_bench.SCENARIO,
+        observability.SCENARIO,
     )
 }

@@ -7,6 +7,11 @@
     GET  /health/readiness        calls can be served now (no key needed)
     GET  /spend/logs, /global/spend/logs, /global/spend/report, /global/spend
                                   spend in LiteLLM's shapes (bridge/spend.py)
+    GET  /metrics                 Prometheus text (OpenMetrics when asked for); needs the
+                                  key unless telemetry.metrics_open
+
+A request's `traceparent` (and `tracestate`) header continues the caller's trace:
+the span of a call it makes is its child.
 
 The paths also answer without the /v1 prefix, as LiteLLM's do. A stream's
 headers go out with its first chunk, so a call that fails before its first
@@ -44,6 +49,7 @@ from bridge.render import (
     models_body,
 )
 from sidecar.config.model import Limits
+from sidecar.engine import continue_trace
 from sidecar.errors import SidecarError
 from sidecar.redaction import clip, shown
 from sidecar.types import RouteTaken
@@ -59,6 +65,8 @@ _SSE_HEADERS: Final = (
 )
 _REQUEST_ID_MAX: Final = 128
 _OPEN_PATHS: Final = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
+_TRACE_HEADERS: Final = frozenset({b"traceparent", b"tracestate"})
+MetricsSource = Callable[[str | None], tuple[bytes, str] | None]
 
 Handler = Callable[[Scope, Receive, Send, "_Head"], Awaitable[None]]
 T = TypeVar("T")
@@ -71,6 +79,9 @@ class BridgeSettings:
     max_body_bytes: int = 8 * MiB
     # Connections, heads, bodies and keep-alive (bridge/protocol.py).
     limits: Limits = field(default_factory=Limits)
+    # GET /metrics: renders the exposition for an Accept header; None: no such endpoint.
+    metrics: MetricsSource | None = None
+    metrics_open: bool = False  # GET /metrics without the key (telemetry.metrics_open)
 
 
 # Headers that may carry the caller's key, in order of precedence: OpenAI's, Anthropic's,
@@ -93,6 +104,8 @@ class _Head:
     duplicate: str | None = None  # a key header sent more than once
     content_length: int | None = None
     request_id: bytes | None = None
+    trace: dict[str, str] | None = None  # traceparent / tracestate, when sent
+    accept: str | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> _Head:
@@ -103,6 +116,12 @@ class _Head:
                 head.content_length = int(value) if value.isdigit() else None
             elif name == b"x-request-id":
                 head.request_id = value
+            elif name in _TRACE_HEADERS:
+                if head.trace is None:
+                    head.trace = {}
+                head.trace[name.decode()] = value.decode("latin-1")
+            elif name == b"accept":
+                head.accept = value.decode("latin-1")
             elif name in _KEY_HEADERS:
                 if name in keys:
                     # Two keys are ambiguous (which one is checked, which one passed on?).
@@ -144,6 +163,7 @@ class BridgeApp:
         self._key = key.encode() if key else None
         self.draining = False
         self._started = int(time.time())
+        self._open = _OPEN_PATHS | ({"/metrics"} if self.settings.metrics_open else set())
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
@@ -157,6 +177,7 @@ class BridgeApp:
             "/global/spend/logs": ("GET", self._global_spend_logs),
             "/global/spend/report": ("GET", self._global_spend_report),
             "/global/spend": ("GET", self._global_spend),
+            "/metrics": ("GET", self._metrics),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,7 +186,7 @@ class BridgeApp:
         path: str = scope["path"]
         head = _Head.read(scope)
         try:
-            if path not in _OPEN_PATHS:
+            if path not in self._open:
                 self._authorize(head)
             method, handler = self._route(path)
             if scope["method"] != method:
@@ -175,7 +196,9 @@ class BridgeApp:
                     code="method_not_allowed",
                     headers=[(b"allow", method.encode())],
                 )
-            await handler(scope, receive, send, head)
+            # Every endpoint's calls continue the caller's trace (traceparent), if sent.
+            with continue_trace(head.trace):
+                await handler(scope, receive, send, head)
         except HttpError as err:
             await send_error(send, err)
         except Exception as exc:
@@ -357,6 +380,19 @@ class BridgeApp:
         cap = next((b.cap for b in report.budgets if b.budget == "global"), None)
         total = sum(d.spend for d in report.daily)
         await _send_body(send, 200, orjson.dumps({"spend": total, "max_budget": cap}), [JSON])
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        source = self.settings.metrics
+        rendered = None if source is None else source(head.accept)
+        if rendered is None:
+            raise HttpError(
+                404,
+                "no metrics here: telemetry.metrics is false, or this is a standalone bridge "
+                "(scrape the sidecar itself, e.g. its --metrics-port)",
+                code="unknown_url",
+            )
+        body, content_type = rendered
+        await _send_body(send, 200, body, [(b"content-type", content_type.encode())])
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         await _send_body(send, 200, b'"I\'m alive!"', [JSON])

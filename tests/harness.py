@@ -72,6 +72,18 @@ def make_config(
     return parse_config({"model_list": model_list, **sections}, source="test", env={})
 
 
+def fallback_config(first: str, second: str, **sections: Any) -> SidecarConfig:
+    """Two local aliases on two upstreams, the first falling back to the second."""
+    return make_config(
+        [
+            ("fast-local", "ollama/llama3.2:8b", {"api_base": first}),
+            ("strong-local", "ollama/llama3.3:70b", {"api_base": second}),
+        ],
+        litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
+        **sections,
+    )
+
+
 def chat_request(model: str, text: str = "Say hello", **fields: Any) -> pb.ChatRequest:
     return pb.ChatRequest(model=model, messages=[pb.Message(role="user", content=text)], **fields)
 

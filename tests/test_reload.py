@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from sidecar.config import load_config_hashed
 from sidecar.engine import Engine
@@ -35,8 +34,7 @@ async def test_outcomes_are_counted_and_health_follows_identity(tmp_path: Path) 
     path = tmp_path / "config.yaml"
     _write(path, _config("http://127.0.0.1:9", "http://127.0.0.1:10"))
     config, digest = load_config_hashed(path)
-    reader = InMemoryMetricReader()
-    engine = Engine(config, telemetry=Telemetry(MeterProvider(metric_readers=[reader])))
+    engine = Engine(config, telemetry=Telemetry())
     engine.operations.loaded(digest)
     reloader = Reloader(engine, str(path), interval=0)
     try:
@@ -70,8 +68,7 @@ async def test_outcomes_are_counted_and_health_follows_identity(tmp_path: Path) 
     finally:
         await reloader.aclose()
         await engine.aclose()
-    data = reader.get_metrics_data()
-    assert data is not None
+    data = engine.telemetry.metrics_data()
     (metric,) = [
         m
         for r in data.resource_metrics

@@ -1,4 +1,4 @@
-"""Per-call metrics, read back through OpenTelemetry's in-memory reader."""
+"""Per-call metrics, read back in OpenTelemetry's data model."""
 
 from __future__ import annotations
 
@@ -6,20 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.engine import Engine
-from sidecar.errors import ConfigError, NoDeploymentAvailable
+from sidecar.errors import ConfigError, NoDeploymentAvailable, UnknownModel
 from sidecar.simulate import Fault, OllamaSimulator, profile_by_name
 from sidecar.telemetry import Telemetry
 from sidecar.types import ChatRequest, Message
-from tests.harness import make_config
+from tests.harness import fallback_config, make_config
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    assert data is not None
+def _points(telemetry: Telemetry) -> dict[str, list[Any]]:
+    data = telemetry.metrics_data()
     found: dict[str, list[Any]] = {}
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
@@ -31,15 +28,9 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
 async def test_calls_ttft_and_fallbacks_are_counted() -> None:
     instant = profile_by_name("instant")
     async with OllamaSimulator(profile=instant) as a, OllamaSimulator(profile=instant) as b:
-        config = make_config(
-            [
-                ("fast-local", "ollama/llama3.2:8b", {"api_base": a.base_url}),
-                ("strong-local", "ollama/llama3.3:70b", {"api_base": b.base_url}),
-            ],
-            litellm_settings={"fallbacks": [{"fast-local": ["strong-local"]}]},
-        )
-        reader = InMemoryMetricReader()
-        engine = Engine(config, telemetry=Telemetry(MeterProvider(metric_readers=[reader])))
+        config = fallback_config(a.base_url, b.base_url)
+        telemetry = Telemetry()
+        engine = Engine(config, telemetry=telemetry)
         request = ChatRequest("fast-local", (Message("user", "hi"),))
         try:
             await engine.complete(request, 5)
@@ -48,14 +39,26 @@ async def test_calls_ttft_and_fallbacks_are_counted() -> None:
             b.fault = Fault("http_500")
             with pytest.raises(NoDeploymentAvailable):
                 await engine.complete(request, 5)
-            points = _points(reader)
+            with pytest.raises(UnknownModel):
+                await engine.complete(ChatRequest("missing", (Message("user", "hi"),)), 5)
+            points = _points(telemetry)
         finally:
             await engine.aclose()
     calls = {
         (p.attributes.get("deployment"), p.attributes["outcome"]): p.value
         for p in points["llm_sidecar.calls"]
     }
-    assert calls == {("fast-local/0", "ok"): 1, ("strong-local/0", "ok"): 1, (None, "error"): 1}
+    assert calls == {
+        ("fast-local/0", "ok"): 1,
+        ("strong-local/0", "ok"): 1,
+        (None, "error"): 1,
+        (None, "rejected"): 1,
+    }
+    # The alias nobody configured is not a label value of its own.
+    models = {p.attributes["model_group"] for p in points["llm_sidecar.calls"]}
+    assert models == {"fast-local", "strong-local", "_OTHER"}
+    errors = {p.attributes.get("error.type") for p in points["gen_ai.client.operation.duration"]}
+    assert errors == {None, "UNAVAILABLE", "NOT_FOUND"}
     ttft = {p.attributes["deployment"]: p.count for p in points["llm_sidecar.time_to_first_token"]}
     assert ttft == {"fast-local/0": 1, "strong-local/0": 1}
     [fallback] = points["llm_sidecar.fallbacks"]
@@ -66,12 +69,15 @@ def test_console_export_is_configured_from_yaml() -> None:
     entries: list[tuple[str, str, Mapping[str, Any]]] = [
         ("m", "ollama/x", {"api_base": "http://127.0.0.1:9"})
     ]
-    assert not Telemetry.from_config(make_config(entries).telemetry).exporting
+    off = Telemetry.from_config(make_config(entries, telemetry={"metrics": False}).telemetry)
+    assert not off.exporting
+    assert off.prometheus_text() is None
     telemetry = Telemetry.from_config(
         make_config(entries, telemetry={"console_interval": 60}).telemetry
     )
     try:
         assert telemetry.exporting
+        assert telemetry.tracer is None  # no exporter configured: no tracing
     finally:
         telemetry.shutdown()
     with pytest.raises(ConfigError) as err:

@@ -281,6 +281,13 @@ class Budgets:
             fresh = {key: self._usage[key] for key in charges if key in self._usage}
         return tuple(_status(charge, fresh.get(key, Usage())) for key, charge in charges.items())
 
+    def known_status(self) -> tuple[BudgetStatus, ...]:
+        """Every configured cap as this process last saw it, without asking the ledger
+        (for gauges: no I/O)."""
+        now = self.wall()
+        charges = [Charge(b, window_at(b.duration, now)) for b in self.book.configured()]
+        return tuple(_status(c, self._usage.get(c.key, Usage())) for c in charges)
+
     async def report(self, query: SpendQuery) -> SpendReport:
         reader = self.spend_log.reader
         try:

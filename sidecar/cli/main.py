@@ -12,6 +12,7 @@ import uvloop
 
 from sidecar import __version__
 from sidecar.cli import options
+from sidecar.cli import quality as quality_cli
 from sidecar.cli import simulate as simulate_cli
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.redaction import redact
@@ -22,7 +23,9 @@ log = logging.getLogger("sidecar")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-sidecar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llm-sidecar {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sidecar")
@@ -72,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--reuse-port",
         action="store_true",
         help="let other processes listen on the same ports (SO_REUSEPORT; --workers sets it)",
+    )
+    # Observability.
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="also serve GET /metrics (Prometheus) on this port",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json", "auto"),
+        default=None,
+        help="log lines as text or one JSON object each (default: logging.format, else text)",
+    )
+    serve.add_argument(
+        "--log-level",
+        dest="serve_log_level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: logging.level, else INFO)",
     )
 
     bridge = commands.add_parser(
@@ -136,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="run a simulated Ollama or OpenAI server")
     simulate_cli.configure_parser(simulate)
+
+    quality = commands.add_parser(
+        "quality", help="review shadow pairs: random samples, or a report with suggestions"
+    )
+    quality_cli.configure_parser(quality)
     return parser
 
 
@@ -144,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `serve --workers` starts its workers with the same arguments.
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=(args.log_level or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         if args.command == "check-config":
@@ -199,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return uvloop.run(run_bridge(args))
         if args.command == "simulate":
             uvloop.run(simulate_cli.run(args))
+            return 0
+        if args.command == "quality":
+            if args.quality_command == "sample":
+                print(quality_cli.show_sample(args))
+            else:
+                print(quality_cli.write_report(args))
             return 0
     except ConfigError as exc:
         print(f"configuration error in {exc.source or 'configuration'}:", file=sys.stderr)

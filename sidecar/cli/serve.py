@@ -7,6 +7,7 @@ This is where the process is composed: the engine, the gRPC door and (unless
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from bridge.app import BridgeSettings, MiB
@@ -28,6 +29,8 @@ from sidecar.runtime.process import FrontDoor, Runtime
 from sidecar.runtime.reload import Reloader
 from sidecar.runtime.standins import StandIns
 from sidecar.runtime.supervisor import WORKERS_ENV, follow_supervisor
+from sidecar.telemetry.endpoint import MetricsEndpoint
+from sidecar.telemetry.logs import configure_logging
 
 
 class SidecarProcess(Lifecycle):
@@ -48,6 +51,7 @@ class SidecarProcess(Lifecycle):
         http_settings: BridgeSettings | None = None,
         grpc_tls: ServerTls | None = None,
         reuse_port: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -62,10 +66,23 @@ class SidecarProcess(Lifecycle):
                 InProcessBackend(engine),
                 host=host,
                 port=http_port,
-                settings=settings,
+                settings=with_metrics(settings, engine),
                 reuse_port=reuse_port,
             )
             doors.append(self.http)
+        # Observability: a separate port for Prometheus scrapers.
+        self.metrics: MetricsEndpoint | None = None
+        if metrics_port is not None:
+            config = engine.config
+            self.metrics = MetricsEndpoint(
+                engine.telemetry.prometheus_text,
+                host=host,
+                port=metrics_port,
+                master_key=config.general_settings.master_key,
+                open=config.telemetry.metrics_open,
+                reuse_port=reuse_port,
+            )
+            doors.append(self.metrics)
         self.runtime = Runtime(engine, doors)
 
     @property
@@ -85,7 +102,11 @@ class SidecarProcess(Lifecycle):
 
 async def serve(args: argparse.Namespace) -> int:
     follow_supervisor()
-    config, config_hash = load_config_hashed(args.config)
+    if args.log_format:  # so that the configuration's own warnings come out in it too
+        configure_logging(args.serve_log_level or args.log_level or "INFO", args.log_format)
+    from_file, config_hash = load_config_hashed(args.config)
+    config = logging_from_flags(from_file, args)
+    configure_logging(config.logging.level, config.logging.format)
     redact_logs(config.secrets)
     async with StandIns(config, args.simulate) as standins:
         config = standins.config
@@ -107,6 +128,7 @@ async def serve(args: argparse.Namespace) -> int:
             http_settings=http,
             grpc_tls=options.server_tls(args),
             reuse_port=args.reuse_port,
+            metrics_port=args.metrics_port,
         )
 
         async def prepare(loaded: SidecarConfig) -> SidecarConfig:
@@ -122,6 +144,28 @@ async def serve(args: argparse.Namespace) -> int:
             finally:
                 await reloader.aclose()
     return 0
+
+
+def logging_from_flags(config: SidecarConfig, args: argparse.Namespace) -> SidecarConfig:
+    """The configuration with `logging` as serve's --log-level / --log-format override it."""
+    level = args.serve_log_level or args.log_level
+    logged = dataclasses.replace(
+        config.logging,
+        level=(level or config.logging.level).upper(),
+        format=args.log_format or config.logging.format,
+    )
+    return dataclasses.replace(config, logging=logged)
+
+
+def with_metrics(settings: BridgeSettings, engine: Engine) -> BridgeSettings:
+    """The bridge's settings with GET /metrics served from the engine's telemetry."""
+    if settings.metrics is not None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        metrics=engine.telemetry.prometheus_text,
+        metrics_open=engine.config.telemetry.metrics_open,
+    )
 
 
 def data_dir(flag: str | None, configured: str | None) -> str:
@@ -148,6 +192,9 @@ def banner(process: SidecarProcess, standins: StandIns) -> str:
         keyed = bool(config.general_settings.master_key)
         key = "master key required" if keyed else "no key"
         lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
+    if process.metrics is not None:
+        url = f"http://{host_port(process.host, process.metrics.port)}/metrics"
+        lines.append(f"llm-sidecar serving Prometheus metrics on {url}")
     lines.append(render_model_table(process.engine.config))
     if standins.simulated:
         bar = "!" * 78

@@ -31,9 +31,9 @@ from sidecar.config.model import (
     RouterSettings,
     SidecarConfig,
     SpendCap,
-    TelemetryConfig,
     Timeouts,
 )
+from sidecar.config.observability import logging_config, quality_config, telemetry_config
 from sidecar.config.providers import (
     ApiBase,
     ResolvedModel,
@@ -72,6 +72,8 @@ _TOP_KEYS = frozenset(
         "privacy",
         "budget",
         "limits",
+        "logging",
+        "quality_monitoring",
     }
 )
 _ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
@@ -348,9 +350,9 @@ def _parse_top(
     groups, aliases = _model_list(top, env, windows, timeouts, router)
     health = _health(top.section("health"))
     limits = _limits(top.section("limits"))
-    telemetry = top.section("telemetry")
-    telemetry.check_keys(frozenset({"console_interval"}))
-    interval = telemetry.number("console_interval", ge=0)
+    telemetry = telemetry_config(top.section("telemetry"))
+    logging_settings = logging_config(top.section("logging"))
+    quality = quality_config(top.section("quality_monitoring"))
     general = _general_settings(top.section("general_settings"), env)
     budget = _budget(top.section("budget"), top.section("router_settings"), env)
     routing_rules = top.raw_mapping("routing_rules")
@@ -364,7 +366,9 @@ def _parse_top(
         general_settings=general,
         timeouts=timeouts,
         health=health,
-        telemetry=TelemetryConfig(_or(interval, 0.0)),
+        telemetry=telemetry,
+        logging=logging_settings,
+        quality=quality,
         budget=budget,
         limits=limits,
         routing_rules=routing_rules,

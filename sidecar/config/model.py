@@ -176,9 +176,41 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
-    """OpenTelemetry metrics (the sidecar's own `telemetry` section)."""
+    """Metrics and traces (the sidecar's own `telemetry` section); the OTLP exporters
+    also read the standard OTEL_EXPORTER_OTLP_* environment variables."""
 
     console_interval: float = 0.0  # seconds between exports to stdout; 0 turns it off
+    metrics: bool = True  # keep metrics (GET /metrics, OTLP when configured)
+    # auto: OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else none | otlp | console
+    # | record (spans made, exported nowhere)
+    traces: str = "auto"
+    export_interval: float = 60.0  # seconds between OTLP metric exports
+    metrics_open: bool = False  # GET /metrics without the master key
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """The process's log (the sidecar's own `logging` section)."""
+
+    level: str = "INFO"
+    format: str = "text"  # text | json | auto (text on a terminal, JSON otherwise)
+    # One line per call on the llm_sidecar.calls logger; auto: when the format is JSON.
+    call_log: str = "auto"
+    include_prompts: bool = False  # a redacted prompt preview in the call log
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    """Shadow sampling of locally served calls (the `quality_monitoring` section)."""
+
+    compare_with: str | None = None  # the alias answers are compared with; None: off
+    sample_rate: float = 0.01
+    log_path: str = "quality_log.jsonl"
+    max_concurrency: int = 2  # shadow calls in flight at once
+    max_queue: int = 100  # sampled calls waiting; more are dropped, never waited for
+    judge: str | None = None  # alias asked for blind pairwise verdicts by the report
+    preview_chars: int = 2000  # how much of the prompt and of each answer is kept
+    max_log_mb: float = 100.0  # past this the log takes no more pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +287,8 @@ class SidecarConfig:
     timeouts: Timeouts = Timeouts()
     health: HealthConfig = HealthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    logging: LoggingConfig = LoggingConfig()
+    quality: QualityConfig = QualityConfig()
     budget: BudgetSettings = BudgetSettings()
     limits: Limits = Limits()
     # Kept raw here: routing validates and compiles them (`compile_routing`), which needs

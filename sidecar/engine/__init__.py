@@ -7,4 +7,7 @@ from sidecar.engine.engine import Engine
 from sidecar.engine.stream import ChatStream
 from sidecar.routing import Candidate, RoutePlan
 
-__all__ = ["Candidate", "ChatStream", "Engine", "RoutePlan"]
+# Front doors continue a caller's W3C trace context (traceparent) around a call with it.
+from sidecar.telemetry.tracing import continued as continue_trace
+
+__all__ = ["Candidate", "ChatStream", "Engine", "RoutePlan", "continue_trace"]

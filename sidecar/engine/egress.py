@@ -4,7 +4,8 @@ Every attempt of every call (first tries, retries, fallbacks, hedges) goes
 through `Egress.open`, so the rules that must hold whatever the plan says are
 enforced here once: a sensitive request never reaches a deployment that is not
 local, and a cloud call is made only after its worst-case cost was reserved on
-every spend cap it counts toward. `Egress.close` ends the attempt and settles
+every spend cap it counts toward (quality shadow calls included: they come
+through here like any other). `Egress.close` ends the attempt and settles
 that reservation with what the provider bills, in a task of its own: the
 caller does not wait for the ledger once its answer is over, and a caller that
 cancels cannot cancel the settlement. A local attempt is the provider's own
@@ -22,6 +23,7 @@ from sidecar.budget import Budgets, Ticket
 from sidecar.config.model import Deployment
 from sidecar.errors import PrivacyBlocked
 from sidecar.providers import ProviderRegistry
+from sidecar.quality import is_shadow
 from sidecar.types import ChatRequest, Chunk, Locality, Usage
 
 log = logging.getLogger("sidecar.engine.egress")
@@ -91,6 +93,9 @@ class Egress:
         is not local, BudgetRefused when a cap has no room for the call's worst case, and
         LedgerUnavailable when the ledger cannot say (cloud fails closed).
         """
+        if sensitive and is_shadow(request):
+            # Quality shadow traffic of a sensitive request goes nowhere, not even local.
+            raise PrivacyBlocked("a sensitive request is never sent as a quality shadow")
         if deployment.locality is Locality.LOCAL:
             return Attempt(deployment, self._providers.stream(deployment, request))
         if sensitive:

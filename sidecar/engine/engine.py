@@ -20,11 +20,12 @@ from sidecar.budget.prices import Price
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
+from sidecar.engine.observe import call_log, observe, rejected, shadow_sampler
 from sidecar.engine.operations import Operations
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import AnswerTooLarge, ShuttingDown, UpstreamError
+from sidecar.errors import AnswerTooLarge, ShuttingDown, SidecarError, UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
@@ -63,11 +64,15 @@ class Engine:
         self.snapshot = Snapshot.build(config)
         self.clock = clock or MonotonicClock()
         self.providers = providers or ProviderRegistry()
-        self.telemetry = telemetry or Telemetry.from_config(config.telemetry)
+        self.telemetry = telemetry or Telemetry.from_config(
+            config.telemetry, call_log=call_log(config.logging)
+        )
         self.health = HealthTracker(config.deployments, config.health, clock=self.clock)
         # Raises ConfigError for a cloud deployment with no price.
         self.budgets = Budgets(config, data_dir=data_dir, wall=wall)
         self._egress = Egress(self.providers, self.budgets)
+        observe(self)
+        self.quality = shadow_sampler(self)
         self._services = CallServices(
             egress=self._egress,
             health=self.health,
@@ -75,6 +80,7 @@ class Engine:
             telemetry=self.telemetry,
             queue_timeout=config.health.queue_timeout,
             budgets=self.budgets,
+            quality=self.quality,
         )
         self._prober: asyncio.Task[None] | None = None
         self._retired_probers: list[asyncio.Task[None]] = []
@@ -119,15 +125,26 @@ class Engine:
         Planning errors (unknown model, invalid request, privacy) raise here,
         before anything is sent upstream.
         """
-        return self.execute(request, self.plan(request), remaining)
+        arrived = self.clock.now()
+        try:
+            route_plan = self.plan(request)
+        except SidecarError as exc:
+            self.telemetry.call_ended(rejected(request, exc, self.clock.now() - arrived))
+            raise
+        return self.execute(request, route_plan, remaining, arrived)
 
     def execute(
-        self, request: ChatRequest, route_plan: RoutePlan, remaining: float | None = None
+        self,
+        request: ChatRequest,
+        route_plan: RoutePlan,
+        remaining: float | None = None,
+        arrived: float | None = None,
     ) -> ChatStream:
         """Start a call along a plan already made; every attempt still goes through the
-        egress, so no plan can send a sensitive request to the cloud."""
+        egress, so no plan can send a sensitive request to the cloud. `arrived` is when
+        the call came in (clock time), for the sidecar's overhead."""
         deadline = None if remaining is None else self.clock.now() + remaining
-        return ChatStream(self._services, request, route_plan, deadline)
+        return ChatStream(self._services, request, route_plan, deadline, arrived)
 
     async def complete(self, request: ChatRequest, remaining: float | None = None) -> ChatResponse:
         """Run a call to the end and return the whole answer.
@@ -237,13 +254,16 @@ class Engine:
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
+        if self.quality is not None:
+            await self.quality.aclose()
         await self._egress.drain()
         if self._started:
             self._started = False
             # After the front doors drained: every call's record is queued by now.
             await self.budgets.aclose()
         await self.providers.aclose()
-        self.telemetry.shutdown()
+        # Exporters flush on shutdown with blocking I/O: off the event loop.
+        await asyncio.to_thread(self.telemetry.shutdown)
 
 
 def _compile(

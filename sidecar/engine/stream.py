@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+
+from opentelemetry.trace import Span
 
 from sidecar.budget import Budgets, caller_of
 from sidecar.clock import Clock, alarm, timeout_at
 from sidecar.config.model import Deployment
 from sidecar.engine.egress import Attempt, Chunks, Egress
+from sidecar.engine.observed import Observed, end_span
 from sidecar.engine.watchdog import Watchdog
 from sidecar.errors import (
     BudgetRefused,
@@ -30,8 +34,10 @@ from sidecar.errors import (
     timed_out,
 )
 from sidecar.health import HealthTracker
+from sidecar.quality import ShadowSampler
 from sidecar.routing import Candidate, Hedge, RoutePlan
-from sidecar.telemetry import Telemetry
+from sidecar.telemetry import CallReport, Telemetry
+from sidecar.telemetry.tracing import current
 from sidecar.types import ChatRequest, Chunk, Locality, RouteTaken, SpendRecord, Usage
 
 log = logging.getLogger("sidecar.engine.stream")
@@ -47,6 +53,7 @@ class CallServices:
     telemetry: Telemetry
     queue_timeout: float  # how long a call may wait for a slot on a busy last candidate
     budgets: Budgets | None = None  # spend records go to its log
+    quality: ShadowSampler | None = None  # shadow sampling of locally served calls
 
 
 @dataclass(slots=True)
@@ -59,6 +66,8 @@ class _Opened:
     end: float | None  # clock time by which the whole call must be over
     ttft: float  # seconds from sending the request to its first chunk
     reason: str  # why the plan had this candidate
+    span: Span | None  # the attempt's span, when tracing
+    hedge: bool  # started while another attempt was still waiting
 
 
 class ChatStream:
@@ -70,7 +79,9 @@ class ChatStream:
         request: ChatRequest,
         route_plan: RoutePlan,
         deadline: float | None,
+        arrived: float | None = None,
     ) -> None:
+        """`arrived` is the clock time the engine got the call, before planning."""
         self._services = services
         self._health = services.health
         self._clock = services.clock
@@ -96,6 +107,11 @@ class ChatStream:
         self._settlements: list[asyncio.Task[float]] = []
         self._usage: Usage | None = None
         self._reason = ""
+        # For telemetry, recorded once at the end.
+        self._obs = Observed(self._started if arrived is None else arrived)
+        self._span = services.telemetry.call_started(request)
+        quality = services.quality
+        self._shadow = None if quality is None else quality.capture(request, route_plan)
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -112,11 +128,17 @@ class ChatStream:
         try:
             if watchdog.expired is not None:
                 raise self._timeout(watchdog.expired)
-            watchdog.waiting_since = self._clock.now()
+            watchdog.waiting_since = since = self._clock.now()
             try:
                 chunk = await upstream.__anext__()
+                obs = self._obs
+                obs.waited += self._clock.now() - since
                 if chunk.usage is not None:
                     self._usage = chunk.usage
+                if chunk.finish_reason:
+                    obs.finish = chunk.finish_reason
+                if self._shadow is not None:
+                    self._shadow.add(chunk.content)
                 return chunk
             except asyncio.CancelledError:
                 if watchdog.claims():
@@ -131,6 +153,7 @@ class ChatStream:
         except UpstreamError as exc:
             self._done = True
             self._outcome = "error"
+            self._obs.error = exc.code.name
             self._health.failed_with(exc)
             raise
 
@@ -161,8 +184,11 @@ class ChatStream:
         self._outcome = "error"
         refused = [f for f in failures if isinstance(f, BudgetRefused)]
         if refused and len(refused) == len(failures):
+            self._obs.error = refused[0].exceeded.code.name
             raise refused[0].exceeded
         if not failures and self.plan.sensitive:
+            self._obs.privacy_refused = True
+            self._obs.error = PrivacyBlocked.code.name
             raise PrivacyBlocked(
                 f"request held back for privacy: no local deployment of {self.plan.model!r}"
             )
@@ -171,6 +197,7 @@ class ChatStream:
             if self.plan.sensitive
             else ""
         )
+        self._obs.error = NoDeploymentAvailable.code.name
         raise NoDeploymentAvailable(self.plan.model, failures, note)
 
     async def resume(self, failure: UpstreamError) -> bool:
@@ -190,7 +217,12 @@ class ChatStream:
         return True
 
     async def _try(
-        self, candidate: Candidate, failures: list[UpstreamError], *, can_spill: bool
+        self,
+        candidate: Candidate,
+        failures: list[UpstreamError],
+        *,
+        can_spill: bool,
+        hedge: bool = False,
     ) -> _Opened | None:
         """Try one candidate up to its first chunk; on failure record why and return None."""
         deployment = candidate.deployment
@@ -209,33 +241,44 @@ class ChatStream:
                 )
                 return None
         self._attempts += 1
+        self._obs.attempted(deployment, self.plan.model, self._attempts)
         health.begin(deployment.id)
         started = clock.now()
         limits = deployment.timeouts
         end = _earliest(self._deadline, started + limits.total)
         egress = self._services.egress
+        span = self._attempt_span(deployment)
         try:
-            attempt = await egress.open(
-                deployment, self._request, sensitive=self.plan.sensitive, lifetime=end - started
-            )
+            with current(span):
+                attempt = await egress.open(
+                    deployment, self._request, sensitive=self.plan.sensitive, lifetime=end - started
+                )
         except PrivacyBlocked as exc:
             log.error("%s", exc.message)
+            self._obs.privacy_refused = True
+            end_span(span, exc)
             health.end(deployment.id)
             return None
         except (BudgetRefused, LedgerUnavailable) as exc:
             # Not the deployment's fault: health is told nothing.
+            self._obs.budget_refused |= isinstance(exc, BudgetRefused)
+            end_span(span, exc)
             health.end(deployment.id)
             failures.append(exc)
             log.info("attempt on %s not made: %s", deployment.id, exc.message)
             return None
         except BaseException:
+            end_span(span, None)
             health.end(deployment.id)
             raise
+        if self._obs.first_sent is None:
+            self._obs.first_sent = clock.now()
         failure: UpstreamError
         billed = False  # whether the provider may bill a failed attempt that relayed nothing
         try:
-            async with timeout_at(clock, _earliest(end, started + limits.first_token)):
-                first = await attempt.chunks.__anext__()
+            with current(span):
+                async with timeout_at(clock, _earliest(end, started + limits.first_token)):
+                    first = await attempt.chunks.__anext__()
         except TimeoutError:
             billed = True
             callers = self._deadline is not None and clock.now() >= self._deadline
@@ -250,13 +293,15 @@ class ChatStream:
         except StopAsyncIteration:
             failure = UpstreamMalformed(deployment.id, "the stream ended with no answer")
         except BaseException:
+            end_span(span, None)
             self._settled(await egress.close(attempt))
             health.end(deployment.id)
             raise
         else:
             ttft = clock.now() - started
             health.succeeded(deployment.id, ttft)
-            return _Opened(deployment, attempt, first, end, ttft, candidate.reason)
+            return _Opened(deployment, attempt, first, end, ttft, candidate.reason, span, hedge)
+        end_span(span, failure)
         self._settled(await egress.close(attempt, billed=billed))
         health.failed_with(failure)
         health.end(deployment.id)
@@ -280,7 +325,9 @@ class ChatStream:
         def start() -> None:
             candidate = pending.pop(0)
             self._next += 1
-            attempt = self._try(candidate, failures, can_spill=bool(pending))
+            hedged = bool(running)
+            self._obs.hedges += hedged
+            attempt = self._try(candidate, failures, can_spill=bool(pending), hedge=hedged)
             running.add(asyncio.create_task(attempt))
 
         def may_hedge() -> bool:
@@ -324,6 +371,7 @@ class ChatStream:
 
     async def _release(self, opened: _Opened) -> None:
         """Drop an attempt that answered but lost the race."""
+        end_span(opened.span, None)
         try:
             self._settled(await self._services.egress.close(opened.attempt))
         finally:
@@ -337,6 +385,11 @@ class ChatStream:
         self._reason = opened.reason
         self._watchdog = Watchdog(self._clock, deployment.timeouts.idle, opened.end)
         self._ttft = opened.ttft
+        obs = self._obs
+        obs.committed, obs.hedge_won, obs.waited = self._clock.now(), opened.hedge, 0.0
+        obs.attempt_span = opened.span
+        if self._shadow is not None:
+            self._shadow.add(opened.first.content)
         self.route = RouteTaken(
             deployment=deployment.id,
             model_group=deployment.model_group,
@@ -350,6 +403,8 @@ class ChatStream:
         first.route = self.route
         if first.usage is not None:
             self._usage = first.usage
+        if first.finish_reason:
+            obs.finish = first.finish_reason
         return first
 
     def _timeout(self, reason: str) -> UpstreamTimeout:
@@ -370,22 +425,82 @@ class ChatStream:
         await self._drop_upstream()
         if not self._recorded:
             self._recorded = True
-            self._services.telemetry.call_ended(
-                self.plan.model, self.route, self._outcome, self._ttft
-            )
-            budgets = self._services.budgets
-            if budgets is None:
-                return
-            end, latency = budgets.wall(), self._clock.now() - self._started
+            services = self._services
+            budgets = services.budgets
+            now = self._clock.now()
+            end, latency = time.time() if budgets is None else budgets.wall(), now - self._started
+            report = self._report(now, end)
+            shadow, self._shadow = self._shadow, None
+            if shadow is not None and services.quality is not None and self._outcome == "ok":
+                services.quality.offer(shadow, self._request, report)
 
             async def record(cost: float) -> None:
-                await budgets.record(self._spend_record(end, latency, cost))
+                report.cost = cost
+                services.telemetry.call_ended(report, self._span, self._prompt())
+                if budgets is not None:
+                    await budgets.record(self._spend_record(end, latency, cost))
 
             if self._settlements:
                 # Cloud attempts: recorded once their settlements say what they cost.
-                self._services.egress.after(self._settlements, record)
+                services.egress.after(self._settlements, record)
             else:
                 await record(0.0)
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from sending the request that answered to its first chunk."""
+        return self._ttft
+
+    async def cost(self) -> float:
+        """What the call's attempts cost in USD, once their settlements are done (after
+        aclose)."""
+        costs = await asyncio.gather(*self._settlements, return_exceptions=True)
+        return sum(c for c in costs if isinstance(c, float))
+
+    def _report(self, now: float, end_wall: float) -> CallReport:
+        obs = self._obs
+        route = self.route
+        relay = None
+        if obs.committed is not None and self._outcome == "ok":
+            relay = max(0.0, now - obs.committed - obs.waited)
+        # A failure a later attempt recovered from is not the call's error.
+        error = (obs.error or "UNKNOWN") if self._outcome == "error" else None
+        return CallReport(
+            request_id=self._request.request_id,
+            model=self.plan.model,
+            route=route,
+            outcome=self._outcome,
+            started=end_wall - (now - obs.arrived),
+            duration=now - obs.arrived,
+            ttft=self._ttft,
+            usage=self._usage,
+            error_type=error,
+            reason=self._reason,
+            attempts=self._attempts,
+            fallbacks=obs.fallbacks,
+            retries=obs.retries,
+            hedges=obs.hedges,
+            hedge_won=obs.hedge_won and route is not None,
+            sensitive=self.plan.sensitive,
+            budget_refused=obs.budget_refused,
+            privacy_refused=obs.privacy_refused,
+            overhead=None if obs.first_sent is None else obs.first_sent - obs.arrived,
+            relay_overhead=relay,
+            finish_reason=obs.finish,
+            task=self._request.metadata.get("task", ""),
+        )
+
+    def _prompt(self) -> str | None:
+        if not self._services.telemetry.wants_prompt:
+            return None
+        messages = self._request.messages
+        return messages[-1].content if messages else ""
+
+    def _attempt_span(self, deployment: Deployment) -> Span | None:
+        tracer, call = self._services.telemetry.tracer, self._span
+        if tracer is None or call is None:
+            return None
+        return tracer.start_attempt(call, deployment, self._attempts)
 
     def _settled(self, settlement: asyncio.Task[float] | None) -> None:
         if settlement is not None:
@@ -394,6 +509,9 @@ class ChatStream:
     async def _drop_upstream(self) -> None:
         if self._watchdog is not None:
             self._watchdog.close()
+        span, self._obs.attempt_span = self._obs.attempt_span, None
+        if span is not None:
+            end_span(span, None if self._outcome != "error" else self._obs.error)
         if self._attempt is not None:
             attempt, self._attempt, self._upstream = self._attempt, None, None
             try:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+from opentelemetry import propagate, trace
 
 from sidecar.config.model import Deployment
 from sidecar.errors import (
@@ -138,7 +139,7 @@ async def open_stream(
         response = await session.post(
             url,
             data=data,
-            headers=_with_auth(deployment, headers),
+            headers=_traced(_with_auth(deployment, headers)),
             timeout=pool.timeout(deployment),
         )
     except (aiohttp.ClientError, OSError) as exc:
@@ -210,6 +211,16 @@ _ERRNO_PROBLEMS = {
     errno.EHOSTUNREACH: "host unreachable",
     errno.ENETUNREACH: "network unreachable",
 }
+
+
+def _traced(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` plus the W3C trace context (traceparent) of the current attempt's span,
+    when the call is traced; untouched (and nothing allocated) when it is not."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return headers
+    carrier = dict(headers)
+    propagate.inject(carrier)
+    return carrier
 
 
 def _with_auth(deployment: Deployment, headers: Mapping[str, str]) -> Mapping[str, str]:

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar.engine import Engine
+from sidecar.engine import Engine, continue_trace
 from sidecar.errors import BudgetExceeded, ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
@@ -67,7 +67,8 @@ class RouterServicer(pb_grpc.RouterServicer):
     ) -> pb.ChatResponse:
         try:
             chat = _decode(request)
-            response = await self._engine.complete(chat, context.time_remaining())
+            with continue_trace(_trace_context(context)):
+                response = await self._engine.complete(chat, context.time_remaining())
         except SidecarError as exc:
             await _abort(context, exc)
         context.set_trailing_metadata(route_metadata(response.route))
@@ -77,7 +78,8 @@ class RouterServicer(pb_grpc.RouterServicer):
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatChunk]:
         try:
-            stream = self._engine.stream(_decode(request), context.time_remaining())
+            with continue_trace(_trace_context(context)):
+                stream = self._engine.stream(_decode(request), context.time_remaining())
         except SidecarError as exc:
             await _abort(context, exc)
         try:
@@ -113,6 +115,16 @@ class RouterServicer(pb_grpc.RouterServicer):
             return encode_report(await self._engine.spend(decode_query(request)))
         except SidecarError as exc:
             await _abort(context, exc)
+
+
+def _trace_context(context: grpc.aio.ServicerContext) -> dict[str, str] | None:
+    """The caller's W3C trace context (traceparent, tracestate) from the call's metadata."""
+    found = None
+    for key, value in context.invocation_metadata() or ():
+        if key in ("traceparent", "tracestate") and isinstance(value, str):
+            found = found or {}
+            found[key] = value
+    return found
 
 
 def _decode(request: pb.ChatRequest) -> ChatRequest:

@@ -69,6 +69,8 @@ class SimStats:
     # Tokens of the answers that reached their end (what a provider would bill for them).
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The W3C traceparent header of the latest chat requests that carried one.
+    traceparents: deque[str] = field(default_factory=lambda: deque(maxlen=BODY_HISTORY))
 
     def to_json(self, *, include_bodies: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -345,6 +347,9 @@ class Simulator(ABC):
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
+        traceparent = request.headers.get("traceparent")
+        if traceparent is not None:
+            stats.traceparents.append(traceparent)
         try:
             resp = await self._chat(exchange)
         except asyncio.CancelledError:

@@ -1,5 +1,6 @@
-"""What the sidecar reports about itself, off the token path."""
+"""What the sidecar reports about itself, off the token path: metrics, traces, logs."""
 
-from sidecar.telemetry.metrics import Telemetry
+from sidecar.telemetry.report import CallReport
+from sidecar.telemetry.telemetry import Telemetry
 
-__all__ = ["Telemetry"]
+__all__ = ["CallReport", "Telemetry"]
