@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import orjson
 
+from bridge.errors import HttpError
 from sidecar.types import (
     BudgetStatus,
     ChatResponse,
@@ -85,6 +86,9 @@ class StreamWriter:
             return DONE
         usage = orjson.dumps(usage_object(self._usage))
         return self._prefix + b',"choices":[],"usage":' + usage + b"}\n\n" + DONE
+
+    def failed(self, err: HttpError) -> bytes:
+        return error_frame(err.payload())
 
     def _finish(self, reason: str) -> bytes:
         usage = b',"usage":null' if self._include_usage else b""
