@@ -3,6 +3,8 @@
     POST /v1/chat/completions    streamed (SSE) or whole; the route in x-sidecar-* headers
     POST /v1/messages[/count_tokens]
                                   Anthropic's Messages API (bridge/messages)
+    POST /v1/responses            OpenAI's Responses API, stateless (bridge/responses);
+                                  GET /v1/responses/{id} says nothing is stored (404)
     GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
@@ -53,6 +55,8 @@ from bridge.render import (
     model_object,
     models_body,
 )
+from bridge.responses import ResponsesDoor
+from bridge.responses.door import not_stored
 from sidecar.config.model import Limits
 from sidecar.errors import SidecarError
 from sidecar.redaction import clip, shown
@@ -170,6 +174,9 @@ class BridgeApp:
             self._door(
                 f"{prefix}/messages/count_tokens", messages.count_tokens, messages_error_shape
             )
+        responses = ResponsesDoor(backend, self.settings.max_body_bytes)
+        for prefix in ("/v1", ""):
+            self._door(f"{prefix}/responses", responses.create)
 
     def _door(
         self,
@@ -217,6 +224,9 @@ class BridgeApp:
         for prefix in ("/v1/models/", "/models/"):
             if path.startswith(prefix) and len(path) > len(prefix):
                 return "GET", self._model
+        for prefix in ("/v1/responses/", "/responses/"):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return "GET", self._stored_response
         raise HttpError(404, f"no endpoint at {shown(path)}", code="unknown_url")
 
     def _authorize(self, head: _Head) -> None:
@@ -291,6 +301,11 @@ class BridgeApp:
 
         call = Call(request, parsed.timeout, credential, (id_header,))
         await relay_complete(self._backend, receive, send, call, render)
+
+    async def _stored_response(
+        self, scope: Scope, receive: Receive, send: Send, head: _Head
+    ) -> None:
+        raise not_stored(scope["path"])
 
     # -- models and health --------------------------------------------------------------
 

@@ -22,17 +22,19 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from bridge import spend
-from bridge.asgi import JSON, DisconnectWatch, Receive, Send
+from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Send, read_body
 from bridge.backend import AnswerStream, Backend
 from bridge.errors import HttpError, http_error
+from bridge.parse import parse_body
 from sidecar.errors import SidecarError
 from sidecar.types import ChatRequest, ChatResponse, Chunk, RouteTaken
 
 log = logging.getLogger("bridge")
 
+P = TypeVar("P")
 Header = tuple[bytes, bytes]
 # An error as one door writes it: (status, body). The OpenAI shape is the default.
 ErrorShape = Callable[[HttpError], tuple[int, bytes]]
@@ -104,6 +106,27 @@ async def send_error(
 ) -> None:
     status, body = shape(err)
     await send_body(send, status, body, [JSON, *err.headers, *extra])
+
+
+async def read_request(
+    receive: Receive,
+    send: Send,
+    head: CallHead,
+    limit: int,
+    parse: Callable[[dict[str, Any]], P],
+    shape: ErrorShape = openai_shape,
+    headers: tuple[Header, ...] = (),
+) -> P | None:
+    """The request body read within `limit` bytes and parsed, or None once the client
+    left or was told, in the door's shape, what is wrong with it."""
+    try:
+        raw = await read_body(receive, head.content_length, limit)
+        return parse(parse_body(raw))
+    except ClientGone:
+        return None
+    except HttpError as err:
+        await send_error(send, err, shape, *headers)
+        return None
 
 
 async def relay_stream(

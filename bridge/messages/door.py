@@ -12,14 +12,14 @@ from typing import Final
 
 import orjson
 
-from bridge.asgi import JSON, ClientGone, Receive, Send, read_body
+from bridge.asgi import JSON, Receive, Send
 from bridge.backend import Backend
-from bridge.errors import HttpError
 from bridge.exchange import (
     Call,
     CallHead,
     Keepalive,
     as_http_error,
+    read_request,
     relay_complete,
     relay_stream,
     request_id,
@@ -29,7 +29,6 @@ from bridge.exchange import (
 )
 from bridge.messages.parse import parse_count, parse_messages
 from bridge.messages.render import PING, MessagesStream, error_shape, message_body
-from bridge.parse import parse_body
 from sidecar.routing import estimate_tokens
 from sidecar.types import ChatResponse
 
@@ -50,13 +49,16 @@ class MessagesDoor:
         """POST /v1/messages."""
         rid = request_id(head.request_id)
         ids = _id_headers(rid)
-        try:
-            raw = await read_body(receive, head.content_length, self._max_body_bytes)
-            parsed = parse_messages(parse_body(raw), rid)
-        except ClientGone:
-            return
-        except HttpError as err:
-            await send_error(send, err, error_shape, *ids)
+        parsed = await read_request(
+            receive,
+            send,
+            head,
+            self._max_body_bytes,
+            lambda body: parse_messages(body, rid),
+            error_shape,
+            ids,
+        )
+        if parsed is None:
             return
         request = with_caller(parsed.request, head.credential)
         call = Call(request, None, head.passed_on, ids)
@@ -77,13 +79,20 @@ class MessagesDoor:
         """POST /v1/messages/count_tokens."""
         rid = request_id(head.request_id)
         ids = _id_headers(rid)
-        try:
-            raw = await read_body(receive, head.content_length, self._max_body_bytes)
-            body = parse_body(raw)
-            request = with_caller(parse_count(body, rid), head.credential)
-            tokens, provider = await self._backend.prompt_estimate(request, head.passed_on)
-        except ClientGone:
+        counted = await read_request(
+            receive,
+            send,
+            head,
+            self._max_body_bytes,
+            lambda body: parse_count(body, rid),
+            error_shape,
+            ids,
+        )
+        if counted is None:
             return
+        request = with_caller(counted, head.credential)
+        try:
+            tokens, provider = await self._backend.prompt_estimate(request, head.passed_on)
         except Exception as exc:
             await send_error(send, as_http_error(exc, f"count_tokens {rid}"), error_shape, *ids)
             return
