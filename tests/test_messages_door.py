@@ -262,6 +262,7 @@ async def test_thinking_loop_keeps_signatures(
     client: anthropic.AsyncAnthropic, claude: AnthropicSimulator, stream: bool
 ) -> None:
     ask: list[MessageParam] = [{"role": "user", "content": "Look Lima up."}]
+    first: anthropic.types.Message
     if stream:
         async with client.messages.stream(
             model="claude", max_tokens=2048, messages=ask, tools=[LOOKUP], thinking=THINKING
@@ -295,12 +296,20 @@ async def test_thinking_loop_keeps_signatures(
     assert second.content[-1].type == "text"
     assert second.content[-1].text == EXPECTED
     sent = claude.stats.bodies[-1]["messages"][1]["content"][0]
-    assert sent == {"type": "thinking", "thinking": thought.thinking, "signature": thought.signature}
+    assert sent == {
+        "type": "thinking",
+        "thinking": thought.thinking,
+        "signature": thought.signature,
+    }
     # The simulator, like the API, refuses a loop whose thinking was altered.
     altered: MessageParam = {
         "role": "assistant",
         "content": [
-            {"type": "thinking", "thinking": thought.thinking + " ", "signature": thought.signature},
+            {
+                "type": "thinking",
+                "thinking": thought.thinking + " ",
+                "signature": thought.signature,
+            },
             {"type": "tool_use", "id": used.id, "name": used.name, "input": used.input},
         ],
     }
@@ -368,11 +377,12 @@ async def test_errors_in_anthropics_shape(bridge: Bridge, client: anthropic.Asyn
     with pytest.raises(anthropic.NotFoundError) as unknown:
         await client.messages.create(model="no-such-model", max_tokens=10, messages=ASK)
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    video: Any = [{"type": "video", "url": "x"}]
     with pytest.raises(anthropic.BadRequestError) as bad_block:
         await client.messages.create(
             model="claude",
             max_tokens=10,
-            messages=[{"role": "user", "content": [{"type": "video", "url": "x"}]}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": video}],
         )
     assert "messages.0.content.0.type" in bad_block.value.message
     async with anthropic.AsyncAnthropic(
