@@ -342,6 +342,62 @@ async def test_cache_control_reaches_claude(
     assert usages[1].cache_creation_input_tokens == 0
 
 
+async def test_block_cache_breakpoints_reach_claude_only(
+    client: anthropic.AsyncAnthropic, claude: AnthropicSimulator, openai_sim: OpenAISimulator
+) -> None:
+    """Where a coding agent puts its breakpoints: the system prompt's last block and the
+    latest user turn."""
+    ephemeral: Any = {"type": "ephemeral"}
+    system: Any = [
+        {"type": "text", "text": "You are a coding agent."},
+        {"type": "text", "text": "Project notes. " * 60, "cache_control": ephemeral},
+    ]
+    turn: list[MessageParam] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Context."},
+                {
+                    "type": "text",
+                    "text": "What is the capital of Peru?",
+                    "cache_control": ephemeral,
+                },
+            ],
+        }
+    ]
+    usages = []
+    for _ in range(2):
+        message = await client.messages.create(
+            model="claude", max_tokens=100, messages=turn, system=system
+        )
+        usages.append(message.usage)
+    sent = claude.stats.bodies[-1]
+    assert sent["system"] == [
+        {
+            "type": "text",
+            "text": "You are a coding agent.\n" + "Project notes. " * 60,
+            "cache_control": ephemeral,
+        }
+    ]
+    assert sent["messages"][-1]["content"][-1]["cache_control"] == ephemeral
+    assert "cache_breakpoints" not in sent
+    assert (usages[0].cache_creation_input_tokens or 0) > 0
+    assert (usages[1].cache_read_input_tokens or 0) > 0
+    # Another protocol gets the plain translation, and no marker.
+    await client.messages.create(model="vllm-local", max_tokens=100, messages=turn, system=system)
+    forwarded = openai_sim.stats.bodies[-1]
+    assert "cache_breakpoints" not in forwarded
+    assert forwarded["messages"][0]["role"] == "system"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await client.messages.create(
+            model="claude",
+            max_tokens=100,
+            messages=ASK,
+            system=[{"type": "text", "text": "x", "cache_control": {"type": "forever"}}],  # type: ignore[typeddict-item]
+        )
+    assert "system.0.cache_control" in bad.value.message
+
+
 # -- count_tokens -------------------------------------------------------------------------------
 
 

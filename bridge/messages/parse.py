@@ -24,6 +24,7 @@ import orjson
 
 from bridge.errors import HttpError, bad_request
 from bridge.parse import _is_int, _is_number, _is_str, _kind, _metadata, _quoted
+from sidecar.providers.anthropic import CACHE_BREAKPOINTS
 from sidecar.types import (
     ChatRequest,
     GenerationParams,
@@ -33,7 +34,7 @@ from sidecar.types import (
 )
 
 # Settings only Claude reads, passed on in `extra` for the Anthropic provider.
-_CLAUDE_ONLY: Final = ("thinking", "cache_control", "service_tier", "container")
+_CLAUDE_ONLY: Final = ("thinking", "service_tier", "container")
 _TOOL_CHOICES: Final = {"auto": "auto", "any": "required", "none": "none"}
 _ROLES: Final = ("user", "assistant")
 
@@ -75,50 +76,76 @@ def _request(body: dict[str, Any], request_id: str, params: GenerationParams) ->
     # Anthropic's metadata has one field, user_id, which Claude reads; the sidecar's
     # routing hints and tags may ride beside it, as at the OpenAI door.
     hints, tags = _metadata(metadata)
+    messages, marks = prompt(body)
+    extra = _extra(body)
+    if marks:
+        extra[CACHE_BREAKPOINTS] = marks
     return ChatRequest(
         model=model,
-        messages=prompt(body),
+        messages=messages,
         params=params,
-        extra=_extra(body),
+        extra=extra,
         metadata=tags,
         hints=hints,
         request_id=request_id,
     )
 
 
-def prompt(body: dict[str, Any]) -> tuple[Message, ...]:
-    """The system prompt and the turns, as canonical messages."""
-    out = _system(body.get("system"))
+def prompt(body: dict[str, Any]) -> tuple[tuple[Message, ...], list[list[Any]]]:
+    """The system prompt and the turns, as canonical messages, and the cache breakpoints
+    among them: [message index, cache_control] for each message that had one."""
+    out = _Prompt()
+    _system(body.get("system"), out)
     value = body.get("messages")
     if not isinstance(value, list):
         raise _wrong("messages", value, "an array of messages")
     if not value:
         raise bad_request("messages", "messages: at least one message is required")
     for i, message in enumerate(value):
-        out.extend(_turn(i, message))
-    return tuple(out)
+        _turn(i, message, out)
+    return tuple(out.messages), out.marks
+
+
+class _Prompt:
+    """Canonical messages as they are made, with the cache breakpoint of each."""
+
+    __slots__ = ("marks", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.marks: list[list[Any]] = []
+
+    def add(self, message: Message, mark: dict[str, str] | None) -> None:
+        if mark is not None:
+            self.marks.append([len(self.messages), mark])
+        self.messages.append(message)
 
 
 # -- system and turns ---------------------------------------------------------------------
 
 
-def _system(value: Any) -> list[Message]:
+def _system(value: Any, out: _Prompt) -> None:
     if value is None:
-        return []
+        return
     if isinstance(value, str):
-        return [Message(role="system", content=value)] if value else []
+        if value:
+            out.add(Message(role="system", content=value), None)
+        return
     if not isinstance(value, list):
         raise _wrong("system", value, "a string or an array of text blocks")
     texts = []
+    mark = None
     for j, block in enumerate(value):
         at = f"system.{j}"
         if not isinstance(block, dict) or block.get("type") != "text":
             raise _wrong(at, block, 'a {"type": "text", "text": ...} block')
         texts.append(_text(at, block))
-    return [Message(role="system", content="\n".join(texts))] if texts else []
+        mark = _mark(at, block) or mark
+    if texts:
+        out.add(Message(role="system", content="\n".join(texts)), mark)
 
 
-def _turn(i: int, value: Any) -> list[Message]:
+def _turn(i: int, value: Any, out: _Prompt) -> None:
     where = f"messages.{i}"
     if not isinstance(value, dict):
         raise _wrong(where, value, "a message object")
@@ -129,18 +156,21 @@ def _turn(i: int, value: Any) -> list[Message]:
         )
     content = value.get("content")
     if isinstance(content, str):
-        return [Message(role=role, content=content)]
-    if not isinstance(content, list):
+        out.add(Message(role=role, content=content), None)
+    elif not isinstance(content, list):
         raise _wrong(f"{where}.content", content, "a string or an array of content blocks")
-    if role == "user":
-        return _user(f"{where}.content", content)
-    return [_assistant(f"{where}.content", content)]
+    elif role == "user":
+        _user(f"{where}.content", content, out)
+    else:
+        _assistant(f"{where}.content", content, out)
 
 
-def _user(where: str, blocks: list[Any]) -> list[Message]:
-    results: list[Message] = []
+def _user(where: str, blocks: list[Any], out: _Prompt) -> None:
+    """Tool results first, each its own tool message, then the turn's text and images."""
     texts: list[str] = []
     images: list[str] = []
+    mark = None
+    answered = False
     for j, block in enumerate(blocks):
         at = f"{where}.{j}"
         kind = _block_type(at, block)
@@ -149,18 +179,21 @@ def _user(where: str, blocks: list[Any]) -> list[Message]:
         elif kind == "image":
             images.append(_image(at, block.get("source")))
         elif kind == "tool_result":
-            results.append(_tool_result(at, block))
+            out.add(_tool_result(at, block), _mark(at, block))
+            answered = True
+            continue
         else:
             raise _unsupported(at, kind, "text, image and tool_result")
-    if texts or images or not results:
-        results.append(Message(role="user", content="\n".join(texts), images=tuple(images)))
-    return results
+        mark = _mark(at, block) or mark
+    if texts or images or not answered:
+        out.add(Message(role="user", content="\n".join(texts), images=tuple(images)), mark)
 
 
-def _assistant(where: str, blocks: list[Any]) -> Message:
+def _assistant(where: str, blocks: list[Any], out: _Prompt) -> None:
     texts: list[str] = []
     calls: list[ToolCall] = []
     thinking: list[ThinkingBlock] = []
+    mark = None
     for j, block in enumerate(blocks):
         at = f"{where}.{j}"
         kind = _block_type(at, block)
@@ -180,12 +213,35 @@ def _assistant(where: str, blocks: list[Any]) -> Message:
             thinking.append(ThinkingBlock(redacted=data))
         else:
             raise _unsupported(at, kind, "text, tool_use, thinking and redacted_thinking")
-    return Message(
+        mark = _mark(at, block) or mark
+    message = Message(
         role="assistant",
         content="\n".join(texts),
         tool_calls=tuple(calls),
         thinking=tuple(thinking),
     )
+    out.add(message, mark)
+
+
+def _mark(at: str, block: dict[str, Any]) -> dict[str, str] | None:
+    return _cache_control(f"{at}.cache_control", block.get("cache_control"))
+
+
+def _cache_control(param: str, value: Any) -> dict[str, str] | None:
+    """A prompt-cache marker, rebuilt from its known fields: nothing else of the caller's
+    reaches the upstream through it."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind != "ephemeral":
+        raise _wrong(param, value, '{"type": "ephemeral", "ttl"?: "5m" | "1h"}')
+    mark = {"type": "ephemeral"}
+    ttl = value.get("ttl")
+    if ttl is not None:
+        if ttl not in ("5m", "1h"):
+            raise _wrong(f"{param}.ttl", ttl, '"5m" or "1h"')
+        mark["ttl"] = ttl
+    return mark
 
 
 def _block_type(at: str, block: Any) -> str:
@@ -283,6 +339,9 @@ def _extra(body: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, dict | str):
                 raise _wrong(key, value, "an object")
             extra[key] = value
+    mark = _cache_control("cache_control", body.get("cache_control"))
+    if mark is not None:
+        extra["cache_control"] = mark
     top_k = body.get("top_k")
     if top_k is not None:
         if not _is_int(top_k):
@@ -325,8 +384,9 @@ def _tool(i: int, tool: Any) -> dict[str, Any]:
             raise _wrong(f"{at}.description", description, "a string")
         function["description"] = description
     out: dict[str, Any] = {"type": "function", "function": function}
-    if "cache_control" in tool:
-        out["cache_control"] = tool["cache_control"]
+    mark = _mark(at, tool)
+    if mark is not None:
+        out["cache_control"] = mark
     return out
 
 

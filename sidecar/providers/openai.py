@@ -24,8 +24,9 @@ from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
 # Request fields the caller may pass through `extra`; everything else there is
-# provider-specific and forwarded too, except keys that would break the stream.
-_RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n"})
+# provider-specific and forwarded too, except keys that would break the stream and
+# the prompt-cache breakpoints of the Messages door's callers, which are Claude's alone.
+_RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n", "cache_breakpoints"})
 
 
 class OpenAIProvider:
