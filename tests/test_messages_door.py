@@ -13,7 +13,14 @@ import orjson
 import pytest
 from anthropic.types import MessageParam, ToolParam
 
-from sidecar.simulate import AnthropicSimulator, OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.config import SidecarConfig
+from sidecar.simulate import (
+    AnthropicSimulator,
+    Fault,
+    OllamaSimulator,
+    OpenAISimulator,
+    profile_by_name,
+)
 from tests.bridge_harness import EXPECTED, KEY, MODES, Bridge, running_bridge
 from tests.harness import UPSTREAM_KEY, make_config
 
@@ -39,14 +46,10 @@ async def claude() -> AsyncIterator[AnthropicSimulator]:
         yield sim
 
 
-@pytest.fixture(params=MODES)
-async def bridge(
-    request: pytest.FixtureRequest,
-    claude: AnthropicSimulator,
-    ollama: OllamaSimulator,
-    openai_sim: OpenAISimulator,
-) -> AsyncIterator[Bridge]:
-    config = make_config(
+def _config(
+    claude: AnthropicSimulator, ollama: OllamaSimulator, openai_sim: OpenAISimulator
+) -> SidecarConfig:
+    return make_config(
         [
             (
                 "claude",
@@ -69,6 +72,16 @@ async def bridge(
         general_settings={"master_key": KEY},
         timeouts={"first_token": 5, "idle": 5, "total": 20},
     )
+
+
+@pytest.fixture(params=MODES)
+async def bridge(
+    request: pytest.FixtureRequest,
+    claude: AnthropicSimulator,
+    ollama: OllamaSimulator,
+    openai_sim: OpenAISimulator,
+) -> AsyncIterator[Bridge]:
+    config = _config(claude, ollama, openai_sim)
     async with running_bridge(config, request.param) as running:
         yield running
 
@@ -455,6 +468,54 @@ async def test_errors_in_anthropics_shape(bridge: Bridge, client: anthropic.Asyn
         assert overloaded.value.status_code == 529
         assert isinstance(overloaded.value, anthropic.InternalServerError)
         assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+
+async def test_failure_after_the_first_token_ends_with_an_error_event(
+    bridge: Bridge, claude: AnthropicSimulator
+) -> None:
+    claude.fault = Fault("error_line", after_tokens=3)
+    body = {"model": "claude", "max_tokens": 50, "messages": ASK, "stream": True}
+    events = await _raw_events(bridge, body)
+    names = [name for name, _ in events]
+    assert names[0] == "message_start"
+    assert names[-1] == "error"
+    assert "message_stop" not in names
+    text = "".join(p["delta"]["text"] for name, p in events if name == "content_block_delta")
+    assert text == "tok0 tok1 tok2 "
+    error = events[-1][1]["error"]
+    assert error["type"] == "overloaded_error"
+    assert "overloaded_error" in error["message"]
+
+
+async def test_rate_limit(client: anthropic.AsyncAnthropic, ollama: OllamaSimulator) -> None:
+    ollama.fault = Fault("http_429", retry_after=2.5)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        await client.messages.create(model="fast-local", max_tokens=10, messages=ASK)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert limited.value.response.headers["retry-after"] == "3"
+
+
+async def test_oversized_body_is_413_in_anthropics_shape(
+    claude: AnthropicSimulator, ollama: OllamaSimulator, openai_sim: OpenAISimulator
+) -> None:
+    limit = 64 * 1024
+    config = _config(claude, ollama, openai_sim)
+    huge = {
+        "model": "fast-local",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * limit}],
+    }
+    headers = {"x-api-key": KEY, "content-type": "application/json"}
+    async with (
+        running_bridge(config, "in-process", max_body_bytes=limit) as bridge,
+        aiohttp.ClientSession() as session,
+        session.post(f"{bridge.root}/v1/messages", data=orjson.dumps(huge), headers=headers) as r,
+    ):
+        assert r.status == 413
+        body = await r.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "request_too_large"
+    assert "at most 65,536 bytes" in body["error"]["message"]
 
 
 async def test_sensitive_request_reaches_no_cloud(

@@ -9,11 +9,22 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import Response
 
-from sidecar.simulate import OllamaSimulator, OpenAISimulator
-from tests.bridge_harness import EXPECTED, MODES, Bridge, running_bridge, standard_config
+from sidecar.simulate import (
+    AnthropicSimulator,
+    Fault,
+    OllamaSimulator,
+    OpenAISimulator,
+    profile_by_name,
+)
+from tests.bridge_harness import EXPECTED, KEY, MODES, Bridge, running_bridge
+from tests.harness import UPSTREAM_KEY, make_config
 
-ALIASES = ("fast-local", "vllm-local", "cloud-fast")
+ALIASES = ("fast-local", "vllm-local", "cloud-fast", "claude")
+CLAUDE_KEY = "sk-ant-sim"
+CLOUD: Any = {"locality": "cloud"}
+SSN_PROMPT = "Patient John Doe, SSN 123-45-6789, asks about his results."
 LOOKUP: Any = {
     "type": "function",
     "name": "lookup",
@@ -27,11 +38,32 @@ LOOKUP: Any = {
 }
 
 
+@pytest.fixture
+async def claude() -> AsyncIterator[AnthropicSimulator]:
+    async with AnthropicSimulator(profile=profile_by_name("instant"), api_key=CLAUDE_KEY) as sim:
+        yield sim
+
+
 @pytest.fixture(params=MODES)
 async def bridge(
-    request: pytest.FixtureRequest, ollama: OllamaSimulator, openai_sim: OpenAISimulator
+    request: pytest.FixtureRequest,
+    ollama: OllamaSimulator,
+    openai_sim: OpenAISimulator,
+    claude: AnthropicSimulator,
 ) -> AsyncIterator[Bridge]:
-    async with running_bridge(standard_config(ollama, openai_sim), request.param) as running:
+    openai_params = {"api_base": openai_sim.base_url, "api_key": UPSTREAM_KEY}
+    claude_params = {"api_base": claude.base_url, "api_key": CLAUDE_KEY, "model_info": CLOUD}
+    config = make_config(
+        [
+            ("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url}),
+            ("vllm-local", "openai/qwen2.5", openai_params),
+            ("cloud-fast", "openai/gpt-4o-mini", {**openai_params, "model_info": CLOUD}),
+            ("claude", "claude-sonnet-4-20250514", claude_params),
+        ],
+        general_settings={"master_key": KEY},
+        timeouts={"first_token": 5, "idle": 5, "total": 20},
+    )
+    async with running_bridge(config, request.param) as running:
         yield running
 
 
@@ -53,6 +85,8 @@ async def test_whole_response(client: openai.AsyncOpenAI, alias: str) -> None:
     assert response.output_text == EXPECTED
     assert [item.type for item in response.output] == ["message"]
     assert response.to_dict()["store"] is False  # accepted, but nothing is kept
+    # The SDK builds its objects unchecked; check every required field is there.
+    Response.model_validate(response.to_dict())
     assert response.instructions == "Be terse."
     usage = response.usage
     assert usage is not None
@@ -193,3 +227,38 @@ async def test_stateful_requests_are_refused(client: openai.AsyncOpenAI) -> None
     assert hosted.value.param == "tools[0].type"
     with pytest.raises(openai.NotFoundError):
         await client.responses.create(model="no-such-model", input="Say hello")
+
+
+async def test_failure_after_the_first_token_is_response_failed(
+    client: openai.AsyncOpenAI, claude: AnthropicSimulator
+) -> None:
+    claude.fault = Fault("error_line", after_tokens=3)
+    stream = await client.responses.create(model="claude", input="Say hello", stream=True)
+    events = [event async for event in stream]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "tok0 tok1 tok2 "
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None
+    assert "overloaded_error" in failed.response.error.message
+    assert "response.completed" not in {event.type for event in events}
+
+
+async def test_sensitive_request_reaches_no_cloud(
+    client: openai.AsyncOpenAI,
+    claude: AnthropicSimulator,
+    openai_sim: OpenAISimulator,
+    ollama: OllamaSimulator,
+) -> None:
+    before = (claude.stats.requests, openai_sim.stats.requests)
+    for alias in ("claude", "cloud-fast"):
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(model=alias, input=SSN_PROMPT)
+    local = await client.responses.create(
+        model="fast-local", input="Say hello", instructions=SSN_PROMPT
+    )
+    assert local.output_text == EXPECTED
+    assert (claude.stats.requests, openai_sim.stats.requests) == before
+    assert ollama.stats.requests >= 1

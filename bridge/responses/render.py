@@ -39,6 +39,9 @@ class ResponseShell:
             "object": "response",
             "created_at": created,
             "model": model,
+            "tools": [],
+            "tool_choice": "auto",
+            "parallel_tool_calls": True,
             **echo,
             "previous_response_id": None,
             # Nothing is kept, whatever the request's `store` said.
