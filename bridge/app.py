@@ -46,6 +46,7 @@ from bridge.exchange import (
     send_error,
 )
 from bridge.messages import MessagesDoor
+from bridge.messages.door import PING_INTERVAL
 from bridge.messages.render import error_shape as messages_error_shape
 from bridge.parse import ParsedChat, parse_body, parse_chat
 from bridge.render import (
@@ -78,6 +79,8 @@ class BridgeSettings:
     max_body_bytes: int = 8 * MiB
     # Connections, heads, bodies and keep-alive (bridge/protocol.py).
     limits: Limits = field(default_factory=Limits)
+    # Seconds of silence after which a Messages stream gets a `ping` event.
+    ping_interval: float = PING_INTERVAL
 
 
 # Headers that may carry the caller's key, in order of precedence: OpenAI's, Anthropic's,
@@ -168,7 +171,7 @@ class BridgeApp:
         # The other protocols' doors (bridge/messages, bridge/responses), and the error
         # shape of each path that is not OpenAI's.
         self._shapes: dict[str, ErrorShape] = {}
-        messages = MessagesDoor(backend, self.settings.max_body_bytes)
+        messages = MessagesDoor(backend, self.settings.max_body_bytes, self.settings.ping_interval)
         for prefix in ("/v1", ""):
             self._door(f"{prefix}/messages", messages.create, messages_error_shape)
             self._door(

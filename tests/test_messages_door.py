@@ -13,12 +13,17 @@ import orjson
 import pytest
 from anthropic.types import MessageParam, ToolParam
 
+from bridge.app import BridgeSettings
+from bridge.backend import InProcessBackend
+from bridge.server import BridgeServer
 from sidecar.config import SidecarConfig
+from sidecar.engine import Engine
 from sidecar.simulate import (
     AnthropicSimulator,
     Fault,
     OllamaSimulator,
     OpenAISimulator,
+    SimProfile,
     profile_by_name,
 )
 from tests.bridge_harness import EXPECTED, KEY, MODES, Bridge, running_bridge
@@ -94,13 +99,13 @@ async def client(bridge: Bridge) -> AsyncIterator[anthropic.AsyncAnthropic]:
         yield sdk
 
 
-async def _raw_events(bridge: Bridge, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+async def _raw_events(root: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The (event name, payload) pairs of a streamed answer, each checked to be one
     `event:` line and one `data:` line whose type is the event's name."""
     headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{bridge.root}/v1/messages", json=body, headers=headers) as response,
+        session.post(f"{root}/v1/messages", json=body, headers=headers) as response,
     ):
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -153,7 +158,7 @@ async def test_streamed_message(client: anthropic.AsyncAnthropic, alias: str) ->
 
 async def test_event_sequence(bridge: Bridge) -> None:
     body = {"model": "fast-local", "max_tokens": 50, "messages": ASK, "stream": True}
-    events = await _raw_events(bridge, body)
+    events = await _raw_events(bridge.root, body)
     names = [name for name, _ in events]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -265,6 +270,29 @@ async def test_forced_tool_choice_reaches_every_protocol(
             tool_choice={"type": "none"},
         )
         assert none.stop_reason == "end_turn", alias
+
+
+async def test_a_silent_stream_gets_pings() -> None:
+    """A model that pauses between tokens (0.5 s here) gets a ping in each pause longer
+    than the interval (0.05 s here), between the deltas and never inside an event."""
+    slow = SimProfile(tokens_per_second=(2.0, 2.0), answer_tokens=3)
+    async with OllamaSimulator(profile=slow) as sim:
+        config = make_config([("slow-local", "ollama/llama3.2:8b", {"api_base": sim.base_url})])
+        engine = Engine(config)
+        await engine.start()
+        try:
+            settings = BridgeSettings(ping_interval=0.05)
+            async with BridgeServer(InProcessBackend(engine), port=0, settings=settings) as server:
+                body = {"model": "slow-local", "max_tokens": 10, "messages": ASK, "stream": True}
+                events = await _raw_events(f"http://127.0.0.1:{server.port}", body)
+        finally:
+            await engine.aclose()
+    kinds = [name for name, _ in events]
+    deltas = [p["delta"]["text"] for name, p in events if name == "content_block_delta"]
+    assert "".join(deltas) == "tok0 tok1 tok2 "
+    first_delta = kinds.index("content_block_delta")
+    last_delta = len(kinds) - 1 - kinds[::-1].index("content_block_delta")
+    assert "ping" in kinds[first_delta:last_delta]
 
 
 # -- Claude natively: thinking and caching ---------------------------------------------------
@@ -475,7 +503,7 @@ async def test_failure_after_the_first_token_ends_with_an_error_event(
 ) -> None:
     claude.fault = Fault("error_line", after_tokens=3)
     body = {"model": "claude", "max_tokens": 50, "messages": ASK, "stream": True}
-    events = await _raw_events(bridge, body)
+    events = await _raw_events(bridge.root, body)
     names = [name for name, _ in events]
     assert names[0] == "message_start"
     assert names[-1] == "error"
