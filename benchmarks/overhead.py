@@ -4,15 +4,19 @@ through the HTTP bridge, in one run.
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
 Five processes: simulated Ollama, OpenAI and Anthropic upstreams, the sidecar (gRPC,
-and the HTTP bridge on the same engine) and this load generator. Three paths, each
+and the HTTP bridge on the same engine) and this load generator. Five paths, each
 against the baseline that calls the same upstream directly:
 
     grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
     http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
     anthropic  gRPC StreamChat -> sidecar -> Anthropic Messages SSE  vs  direct-anthropic
+    messages   Anthropic SSE -> bridge's Messages door -> sidecar
+               -> Anthropic Messages SSE                            vs  direct-anthropic
+    responses  Responses SSE -> bridge's Responses door -> sidecar
+               -> OpenAI SSE                                        vs  direct-openai
 
-The anthropic path is measured streaming only (the Messages translation is what it
-adds) and takes no part in the open-loop rate steps.
+The anthropic, messages and responses paths are measured streaming only (the
+translations are what they add) and take no part in the open-loop rate steps.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -57,6 +61,7 @@ from benchmarks.load import (
     open_loop,
     openai_stream,
     openai_unary,
+    responses_stream,
 )
 from benchmarks.stats import cdf, ms, summary
 from benchmarks.suite import Context, Outcome, Scale, Scenario
@@ -71,9 +76,15 @@ CLAUDE_ALIAS = "cloud-reasoning"
 UPSTREAM_KEY = "sk-bench-upstream"
 MASTER_KEY = "sk-bench-master"
 # path -> the baseline speaking the same client protocol straight to the upstream
-BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
+BASELINE = {
+    "grpc": "direct-ollama",
+    "http": "direct-openai",
+    "anthropic": "direct-anthropic",
+    "messages": "direct-anthropic",
+    "responses": "direct-openai",
+}
 PATHS = tuple(BASELINE)
-STREAM_ONLY = frozenset({"anthropic"})
+STREAM_ONLY = frozenset({"anthropic", "messages", "responses"})
 RATE_PATHS = ("grpc", "http")
 MODES = ("stream", "unary")
 # Upstream profiles, in the simulators' control-endpoint form.
@@ -251,7 +262,13 @@ class Stack:
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
     def upstream(self, path: str) -> procs.Proc:
-        return {"grpc": self.ollama, "http": self.openai, "anthropic": self.anthropic}[path]
+        """The simulator that the path's baseline calls, and that serves the path too."""
+        by_baseline = {
+            "direct-ollama": self.ollama,
+            "direct-openai": self.openai,
+            "direct-anthropic": self.anthropic,
+        }
+        return by_baseline[BASELINE[path]]
 
 
 def config(ollama_root: str, openai_root: str, anthropic_root: str) -> dict[str, Any]:
@@ -317,6 +334,10 @@ async def stack() -> AsyncIterator[Stack]:
                         session, anthropic.address, CLAUDE_MODEL, key
                     ),
                     ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS, MASTER_KEY),
+                    ("messages", "stream"): anthropic_stream(
+                        session, sidecar.more["http"], CLAUDE_ALIAS, master
+                    ),
+                    ("responses", "stream"): responses_stream(session, bridge, alias, master),
                 }
                 yield Stack(sidecar, ollama, openai, anthropic, session, calls)
 
@@ -502,7 +523,8 @@ def markdown(data: Mapping[str, Any]) -> str:
 
 SCENARIO = Scenario(
     name="overhead",
-    title="What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic translation",
+    title="What the sidecar adds: direct vs gRPC vs HTTP bridge (chat, Messages, Responses) "
+    "vs Anthropic translation",
     steps=steps,
     run=run,
     time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
