@@ -29,7 +29,7 @@ from bridge.exchange import (
 )
 from bridge.messages.parse import parse_count, parse_messages
 from bridge.messages.render import PING, MessagesStream, error_shape, message_body
-from sidecar.routing import estimate_tokens
+from sidecar.engine import estimate_tokens
 from sidecar.types import ChatResponse
 
 # A silent stream gets a ping this often, so that proxies and clients with read

@@ -24,8 +24,8 @@ import orjson
 
 from bridge.errors import HttpError, bad_request
 from bridge.parse import _is_int, _is_number, _is_str, _kind, _metadata, _quoted
-from sidecar.providers.anthropic import CACHE_BREAKPOINTS
 from sidecar.types import (
+    CACHE_BREAKPOINTS,
     ChatRequest,
     GenerationParams,
     Message,

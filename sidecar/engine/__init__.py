@@ -5,6 +5,6 @@ Front doors use only what this package exports.
 
 from sidecar.engine.engine import Engine
 from sidecar.engine.stream import ChatStream
-from sidecar.routing import Candidate, RoutePlan
+from sidecar.routing import Candidate, RoutePlan, estimate_tokens
 
-__all__ = ["Candidate", "ChatStream", "Engine", "RoutePlan"]
+__all__ = ["Candidate", "ChatStream", "Engine", "RoutePlan", "estimate_tokens"]

@@ -31,7 +31,15 @@ from sidecar.providers.base import ProbeResult
 from sidecar.providers.http import HttpPool, malformed, probe_model_list
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
+from sidecar.types import (
+    CACHE_BREAKPOINTS,
+    ChatRequest,
+    Chunk,
+    Message,
+    ThinkingBlock,
+    ToolCall,
+    Usage,
+)
 
 API_VERSION: Final = "2023-06-01"
 # The API has no default output cap; this is the one sent when neither the request
@@ -42,11 +50,6 @@ DEFAULT_MAX_TOKENS: Final = 4096
 _PASSTHROUGH: Final = frozenset(
     {"top_k", "thinking", "metadata", "cache_control", "service_tier", "container"}
 )
-# The `extra` key under which a front door that speaks Anthropic's protocol passes the
-# prompt-cache breakpoints its caller set on system and message blocks: a list of
-# [canonical message index, cache_control]. The marker goes on the last block sent for
-# that message. It carries no text, so nothing escapes the privacy rules through it.
-CACHE_BREAKPOINTS: Final = "cache_breakpoints"
 # Stop reasons with an OpenAI counterpart. Any other (pause_turn, and those added
 # later) is reported as Anthropic named it, so a caller never mistakes it for a
 # finished answer.
@@ -308,7 +311,8 @@ def _tool_choice(choice: object, parallel: object) -> dict[str, Any] | None:
 
 
 def _breakpoints(value: object) -> dict[int, Any]:
-    """Canonical message index -> the cache_control to set on its last block."""
+    """Canonical message index -> the cache_control to set on the last block sent for it
+    (request.extra[CACHE_BREAKPOINTS])."""
     if not isinstance(value, list):
         return {}
     return {
