@@ -4,6 +4,7 @@ signatures checked), or the Ollama and OpenAI-compatible simulators (translated)
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -210,6 +211,33 @@ async def test_generation_settings(
     sent = openai_sim.stats.bodies[-1]
     assert (sent["temperature"], sent["top_p"]) == (pytest.approx(0.2), pytest.approx(0.9))
     assert sent["stop"] == ["tok3"]
+
+
+async def test_images_reach_every_protocol(
+    client: anthropic.AsyncAnthropic, claude: AnthropicSimulator, ollama: OllamaSimulator
+) -> None:
+    pixel = base64.b64encode(b"\x89PNG\r\n\x1a\n a one-pixel picture").decode()
+    looked: list[MessageParam] = [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": pixel},
+                },
+                {"type": "text", "text": "What is in this picture?"},
+            ],
+        }
+    ]
+    for alias in ("claude", "fast-local"):
+        message = await client.messages.create(model=alias, max_tokens=50, messages=looked)
+        assert message.content[0].type == "text"
+    sent = claude.stats.bodies[-1]["messages"][0]["content"]
+    assert {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": pixel},
+    } in sent
+    assert ollama.stats.bodies[-1]["messages"][0]["images"] == [pixel]
 
 
 # -- tools ----------------------------------------------------------------------------------
