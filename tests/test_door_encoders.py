@@ -10,13 +10,21 @@ from typing import Any
 
 import orjson
 from anthropic.lib.streaming._messages import accumulate_event
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from bridge.errors import HttpError
 from bridge.messages.render import MessagesStream, stop_reason
-from bridge.responses.render import ResponseShell, ResponsesStream
-from sidecar.types import Chunk, ThinkingBlock, ToolCall, Usage
+from bridge.responses.render import ResponseShell, ResponsesStream, response_body
+from sidecar.types import (
+    ChatResponse,
+    Chunk,
+    Locality,
+    RouteTaken,
+    ThinkingBlock,
+    ToolCall,
+    Usage,
+)
 
 
 def _frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -119,7 +127,8 @@ def test_messages_error_event() -> None:
 
 def test_responses_text_then_calls() -> None:
     encoder = ResponsesStream(ResponseShell("r1", 0, "alias", {}))
-    raw = encoder.first(Chunk(content="Checking. "))
+    raw = encoder.first(Chunk(reasoning="The user wants "))
+    raw += encoder.chunk(Chunk(reasoning="a city.", content="Checking. "))
     raw += encoder.chunk(Chunk(content="Now."))
     raw += encoder.chunk(Chunk(tool_calls=(ToolCall("call_a", "lookup", '{"city":', 0),)))
     raw += encoder.chunk(Chunk(tool_calls=(ToolCall(arguments=' "Lima"}', index=0),)))
@@ -131,16 +140,36 @@ def test_responses_text_then_calls() -> None:
     done = events[-1]
     assert done.type == "response.completed"
     output = done.response.output
-    assert [item.type for item in output] == ["message", "function_call", "function_call"]
-    assert output[0].type == "message"
-    assert output[0].content[0].type == "output_text"
-    assert output[0].content[0].text == "Checking. Now."
-    assert output[1].type == "function_call"
-    assert (output[1].call_id, output[1].arguments) == ("call_a", '{"city": "Lima"}')
+    kinds = [item.type for item in output]
+    assert kinds == ["reasoning", "message", "function_call", "function_call"]
+    assert output[0].type == "reasoning"
+    assert output[0].content is not None
+    assert output[0].content[0].text == "The user wants a city."
+    assert output[1].type == "message"
+    assert output[1].content[0].type == "output_text"
+    assert output[1].content[0].text == "Checking. Now."
     assert output[2].type == "function_call"
-    assert (output[2].call_id, output[2].arguments) == ("call_b", "{}")
+    assert (output[2].call_id, output[2].arguments) == ("call_a", '{"city": "Lima"}')
+    assert output[3].type == "function_call"
+    assert (output[3].call_id, output[3].arguments) == ("call_b", "{}")
     added = [e.output_index for e in events if e.type == "response.output_item.added"]
     finished = [e.output_index for e in events if e.type == "response.output_item.done"]
-    assert added == finished == [0, 1, 2]
+    assert added == finished == [0, 1, 2, 3]
+    thought = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+    assert "".join(thought) == "The user wants a city."
     assert done.response.usage is not None
     assert done.response.usage.total_tokens == 15
+
+
+def test_whole_response_with_reasoning() -> None:
+    route = RouteTaken("d/0", "alias", "ollama", "m", Locality.LOCAL, 1, "r2")
+    answer = ChatResponse(
+        "Lima.", (ToolCall("call_a", "lookup", "", 0),), "tool_calls", Usage(9, 4), route, "Hm."
+    )
+    body = orjson.loads(response_body(ResponseShell("r2", 0, "alias", {}), answer))
+    response = Response.model_validate(body)
+    assert [item.type for item in response.output] == ["reasoning", "message", "function_call"]
+    assert response.output_text == "Lima."
+    assert response.output[2].type == "function_call"
+    assert response.output[2].arguments == "{}"
+    assert response.status == "completed"

@@ -1,13 +1,16 @@
 """Canonical answers -> OpenAI Response objects and the Responses stream's events.
 
-Output items follow the answer: its text is one `message` item with one
-`output_text` part, each tool call a `function_call` item (`call_id` is the id the
+Output items follow the answer: the model's reasoning, when it thinks aloud, is a
+`reasoning` item with one `reasoning_text` part (no summary, no encrypted content:
+nothing to send back), its text one `message` item with one `output_text` part,
+each tool call a `function_call` item (`call_id` is the id the
 caller answers with; the item's own id is `fc_...`). A finish at the output cap or
 a content filter makes the response `incomplete`, with the reason.
 
 The stream is `response.created`, `response.in_progress`, then per item
 `response.output_item.added`, its deltas (`response.content_part.added`,
-`response.output_text.delta`... or `response.function_call_arguments.delta`...),
+`response.output_text.delta`... or `response.reasoning_text.delta`... or
+`response.function_call_arguments.delta`...),
 its `.done` events and `response.output_item.done`, then `response.completed` (or
 `response.incomplete`) with the whole Response and its usage. Every event carries
 its `sequence_number`. A failure after the stream began ends it with
@@ -94,8 +97,10 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
 def response_body(shell: ResponseShell, answer: ChatResponse) -> bytes:
     output: list[dict[str, Any]] = []
     key = shell.key
+    if answer.reasoning:
+        output.append(_reasoning_item(f"rs_{key}_0", answer.reasoning, "completed"))
     if answer.content:
-        output.append(_message_item(f"msg_{key}_0", answer.content, "completed"))
+        output.append(_message_item(f"msg_{key}_{len(output)}", answer.content, "completed"))
     output.extend(
         _call_item(f"fc_{key}_{call.index}", call, call.arguments or "{}", "completed")
         for call in answer.tool_calls
@@ -141,18 +146,10 @@ class ResponsesStream:
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""
+        if chunk.reasoning:
+            out += self._text_delta("reasoning", chunk.reasoning)
         if chunk.content:
-            if self._open is None or self._open["type"] != "message":
-                out += self._open_message()
-            self._text.append(chunk.content)
-            self._seq += 1
-            out += (
-                self._text_head
-                + str(self._seq - 1).encode()
-                + b',"delta":'
-                + orjson.dumps(chunk.content)
-                + b"}\n\n"
-            )
+            out += self._text_delta("message", chunk.content)
         for call in chunk.tool_calls:
             out += self._call(call)
         if chunk.finish_reason:
@@ -173,22 +170,49 @@ class ResponsesStream:
 
     # -- items -------------------------------------------------------------------------------
 
-    def _open_message(self) -> bytes:
+    def _text_delta(self, kind: str, text: str) -> bytes:
+        """A piece of the answer's text, or of its reasoning, in an item of that kind."""
+        out = b""
+        if self._open is None or self._open["type"] != kind:
+            out = self._open_text(kind)
+        self._text.append(text)
+        self._seq += 1
+        return (
+            out
+            + self._text_head
+            + str(self._seq - 1).encode()
+            + b',"delta":'
+            + orjson.dumps(text)
+            + b"}\n\n"
+        )
+
+    def _open_text(self, kind: str) -> bytes:
         out = self._close()
         index = len(self._output)
-        item_id = f"msg_{self._shell.key}_{index}"
-        self._open = _message_item(item_id, "", "in_progress")
-        self._open["content"] = []
+        if kind == "message":
+            item_id = f"msg_{self._shell.key}_{index}"
+            self._open = {**_message_item(item_id, "", "in_progress"), "content": []}
+            event, extra = b"response.output_text.delta", b',"logprobs":[]'
+            part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
+        else:
+            item_id = f"rs_{self._shell.key}_{index}"
+            self._open = {**_reasoning_item(item_id, "", "in_progress"), "content": []}
+            event, extra = b"response.reasoning_text.delta", b""
+            part = {"type": "reasoning_text", "text": ""}
         self._text = []
         self._text_head = (
-            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-            b'"item_id":'
+            b"event: "
+            + event
+            + b'\ndata: {"type":"'
+            + event
+            + b'","item_id":'
             + orjson.dumps(item_id)
             + b',"output_index":'
             + str(index).encode()
-            + b',"content_index":0,"logprobs":[],"sequence_number":'
+            + b',"content_index":0'
+            + extra
+            + b',"sequence_number":'
         )
-        part = {"type": "output_text", "text": "", "annotations": []}
         return (
             out
             + self._event("response.output_item.added", {"output_index": index, "item": self._open})
@@ -232,6 +256,13 @@ class ResponsesStream:
             out += self._event("response.output_text.done", {**where, "text": text, "logprobs": []})
             out += self._event("response.content_part.done", {**where, "part": part})
             item = _message_item(item["id"], text, "completed")
+        elif item["type"] == "reasoning":
+            text = "".join(self._text)
+            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            out += self._event("response.reasoning_text.done", {**where, "text": text})
+            reasoning_part = {"type": "reasoning_text", "text": text}
+            out += self._event("response.content_part.done", {**where, "part": reasoning_part})
+            item = _reasoning_item(item["id"], text, "completed")
         else:
             state = next(s for s in self._calls.values() if s[1] == item["id"])
             arguments = "".join(state[4]) or "{}"
@@ -250,6 +281,17 @@ class ResponsesStream:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    """The model's reasoning as text; no summary, and no encrypted content to send back."""
+    return {
+        "type": "reasoning",
+        "id": item_id,
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "status": status,
+    }
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
