@@ -574,6 +574,29 @@ async def test_oversized_body_is_413_in_anthropics_shape(
     assert "at most 65,536 bytes" in body["error"]["message"]
 
 
+async def test_spend_cap_is_anthropics_spend_limit(openai_sim: OpenAISimulator) -> None:
+    price = {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}
+    priced = {
+        "api_base": openai_sim.base_url,
+        "api_key": UPSTREAM_KEY,
+        "model_info": {"locality": "cloud", **price},
+    }
+    config = make_config(
+        [("cloud", "openai/gpt-4o-mini", priced)],
+        general_settings={"master_key": KEY, "max_budget": 0.0000001, "budget_duration": "30d"},
+    )
+    async with (
+        running_bridge(config, "in-process") as bridge,
+        anthropic.AsyncAnthropic(base_url=bridge.root, api_key=KEY, max_retries=0) as sdk,
+    ):
+        with pytest.raises(anthropic.EnforcedSpendLimitReachedError) as capped:
+            await sdk.messages.create(model="cloud", max_tokens=100, messages=ASK)
+    assert capped.value.status_code == 429
+    assert capped.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert capped.value.response.headers["x-should-retry"] == "false"
+    assert openai_sim.stats.requests == 0
+
+
 async def test_sensitive_request_reaches_no_cloud(
     client: anthropic.AsyncAnthropic, claude: AnthropicSimulator, ollama: OllamaSimulator
 ) -> None:

@@ -109,9 +109,14 @@ def message_body(message_id: str, model: str, answer: ChatResponse) -> bytes:
 
 def error_shape(err: HttpError) -> tuple[int, bytes]:
     """Anthropic's error body. The sidecar's 503 (no deployment can serve now) is
-    Anthropic's 529 overloaded_error, which its clients retry and fail over on."""
+    Anthropic's 529 overloaded_error, which its clients retry and fail over on; a spend
+    cap with no room is Anthropic's spend-limit 429 (`enforced_spend_limit_reached`),
+    which its SDK raises as its own class."""
     status = 529 if err.status == 503 else err.status
-    return status, orjson.dumps({"type": "error", "error": _error(status, err.message)})
+    error: dict[str, Any] = _error(status, err.message)
+    if err.type == "budget_exceeded":
+        error["details"] = {"error_code": "enforced_spend_limit_reached"}
+    return status, orjson.dumps({"type": "error", "error": error})
 
 
 def _error(status: int, message: str) -> dict[str, str]:
