@@ -181,16 +181,32 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
 
 
 def models_body(models: Iterable[ModelStatus], created: int) -> bytes:
-    return orjson.dumps({"object": "list", "data": [model_object(m, created) for m in models]})
+    """OpenAI's model list, with the paging fields of Anthropic's (one page: every alias),
+    so that clients of either protocol read it."""
+    data = [model_object(m, created) for m in models]
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
 
 
 def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
-    """OpenAI's Model object plus where the alias runs, for dropdowns and dashboards."""
+    """OpenAI's Model object (and Anthropic's ModelInfo) plus where the alias runs, for
+    dropdowns and dashboards."""
     out: dict[str, Any] = {
         "id": model.name,
         "object": "model",
         "created": created,
         "owned_by": OWNER,
+        # Anthropic's ModelInfo fields, for the clients of the Messages door.
+        "type": "model",
+        "display_name": model.name,
+        "created_at": _iso(created),
         "locality": model.locality,
         "simulated": model.simulated,
         "description": model.description,

@@ -467,6 +467,17 @@ async def test_block_cache_breakpoints_reach_claude_only(
     assert "system.0.cache_control" in bad.value.message
 
 
+async def test_models_list_for_anthropic_clients(client: anthropic.AsyncAnthropic) -> None:
+    models = [model async for model in client.models.list()]
+    assert [m.id for m in models][:4] == ["claude", "fast-local", "vllm-local", "down-local"]
+    for model in models:
+        assert model.type == "model"
+        assert model.display_name == model.id
+        assert model.created_at.year >= 2024
+    one = await client.models.retrieve("fast-local")
+    assert one.id == "fast-local"
+
+
 # -- count_tokens -------------------------------------------------------------------------------
 
 
