@@ -11,8 +11,9 @@ time, and every call is bounded by CALL_TIMEOUT.
 
 Clients: `ollama_direct` / `ollama_unary` (NDJSON straight to an Ollama-style
 upstream), `openai_stream` / `openai_unary` (an OpenAI-style server or the HTTP bridge, SSE
-or JSON), `anthropic_stream` (Anthropic Messages SSE straight to its simulator), `gemini_stream`
-(Gemini SSE likewise),
+or JSON), `anthropic_stream` (Anthropic Messages SSE, straight to its simulator or to
+the bridge's Messages door), `gemini_stream` (Gemini SSE straight to its simulator),
+`responses_stream` (the bridge's Responses door),
 `grpc_stream` / `grpc_unary` / `stream_chat` (the sidecar over gRPC).
 """
 
@@ -271,6 +272,35 @@ def _sse_call(
                     elif token(event):
                         timer.token()
         return timer.sample(ok=finished and timer.tokens > 0)
+
+    return call
+
+
+def responses_stream(
+    session: aiohttp.ClientSession, base_url: str, model: str, api_key: str
+) -> Call:
+    """Stream one response from a Responses API server (the bridge's /v1/responses),
+    timing the first text delta."""
+    url = f"{base_url}/responses"
+    body = orjson.dumps({"model": model, "stream": True, "input": PROMPT})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+
+    async def call() -> Sample:
+        timer = Timer()
+        done = False
+        tail = b""
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            while data := await response.content.readany():
+                events = (tail + data).split(b"\n\n")
+                tail = events.pop()
+                for event in events:
+                    if event.startswith(b"event: response.output_text.delta"):
+                        timer.token()
+                    elif event.startswith(b"event: response.completed"):
+                        done = True
+        return timer.sample(ok=done and timer.tokens > 0)
 
     return call
 

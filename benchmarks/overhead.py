@@ -4,16 +4,20 @@ through the HTTP bridge, in one run.
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
 Six processes: simulated Ollama, OpenAI, Anthropic and Gemini upstreams, the sidecar
-(gRPC, and the HTTP bridge on the same engine) and this load generator. Four paths, each
+(gRPC, and the HTTP bridge on the same engine) and this load generator. Six paths, each
 against the baseline that calls the same upstream directly:
 
     grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
     http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
     anthropic  gRPC StreamChat -> sidecar -> Anthropic Messages SSE  vs  direct-anthropic
     gemini     gRPC StreamChat -> sidecar -> Gemini SSE              vs  direct-gemini
+    messages   Anthropic SSE -> bridge's Messages door -> sidecar
+               -> Anthropic Messages SSE                            vs  direct-anthropic
+    responses  Responses SSE -> bridge's Responses door -> sidecar
+               -> OpenAI SSE                                        vs  direct-openai
 
-The anthropic and gemini paths are measured streaming only (the translation is what
-they add) and take no part in the open-loop rate steps.
+The anthropic, gemini, messages and responses paths are measured streaming only (the
+translations are what they add) and take no part in the open-loop rate steps.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -59,6 +63,7 @@ from benchmarks.load import (
     open_loop,
     openai_stream,
     openai_unary,
+    responses_stream,
 )
 from benchmarks.stats import cdf, ms, summary
 from benchmarks.suite import Context, Outcome, Scale, Scenario
@@ -80,9 +85,11 @@ BASELINE = {
     "http": "direct-openai",
     "anthropic": "direct-anthropic",
     "gemini": "direct-gemini",
+    "messages": "direct-anthropic",
+    "responses": "direct-openai",
 }
 PATHS = tuple(BASELINE)
-STREAM_ONLY = frozenset({"anthropic", "gemini"})
+STREAM_ONLY = frozenset({"anthropic", "gemini", "messages", "responses"})
 RATE_PATHS = ("grpc", "http")
 MODES = ("stream", "unary")
 # Upstream profiles, in the simulators' control-endpoint form.
@@ -261,8 +268,14 @@ class Stack:
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
     def upstream(self, path: str) -> procs.Proc:
-        upstreams = {"grpc": self.ollama, "http": self.openai, "anthropic": self.anthropic}
-        return upstreams.get(path, self.gemini)
+        """The simulator that the path's baseline calls, and that serves the path too."""
+        by_baseline = {
+            "direct-ollama": self.ollama,
+            "direct-openai": self.openai,
+            "direct-anthropic": self.anthropic,
+            "direct-gemini": self.gemini,
+        }
+        return by_baseline[BASELINE[path]]
 
 
 def config(
@@ -343,6 +356,10 @@ async def stack() -> AsyncIterator[Stack]:
                         session, gemini.address, GEMINI_MODEL, key
                     ),
                     ("gemini", "stream"): grpc_stream(stub, GEMINI_ALIAS, MASTER_KEY),
+                    ("messages", "stream"): anthropic_stream(
+                        session, sidecar.more["http"], CLAUDE_ALIAS, master
+                    ),
+                    ("responses", "stream"): responses_stream(session, bridge, alias, master),
                 }
                 yield Stack(sidecar, ollama, openai, anthropic, gemini, session, calls)
 
@@ -528,9 +545,8 @@ def markdown(data: Mapping[str, Any]) -> str:
 
 SCENARIO = Scenario(
     name="overhead",
-    title=(
-        "What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic and Gemini translation"
-    ),
+    title="What the sidecar adds: direct vs gRPC vs HTTP bridge (chat, Messages, Responses) "
+    "vs Anthropic and Gemini translation",
     steps=steps,
     run=run,
     time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],

@@ -29,9 +29,17 @@ PATH_STYLE = {
     "http": ("tab:orange", "-"),
     "direct-anthropic": ("tab:brown", "-."),
     "anthropic": ("tab:purple", "-"),
+    "messages": ("tab:pink", "-"),
+    "responses": ("tab:red", "-"),
 }
 # The baseline each relayed path is drawn against.
-BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
+BASELINE = {
+    "grpc": "direct-ollama",
+    "http": "direct-openai",
+    "anthropic": "direct-anthropic",
+    "messages": "direct-anthropic",
+    "responses": "direct-openai",
+}
 DPI = 110
 
 
@@ -150,7 +158,9 @@ def _cdfs(points: Sequence[Mapping[str, Any]], profile: str, out: Path) -> str:
             if col == 0:
                 ax.set_ylabel("share of requests")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=4)
+    # Two paths may share a baseline, drawn once per path: one entry per label.
+    legend = dict(zip(labels, handles, strict=True))
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=4)
     fig.suptitle(f"TTFT CDF per path, upstream profile {profile}")
     return _save(fig, out, f"overhead_ttft_cdf_{profile}.png")
 

@@ -1,6 +1,10 @@
 """The OpenAI-compatible HTTP front door: a thin ASGI app over one Backend.
 
     POST /v1/chat/completions    streamed (SSE) or whole; the route in x-sidecar-* headers
+    POST /v1/messages[/count_tokens]
+                                  Anthropic's Messages API (bridge/messages)
+    POST /v1/responses            OpenAI's Responses API, stateless (bridge/responses);
+                                  GET /v1/responses/{id} says nothing is stored (404)
     GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
@@ -21,49 +25,53 @@ stream with an error event and no [DONE].
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import logging
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 import orjson
 
-from bridge import spend
-from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
-from bridge.backend import AnswerStream, Backend
+from bridge import exchange, spend
+from bridge.asgi import JSON, ClientGone, Receive, Scope, Send, read_body
+from bridge.backend import Backend
 from bridge.errors import HttpError, http_error
+from bridge.exchange import (
+    Call,
+    ErrorShape,
+    as_http_error,
+    openai_shape,
+    relay_complete,
+    relay_stream,
+    send_body,
+    send_error,
+)
+from bridge.messages import MessagesDoor
+from bridge.messages.door import PING_INTERVAL
+from bridge.messages.render import error_shape as messages_error_shape
 from bridge.parse import ParsedChat, parse_body, parse_chat
 from bridge.render import (
     StreamWriter,
     completion_body,
-    error_frame,
     health_body,
     model_object,
     models_body,
 )
+from bridge.responses import ResponsesDoor
+from bridge.responses.door import not_stored
 from sidecar.config.model import Limits
 from sidecar.engine import continue_trace
 from sidecar.errors import SidecarError
 from sidecar.redaction import clip, shown
-from sidecar.types import RouteTaken
+from sidecar.types import ChatResponse
 
 log = logging.getLogger("bridge")
 
 MiB: Final = 1024 * 1024
-_SSE_HEADERS: Final = (
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    # Reverse proxies such as nginx would otherwise hold tokens back in a buffer.
-    (b"x-accel-buffering", b"no"),
-)
-_REQUEST_ID_MAX: Final = 128
 _OPEN_PATHS: Final = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
 _TRACE_HEADERS: Final = frozenset({b"traceparent", b"tracestate"})
 MetricsSource = Callable[[str | None], tuple[bytes, str] | None]
@@ -82,6 +90,8 @@ class BridgeSettings:
     # GET /metrics: renders the exposition for an Accept header; None: no such endpoint.
     metrics: MetricsSource | None = None
     metrics_open: bool = False  # GET /metrics without the key (telemetry.metrics_open)
+    # Seconds of silence after which a Messages stream gets a `ping` event.
+    ping_interval: float = PING_INTERVAL
 
 
 # Headers that may carry the caller's key, in order of precedence: OpenAI's, Anthropic's,
@@ -179,6 +189,31 @@ class BridgeApp:
             "/global/spend": ("GET", self._global_spend),
             "/metrics": ("GET", self._metrics),
         }
+        # The other protocols' doors (bridge/messages, bridge/responses), and the error
+        # shape of each path that is not OpenAI's.
+        self._shapes: dict[str, ErrorShape] = {}
+        messages = MessagesDoor(backend, self.settings.max_body_bytes, self.settings.ping_interval)
+        for prefix in ("/v1", ""):
+            self._door(f"{prefix}/messages", messages.create, messages_error_shape)
+            self._door(
+                f"{prefix}/messages/count_tokens", messages.count_tokens, messages_error_shape
+            )
+        responses = ResponsesDoor(backend, self.settings.max_body_bytes)
+        for prefix in ("/v1", ""):
+            self._door(f"{prefix}/responses", responses.create)
+
+    def _door(
+        self,
+        path: str,
+        handler: Callable[[Receive, Send, _Head], Awaitable[None]],
+        shape: ErrorShape = openai_shape,
+    ) -> None:
+        async def serve(scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+            await handler(receive, send, head)
+
+        self._routes[path] = ("POST", serve)
+        if shape is not openai_shape:
+            self._shapes[path] = shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -200,13 +235,13 @@ class BridgeApp:
             with continue_trace(head.trace):
                 await handler(scope, receive, send, head)
         except HttpError as err:
-            await send_error(send, err)
+            await send_error(send, err, self._shapes.get(path, openai_shape))
         except Exception as exc:
             # Chat handlers answer every failure themselves and the others send only once
-            # done, so no response has started here: say so in OpenAI's shape, not plain text.
-            await send_error(
-                send, _as_http_error(exc, f"{clip(scope['method'], 20)} {shown(path)}")
-            )
+            # done, so no response has started here: say so in the door's shape, not plain
+            # text.
+            failure = as_http_error(exc, f"{clip(scope['method'], 20)} {shown(path)}")
+            await send_error(send, failure, self._shapes.get(path, openai_shape))
 
     def _route(self, path: str) -> tuple[str, Handler]:
         found = self._routes.get(path)
@@ -215,6 +250,9 @@ class BridgeApp:
         for prefix in ("/v1/models/", "/models/"):
             if path.startswith(prefix) and len(path) > len(prefix):
                 return "GET", self._model
+        for prefix in ("/v1/responses/", "/responses/"):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return "GET", self._stored_response
         raise HttpError(404, f"no endpoint at {shown(path)}", code="unknown_url")
 
     def _authorize(self, head: _Head) -> None:
@@ -240,15 +278,18 @@ class BridgeApp:
     # -- chat ---------------------------------------------------------------------------
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
-        request_id = _request_id(head.request_id)
+        request_id = exchange.request_id(head.request_id)
         id_header = (b"x-request-id", request_id.encode())
         try:
             raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
-            parsed = _with_caller(parse_chat(parse_body(raw), request_id), head.credential)
+            parsed = parse_chat(parse_body(raw), request_id)
+            parsed = dataclasses.replace(
+                parsed, request=exchange.with_caller(parsed.request, head.credential)
+            )
         except ClientGone:
             return
         except HttpError as err:
-            await send_error(send, err, id_header)
+            await send_error(send, err, openai_shape, id_header)
             return
         if parsed.stream:
             await self._stream(receive, send, parsed, id_header, head.passed_on)
@@ -264,42 +305,11 @@ class BridgeApp:
         credential: str | None,
     ) -> None:
         request = parsed.request
-        stream: AnswerStream | None = None
-        started = False
-        async with _watched(receive, request.request_id) as watch:
-            try:
-                stream = self._backend.stream(request, parsed.timeout, credential)
-                first = await stream.__anext__()
-                writer = StreamWriter(
-                    f"chatcmpl-{request.request_id}",
-                    int(time.time()),
-                    request.model,
-                    parsed.include_usage,
-                )
-                headers = [*_SSE_HEADERS, *_route_headers(stream.route), id_header]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                started = True
-                body = writer.first(first)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                async for chunk in stream:
-                    frames = writer.chunk(chunk)
-                    if frames:
-                        await send(
-                            {"type": "http.response.body", "body": frames, "more_body": True}
-                        )
-                watch.close()
-                await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
-            except Exception as exc:
-                err = _as_http_error(exc, f"request {request.request_id}")
-                watch.close()
-                if started:
-                    frame = error_frame(err.payload())
-                    await send({"type": "http.response.body", "body": frame, "more_body": False})
-                else:
-                    await send_error(send, err, id_header)
-            finally:
-                if stream is not None:
-                    await stream.aclose()
+        writer = StreamWriter(
+            f"chatcmpl-{request.request_id}", int(time.time()), request.model, parsed.include_usage
+        )
+        call = Call(request, parsed.timeout, credential, (id_header,))
+        await relay_stream(self._backend, receive, send, call, writer)
 
     async def _complete(
         self,
@@ -310,25 +320,24 @@ class BridgeApp:
         credential: str | None,
     ) -> None:
         request = parsed.request
-        async with _watched(receive, request.request_id) as watch:
-            try:
-                answer = await self._backend.complete(request, parsed.timeout, credential)
-                body = completion_body(
-                    f"chatcmpl-{request.request_id}", int(time.time()), request.model, answer
-                )
-                watch.close()
-                headers = [JSON, *_route_headers(answer.route), id_header]
-                await _send_body(send, 200, body, headers)
-            except Exception as exc:
-                watch.close()
-                err = _as_http_error(exc, f"request {request.request_id}")
-                await send_error(send, err, id_header)
+
+        def render(answer: ChatResponse) -> bytes:
+            response_id = f"chatcmpl-{request.request_id}"
+            return completion_body(response_id, int(time.time()), request.model, answer)
+
+        call = Call(request, parsed.timeout, credential, (id_header,))
+        await relay_complete(self._backend, receive, send, call, render)
+
+    async def _stored_response(
+        self, scope: Scope, receive: Receive, send: Send, head: _Head
+    ) -> None:
+        raise not_stored(scope["path"])
 
     # -- models and health --------------------------------------------------------------
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         models = await self._call(self._backend.models(head.passed_on))
-        await _send_body(send, 200, models_body(models, self._started), [JSON])
+        await send_body(send, 200, models_body(models, self._started), [JSON])
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         name = scope["path"].partition("/models/")[2]
@@ -336,7 +345,7 @@ class BridgeApp:
         for model in models:
             if model.name == name:
                 body = orjson.dumps(model_object(model, self._started))
-                await _send_body(send, 200, body, [JSON])
+                await send_body(send, 200, body, [JSON])
                 return
         known = ", ".join(m.name for m in models) or "(none configured)"
         raise HttpError(
@@ -349,7 +358,7 @@ class BridgeApp:
     async def _health(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         models = await self._call(self._backend.models(head.passed_on))
         budgets = await self._call(self._backend.budgets(head.passed_on))
-        await _send_body(send, 200, health_body(self._backend.mode, models, budgets), [JSON])
+        await send_body(send, 200, health_body(self._backend.mode, models, budgets), [JSON])
 
     # -- spend --------------------------------------------------------------------------
 
@@ -357,14 +366,14 @@ class BridgeApp:
         query, summarize = spend.logs_query(spend.query_params(scope["query_string"]))
         report = await self._call(self._backend.spend(query, head.passed_on))
         body = orjson.dumps(spend.logs_body(report, query, summarize))
-        await _send_body(send, 200, body, [JSON])
+        await send_body(send, 200, body, [JSON])
 
     async def _global_spend_logs(
         self, scope: Scope, receive: Receive, send: Send, head: _Head
     ) -> None:
         query = spend.global_query(spend.query_params(scope["query_string"]), time.time())
         report = await self._call(self._backend.spend(query, head.passed_on))
-        await _send_body(send, 200, orjson.dumps(spend.global_logs_body(report.daily)), [JSON])
+        await send_body(send, 200, orjson.dumps(spend.global_logs_body(report.daily)), [JSON])
 
     async def _global_spend_report(
         self, scope: Scope, receive: Receive, send: Send, head: _Head
@@ -372,14 +381,14 @@ class BridgeApp:
         query, group_by = spend.report_query(spend.query_params(scope["query_string"]))
         report = await self._call(self._backend.spend(query, head.passed_on))
         body = orjson.dumps(spend.report_body(report.daily, group_by))
-        await _send_body(send, 200, body, [JSON])
+        await send_body(send, 200, body, [JSON])
 
     async def _global_spend(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         query = spend.global_query({}, time.time())
         report = await self._call(self._backend.spend(query, head.passed_on))
         cap = next((b.cap for b in report.budgets if b.budget == "global"), None)
         total = sum(d.spend for d in report.daily)
-        await _send_body(send, 200, orjson.dumps({"spend": total, "max_budget": cap}), [JSON])
+        await send_body(send, 200, orjson.dumps({"spend": total, "max_budget": cap}), [JSON])
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         source = self.settings.metrics
@@ -392,100 +401,27 @@ class BridgeApp:
                 code="unknown_url",
             )
         body, content_type = rendered
-        await _send_body(send, 200, body, [(b"content-type", content_type.encode())])
+        await send_body(send, 200, body, [(b"content-type", content_type.encode())])
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
-        await _send_body(send, 200, b'"I\'m alive!"', [JSON])
+        await send_body(send, 200, b'"I\'m alive!"', [JSON])
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         reason = "shutting down" if self.draining else await self._backend.ready()
         if reason is None:
             body = orjson.dumps({"status": "healthy", "mode": self._backend.mode})
-            await _send_body(send, 200, body, [JSON])
+            await send_body(send, 200, body, [JSON])
         else:
             body = orjson.dumps(
                 {"status": "unhealthy", "mode": self._backend.mode, "reason": reason}
             )
-            await _send_body(send, 503, body, [JSON])
+            await send_body(send, 503, body, [JSON])
 
     async def _call(self, pending: Awaitable[T]) -> T:
         try:
             return await pending
         except SidecarError as exc:
             raise http_error(exc) from None
-
-
-async def send_error(send: Send, err: HttpError, *extra: tuple[bytes, bytes]) -> None:
-    await _send_body(send, err.status, err.body(), [JSON, *err.headers, *extra])
-
-
-async def _send_body(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-@asynccontextmanager
-async def _watched(receive: Receive, request_id: str) -> AsyncIterator[DisconnectWatch]:
-    """Relay under a disconnect watch: a client that leaves cancels the relay, quietly."""
-    watch = DisconnectWatch(receive)
-    try:
-        yield watch
-    except asyncio.CancelledError:
-        if not watch.absorb():
-            raise
-        log.info("request %s: the client went away; upstream closed", request_id)
-    finally:
-        await watch.aclose()
-
-
-def _with_caller(parsed: ParsedChat, key: bytes | None) -> ParsedChat:
-    """The call's caller for per-caller caps: metadata.caller, else its API key (hashed),
-    from whichever header carried it."""
-    request = parsed.request
-    if "caller" in request.metadata or not key:
-        return parsed
-    metadata = {**request.metadata, "caller": spend.key_caller(key)}
-    return dataclasses.replace(parsed, request=dataclasses.replace(request, metadata=metadata))
-
-
-def _route_headers(route: RouteTaken | None) -> list[tuple[bytes, bytes]]:
-    if route is None:
-        return []
-    return [
-        (b"x-sidecar-deployment", route.deployment.encode()),
-        (b"x-sidecar-locality", route.locality.value.encode()),
-        (b"x-sidecar-attempts", str(route.attempts).encode()),
-    ]
-
-
-def _request_id(given: bytes | None) -> str:
-    """The caller's id when it is a sane token, else a fresh one."""
-    if given is None:
-        return uuid.uuid4().hex
-    if not 0 < len(given) <= _REQUEST_ID_MAX or not all(0x21 <= b <= 0x7E for b in given):
-        raise HttpError(
-            400,
-            f"x-request-id: expected 1 to {_REQUEST_ID_MAX} printable ASCII characters "
-            "without spaces",
-            param="x-request-id",
-        )
-    return given.decode("ascii")
-
-
-def _as_http_error(exc: Exception, what: str) -> HttpError:
-    if isinstance(exc, HttpError):
-        return exc
-    if isinstance(exc, SidecarError):
-        log.info("%s failed: %s", what, exc.message)
-        return http_error(exc)
-    # A bug of ours: say so plainly, keep the details in the log.
-    log.exception("%s: unexpected error in the bridge", what)
-    return HttpError(
-        500, f"internal error in the bridge: {type(exc).__name__}", type_="server_error"
-    )
 
 
 def _unauthorized(message: str) -> HttpError:

@@ -1,6 +1,6 @@
 """The one interface the HTTP app calls, and its in-process implementation.
 
-    Backend            stream / complete / models / ready, plus start and aclose
+    Backend            stream / complete / models / ready / prompt_estimate, start, aclose
     ├── InProcessBackend   calls the Engine in this process (`llm-sidecar serve`)
     └── RemoteBackend      speaks gRPC to a sidecar elsewhere (bridge/remote.py)
 
@@ -68,6 +68,13 @@ class Backend(Protocol):
         """None when calls can be served, else why not."""
         ...
 
+    async def prompt_estimate(
+        self, request: ChatRequest, credential: str | None = None
+    ) -> tuple[int, str]:
+        """The routing plan's estimate of the prompt's tokens, and the provider of its
+        first candidate; nothing is sent upstream."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -104,6 +111,13 @@ class InProcessBackend:
 
     async def ready(self) -> str | None:
         return None if self._engine.models() else "no models are configured"
+
+    async def prompt_estimate(
+        self, request: ChatRequest, credential: str | None = None
+    ) -> tuple[int, str]:
+        route_plan = self._engine.plan(request)
+        first = route_plan.candidates[0].deployment.provider.value if route_plan.candidates else ""
+        return route_plan.estimated_prompt_tokens, first
 
     async def aclose(self) -> None:
         return None

@@ -146,6 +146,18 @@ class RemoteBackend:
             raise remote_error(exc, self.target) from None
         return tuple(decode_budget(b) for b in answer.budgets)
 
+    async def prompt_estimate(
+        self, request: ChatRequest, credential: str | None = None
+    ) -> tuple[int, str]:
+        try:
+            route_plan = await self._stub.Route(
+                encode_request(request), timeout=_METADATA_TIMEOUT, metadata=_metadata(credential)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        first = route_plan.candidates[0].provider if route_plan.candidates else ""
+        return route_plan.estimated_prompt_tokens, first
+
     async def ready(self) -> str | None:
         try:
             answer = await self._health.Check(

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import orjson
 
+from bridge.errors import HttpError
 from sidecar.types import (
     BudgetStatus,
     ChatResponse,
@@ -85,6 +86,9 @@ class StreamWriter:
             return DONE
         usage = orjson.dumps(usage_object(self._usage))
         return self._prefix + b',"choices":[],"usage":' + usage + b"}\n\n" + DONE
+
+    def failed(self, err: HttpError) -> bytes:
+        return error_frame(err.payload())
 
     def _finish(self, reason: str) -> bytes:
         usage = b',"usage":null' if self._include_usage else b""
@@ -177,16 +181,32 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
 
 
 def models_body(models: Iterable[ModelStatus], created: int) -> bytes:
-    return orjson.dumps({"object": "list", "data": [model_object(m, created) for m in models]})
+    """OpenAI's model list, with the paging fields of Anthropic's (one page: every alias),
+    so that clients of either protocol read it."""
+    data = [model_object(m, created) for m in models]
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
 
 
 def model_object(model: ModelStatus, created: int) -> dict[str, Any]:
-    """OpenAI's Model object plus where the alias runs, for dropdowns and dashboards."""
+    """OpenAI's Model object (and Anthropic's ModelInfo) plus where the alias runs, for
+    dropdowns and dashboards."""
     out: dict[str, Any] = {
         "id": model.name,
         "object": "model",
         "created": created,
         "owned_by": OWNER,
+        # Anthropic's ModelInfo fields, for the clients of the Messages door.
+        "type": "model",
+        "display_name": model.name,
+        "created_at": _iso(created),
         "locality": model.locality,
         "simulated": model.simulated,
         "description": model.description,

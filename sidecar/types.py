@@ -88,6 +88,13 @@ class RoutingHints:
     no_fallback: bool = False
 
 
+# The `extra` key under which a front door that speaks Anthropic's protocol passes the
+# prompt-cache breakpoints its caller set on system and message blocks, for Claude alone:
+# a list of [message index, cache_control]. It carries markers only, never text, so
+# nothing reaches an upstream through it unseen by the privacy rules.
+CACHE_BREAKPOINTS = "cache_breakpoints"
+
+
 @dataclass(slots=True, frozen=True)
 class ChatRequest:
     model: str

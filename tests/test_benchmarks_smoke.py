@@ -100,7 +100,14 @@ def test_report_and_plots_are_written(smoke: Run) -> None:
 def test_the_load_reached_every_path(smoke: Run) -> None:
     data = smoke.results["scenarios"]
     points = data["overhead"]["data"]["points"]
-    assert {p["path"] for p in points} == {"grpc", "http", "anthropic", "gemini"}
+    assert {p["path"] for p in points} == {
+        "grpc",
+        "http",
+        "anthropic",
+        "gemini",
+        "messages",
+        "responses",
+    }
     assert {p["mode"] for p in points} == {"stream", "unary"}
     for point in points:
         for side in ("direct", "relayed"):

@@ -31,7 +31,15 @@ from sidecar.providers.base import ProbeResult
 from sidecar.providers.http import HttpPool, malformed, probe_model_list
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
+from sidecar.types import (
+    CACHE_BREAKPOINTS,
+    ChatRequest,
+    Chunk,
+    Message,
+    ThinkingBlock,
+    ToolCall,
+    Usage,
+)
 
 API_VERSION: Final = "2023-06-01"
 # The API has no default output cap; this is the one sent when neither the request
@@ -237,15 +245,16 @@ def stream_error(deployment: Deployment, error: object) -> UpstreamError:
 
 def build_body(deployment: Deployment, request: ChatRequest) -> dict[str, Any]:
     params = request.params
-    system = [m.content for m in request.messages if m.role in ("system", "developer")]
+    marks = _breakpoints(request.extra.get(CACHE_BREAKPOINTS))
     body: dict[str, Any] = {
         "model": deployment.upstream_model,
-        "messages": _messages(request.messages),
+        "messages": _messages(request.messages, marks),
         "max_tokens": params.max_tokens or deployment.max_output_tokens or DEFAULT_MAX_TOKENS,
         "stream": True,
     }
+    system = _system(request.messages, marks)
     if system:
-        body["system"] = "\n\n".join(system)
+        body["system"] = system
     body.update(deployment.extra_params)
     if params.temperature is not None:
         body["temperature"] = params.temperature
@@ -301,15 +310,46 @@ def _tool_choice(choice: object, parallel: object) -> dict[str, Any] | None:
     return out
 
 
-def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _breakpoints(value: object) -> dict[int, Any]:
+    """Canonical message index -> the cache_control to set on the last block sent for it
+    (request.extra[CACHE_BREAKPOINTS])."""
+    if not isinstance(value, list):
+        return {}
+    return {
+        mark[0]: mark[1]
+        for mark in value
+        if isinstance(mark, list) and len(mark) == 2 and isinstance(mark[0], int)
+    }
+
+
+def _system(messages: tuple[Message, ...], marks: dict[int, Any]) -> str | list[dict[str, Any]]:
+    """The system and developer messages, as one string, or as text blocks when one of
+    them is a cache breakpoint (a marker needs a block to sit on)."""
+    lifted = [(i, m) for i, m in enumerate(messages) if m.role in ("system", "developer")]
+    if not any(i in marks for i, _ in lifted):
+        return "\n\n".join(m.content for _, m in lifted)
+    blocks = []
+    for i, message in lifted:
+        block = _text(message.content)
+        if i in marks:
+            block["cache_control"] = marks[i]
+        blocks.append(block)
+    return blocks
+
+
+def _messages(messages: tuple[Message, ...], marks: dict[int, Any]) -> list[dict[str, Any]]:
     """User and assistant turns; consecutive ones of the same role merge into one,
     so that the results of parallel tool calls share the user turn that answers them."""
     out: list[dict[str, Any]] = []
-    for message in messages:
+    for i, message in enumerate(messages):
         if message.role in ("system", "developer"):
             continue
         role = "assistant" if message.role == "assistant" else "user"
         blocks = _blocks(message)
+        if i in marks and blocks:
+            if isinstance(blocks, str):
+                blocks = [_text(blocks)]
+            blocks[-1] = {**blocks[-1], "cache_control": marks[i]}
         if out and out[-1]["role"] == role:
             previous = out[-1]["content"]
             if isinstance(previous, str):

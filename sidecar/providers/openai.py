@@ -20,12 +20,13 @@ from sidecar.providers.base import ProbeResult
 from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import CACHE_BREAKPOINTS, ChatRequest, Chunk, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
 # Request fields the caller may pass through `extra`; everything else there is
-# provider-specific and forwarded too, except keys that would break the stream.
-_RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n"})
+# provider-specific and forwarded too, except keys that would break the stream and
+# the prompt-cache breakpoints of the Messages door's callers, which are Claude's alone.
+_RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n", CACHE_BREAKPOINTS})
 
 
 class OpenAIProvider:
