@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP front door: a thin ASGI app over one Backend.
 
     POST /v1/chat/completions    streamed (SSE) or whole; the route in x-sidecar-* headers
+    POST /v1/embeddings          a batch of vectors, float or base64 (bridge/embeddings.py)
     GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
@@ -33,6 +34,7 @@ import orjson
 from bridge import spend
 from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
 from bridge.backend import AnswerStream, Backend
+from bridge.embeddings import embedding_body, parse_embedding
 from bridge.errors import HttpError, http_error
 from bridge.parse import ParsedChat, parse_body, parse_chat
 from bridge.render import (
@@ -147,6 +149,8 @@ class BridgeApp:
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
+            "/v1/embeddings": ("POST", self._embeddings),
+            "/embeddings": ("POST", self._embeddings),
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
             "/health": ("GET", self._health),
@@ -300,6 +304,32 @@ class BridgeApp:
                 watch.close()
                 err = _as_http_error(exc, f"request {request.request_id}")
                 await send_error(send, err, id_header)
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        request_id = _request_id(head.request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
+            parsed = parse_embedding(parse_body(raw), request_id)
+        except ClientGone:
+            return
+        except HttpError as err:
+            await send_error(send, err, id_header)
+            return
+        request = parsed.request
+        if "caller" not in request.metadata and head.credential:
+            request.metadata["caller"] = spend.key_caller(head.credential)
+        async with _watched(receive, request_id) as watch:
+            try:
+                answer = await self._backend.embed(request, parsed.timeout, head.passed_on)
+                body = embedding_body(request.model, answer, as_base64=parsed.base64)
+                watch.close()
+                await _send_body(send, 200, body, [JSON, *_route_headers(answer.route), id_header])
+            except Exception as exc:
+                watch.close()
+                await send_error(send, _as_http_error(exc, f"request {request_id}"), id_header)
 
     # -- models and health --------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The one interface the HTTP app calls, and its in-process implementation.
 
-    Backend            stream / complete / models / ready, plus start and aclose
+    Backend            stream / complete / embed / models / ready, plus start and aclose
     ├── InProcessBackend   calls the Engine in this process (`llm-sidecar serve`)
     └── RemoteBackend      speaks gRPC to a sidecar elsewhere (bridge/remote.py)
 
@@ -18,6 +18,8 @@ from sidecar.types import (
     ChatRequest,
     ChatResponse,
     Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelStatus,
     RouteTaken,
     SpendQuery,
@@ -56,6 +58,10 @@ class Backend(Protocol):
         self, request: ChatRequest, remaining: float | None, credential: str | None = None
     ) -> ChatResponse: ...
 
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None, credential: str | None = None
+    ) -> EmbeddingResponse: ...
+
     async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]: ...
 
     async def spend(self, query: SpendQuery, credential: str | None = None) -> SpendReport:
@@ -92,6 +98,11 @@ class InProcessBackend:
         self, request: ChatRequest, remaining: float | None, credential: str | None = None
     ) -> ChatResponse:
         return await self._engine.complete(request, remaining)
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None, credential: str | None = None
+    ) -> EmbeddingResponse:
+        return await self._engine.embed(request, remaining)
 
     async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]:
         return self._engine.models()

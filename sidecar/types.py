@@ -300,3 +300,49 @@ class SpendReport:
     rows: tuple[SpendRecord, ...]  # newest first, at most the query's limit
     daily: tuple[DailySpend, ...]  # by day, model and caller, oldest first
     budgets: tuple[BudgetStatus, ...]
+
+
+# -- embeddings ---------------------------------------------------------------------------
+#
+# An embedding call goes through the same plan as a chat (aliases, groups, fallbacks,
+# health, budgets, the privacy rule at the egress), with its own request and answer.
+
+
+@dataclass(slots=True, frozen=True)
+class EmbeddingRequest:
+    """Texts to embed in one batch, in order; an input may be token ids instead of text.
+
+    Token ids cannot be read by the privacy detector, so a request holding any is
+    planned as sensitive: only a local deployment embeds it.
+    """
+
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None  # a shorter vector, for models that can give one
+    metadata: dict[str, str] = field(default_factory=dict)
+    hints: RoutingHints = RoutingHints()
+    request_id: str = ""
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The inputs that are text (token-id inputs left out)."""
+        return tuple(item for item in self.inputs if isinstance(item, str))
+
+    @property
+    def has_tokens(self) -> bool:
+        return any(not isinstance(item, str) for item in self.inputs)
+
+
+@dataclass(slots=True, frozen=True)
+class Embeddings:
+    """What a provider answered: one vector per input, in the inputs' order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+
+
+@dataclass(slots=True, frozen=True)
+class EmbeddingResponse:
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+    route: RouteTaken

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,12 @@ from sidecar.budget import Budgets
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
+from sidecar.engine.embedding import (
+    EmbedCall,
+    EmbedServices,
+    planning_request,
+    validate_embedding,
+)
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
@@ -30,6 +37,8 @@ from sidecar.types import (
     BudgetStatus,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelStatus,
     SpendQuery,
     SpendReport,
@@ -69,6 +78,13 @@ class Engine:
             clock=self.clock,
             telemetry=self.telemetry,
             queue_timeout=config.health.queue_timeout,
+            budgets=self.budgets,
+        )
+        self._embed_services = EmbedServices(
+            egress=self._egress,
+            health=self.health,
+            clock=self.clock,
+            telemetry=self.telemetry,
             budgets=self.budgets,
         )
         self._prober: asyncio.Task[None] | None = None
@@ -170,6 +186,37 @@ class Engine:
             "".join(reasoning),
             tuple(thinking),
         )
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    def plan_embedding(self, request: EmbeddingRequest) -> RoutePlan:
+        """The plan for an embedding batch: the chat plan of its stand-in request, with
+        the privacy detector run over every input (see engine/embedding.py)."""
+        validate_embedding(request)
+        snapshot = self.snapshot
+        detector = snapshot.policy.detector
+        reasons: tuple[str, ...] = ()
+        if detector is not None and not request.hints.local_only:
+            reasons = detector.detect("\n".join(request.texts))
+        stand_in = planning_request(request, reasons)
+        route_plan = plan(
+            stand_in, snapshot.config, snapshot.policy, self.health, self.budgets.view()
+        )
+        if reasons and route_plan.sensitive_reasons != reasons:
+            route_plan = dataclasses.replace(route_plan, sensitive_reasons=reasons)
+        return route_plan
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None = None
+    ) -> EmbeddingResponse:
+        """Embed a batch along the plan; the first candidate that answers wins.
+
+        Planning errors raise before anything is sent; a sensitive batch reaches only
+        local deployments (the egress refuses any other).
+        """
+        route_plan = self.plan_embedding(request)
+        deadline = None if remaining is None else self.clock.now() + remaining
+        return await EmbedCall(self._embed_services, request, route_plan, deadline).run()
 
     async def budget_status(self) -> tuple[BudgetStatus, ...]:
         """Every spend cap in its current window: cap, spent, held, when it resets."""

@@ -21,6 +21,7 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import (
+    EmbeddingUnsupported,
     UpstreamError,
     UpstreamMalformed,
     UpstreamRateLimited,
@@ -31,7 +32,16 @@ from sidecar.providers.base import ProbeResult
 from sidecar.providers.http import HttpPool, malformed, probe_model_list
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
+from sidecar.types import (
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    Embeddings,
+    Message,
+    ThinkingBlock,
+    ToolCall,
+    Usage,
+)
 
 API_VERSION: Final = "2023-06-01"
 # The API has no default output cap; this is the one sent when neither the request
@@ -60,6 +70,11 @@ _RETRYABLE_ERRORS: Final = frozenset({"overloaded_error", "api_error", "timeout_
 class AnthropicProvider:
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        raise EmbeddingUnsupported(
+            deployment.id, "Anthropic's API has no embeddings: route embeddings to another model"
+        )
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)

@@ -1,4 +1,4 @@
-"""Ollama's native chat API: POST /api/chat, answered as NDJSON lines."""
+"""Ollama's native API: POST /api/chat, answered as NDJSON lines; POST /api/embed."""
 
 from __future__ import annotations
 
@@ -8,14 +8,23 @@ from typing import Any
 import orjson
 
 from sidecar.config.model import Deployment
-from sidecar.errors import UpstreamMalformed, UpstreamUnavailable
+from sidecar.errors import EmbeddingUnsupported, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed, upstream_text
+from sidecar.providers.embedding import count, vectors_from
+from sidecar.providers.http import (
+    HttpPool,
+    NotOffered,
+    fetch_json,
+    malformed,
+    post_json,
+    upstream_text,
+)
 from sidecar.providers.ndjson import NdjsonReader
 from sidecar.providers.relay import Draft, relay
-from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 # litellm_params that belong at the top level of an Ollama request, not in `options`.
 _TOP_LEVEL = frozenset({"keep_alive", "think", "truncate", "shift", "format"})
 
@@ -30,6 +39,24 @@ class OllamaProvider:
         return relay(
             self._pool, deployment, "/api/chat", body, _HEADERS, reader, _Decoder(deployment)
         )
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        """`POST /api/embed` with the whole batch; Ollama embeds text, not token ids."""
+        if request.has_tokens:
+            raise EmbeddingUnsupported(
+                deployment.id, "Ollama's /api/embed takes text, not token ids"
+            )
+        body: dict[str, Any] = {"model": deployment.upstream_model, "input": list(request.inputs)}
+        for key in ("keep_alive", "truncate"):
+            if key in deployment.extra_params:
+                body[key] = deployment.extra_params[key]
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        reply = await post_json(self._pool, deployment, "/api/embed", body, _JSON_HEADERS)
+        vectors = vectors_from(
+            deployment, reply.get("embeddings"), len(request.inputs), "Ollama /api/embed reply"
+        )
+        return Embeddings(vectors, Usage(count(reply.get("prompt_eval_count")), 0))
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()

@@ -1,4 +1,5 @@
-"""OpenAI-compatible chat: POST {api_base}/chat/completions, answered as SSE.
+"""OpenAI-compatible chat: POST {api_base}/chat/completions, answered as SSE; and
+embeddings: POST {api_base}/embeddings.
 
 Serves OpenAI itself and the servers that copy its API (vLLM, llama.cpp's
 server, Ollama's /v1). Usage is always requested upstream
@@ -17,10 +18,17 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult
-from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
+from sidecar.providers.embedding import count, vectors_from
+from sidecar.providers.http import (
+    HttpPool,
+    malformed,
+    post_json,
+    probe_model_list,
+    upstream_text,
+)
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings, Message, ToolCall, Usage
 
 _DONE = b"[DONE]"
 # Request fields the caller may pass through `extra`; everything else there is
@@ -40,6 +48,30 @@ class OpenAIProvider:
         decoder = _Decoder(deployment)
         return relay(self._pool, deployment, "/chat/completions", body, headers, reader, decoder)
 
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        """`POST /embeddings` with the whole batch, as floats; token ids pass through."""
+        body: dict[str, Any] = {
+            "model": deployment.upstream_model,
+            "input": [item if isinstance(item, str) else list(item) for item in request.inputs],
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        headers = {"Content-Type": "application/json", **_auth(deployment)}
+        reply = await post_json(self._pool, deployment, "/embeddings", body, headers)
+        data = reply.get("data")
+        if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+            # The answer's items carry their input's index; OpenAI keeps them in order,
+            # compatible servers need not.
+            data = sorted(data, key=_index)
+            raw = [item.get("embedding") for item in data]
+        else:
+            raw = None
+        vectors = vectors_from(deployment, raw, len(request.inputs), "/embeddings reply")
+        usage = reply.get("usage")
+        prompt = count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+        return Embeddings(vectors, Usage(prompt, 0))
+
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()
     ) -> ProbeResult:
@@ -49,6 +81,11 @@ class OpenAIProvider:
         caller passes it back in `skip` and there is nothing left to probe.
         """
         return await probe_model_list(self._pool, deployment, "/models", _auth(deployment), skip)
+
+
+def _index(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if isinstance(index, int) else 0
 
 
 def _auth(deployment: Deployment) -> dict[str, str]:

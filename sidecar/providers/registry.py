@@ -15,7 +15,7 @@ from sidecar.providers.base import ProbeResult, ProbeStatus, Provider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
 from sidecar.providers.openai import OpenAIProvider
-from sidecar.types import ChatRequest, Chunk
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings
 
 _PROVIDERS: Mapping[ProviderKind, Callable[[HttpPool], Provider]] = {
     ProviderKind.ANTHROPIC: AnthropicProvider,
@@ -37,6 +37,9 @@ class ProviderRegistry:
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         return self._provider(deployment).stream(deployment, request)
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        return await self._provider(deployment).embed(deployment, request)
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()

@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from sidecar.simulate.embedding import input_tokens, vector_for
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
 from sidecar.simulate.profile import SimProfile
 from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for
@@ -34,6 +35,8 @@ from sidecar.simulate.server import (
 )
 
 OLLAMA_VERSION: Final = "0.13.0"
+# The length of a simulated embedding when the request asks for none (nomic-embed-text's).
+EMBED_DIMENSIONS: Final = 768
 _NDJSON: Final = {"Content-Type": "application/x-ndjson"}
 _FAULT_MESSAGES: Final = {
     "http_500": (
@@ -57,8 +60,8 @@ _DETAILS: Final = {
 
 
 class OllamaSimulator(Simulator):
-    """`POST /api/chat`, `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`,
-    `GET|HEAD /`.
+    """`POST /api/chat`, `POST /api/embed` (and the legacy `/api/embeddings`), `GET /api/tags`,
+    `GET /api/ps`, `POST /api/show`, `GET /api/version`, `GET|HEAD /`.
 
     Any model name is served unless `models` is given, and then `/api/tags` and `/api/ps`
     list those models from the start (else only the ones asked for so far, as pulls would
@@ -89,6 +92,8 @@ class OllamaSimulator(Simulator):
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/api/chat", self._chat_endpoint),
+            web.post("/api/embed", self._embed),
+            web.post("/api/embeddings", self._embeddings),
             web.get("/api/tags", self._tags),
             web.get("/api/ps", self._ps),
             web.post("/api/show", self._show),
@@ -229,6 +234,53 @@ class OllamaSimulator(Simulator):
         return _ERROR_LINE
 
     # ----- introspection -------------------------------------------------------------------
+
+    # ----- embeddings ----------------------------------------------------------------------
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        """`/api/embed`: `input` a string or a list of strings, optional `dimensions`."""
+        started = time.monotonic_ns()
+        try:
+            body = await self._read_body(request)
+            model = self._model_of(body.get("model"))
+            raw = body.get("input")
+            inputs = [raw] if isinstance(raw, str) else raw
+            if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+                raise WireError(400, "invalid input type")
+            dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+            if not isinstance(dimensions, int) or dimensions < 1:
+                raise WireError(400, "dimensions must be a positive integer")
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        self._seen_models.setdefault(_full_name(model))
+        elapsed = time.monotonic_ns() - started
+        return json_response(
+            {
+                "model": model,
+                "embeddings": [vector_for(text, dimensions) for text in inputs],
+                "total_duration": elapsed,
+                "load_duration": 0,
+                "prompt_eval_count": sum(input_tokens(text) for text in inputs),
+            }
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """The legacy `/api/embeddings`: one `prompt`, one `embedding`."""
+        try:
+            body = await self._read_body(request)
+            self._model_of(body.get("model"))
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise WireError(400, "prompt must be a string")
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        return json_response({"embedding": vector_for(prompt, EMBED_DIMENSIONS)})
 
     async def _tags(self, request: web.Request) -> web.Response:
         modified = datetime.now(UTC).isoformat()

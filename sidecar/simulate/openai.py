@@ -11,6 +11,8 @@ answer says (text, a tool call, JSON for `response_format`) is decided in reply.
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,6 +21,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from sidecar.simulate.embedding import input_tokens, vector_for
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
 from sidecar.simulate.profile import SimProfile
 from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for, pieces
@@ -41,10 +44,13 @@ _ERROR_FRAME: Final = (
     b'"param":null,"code":null}}\n\n'
 )
 _MODEL_CREATED: Final = 1_715_367_049
+# The length of a simulated embedding when the request asks for none
+# (text-embedding-3-small's).
+EMBED_DIMENSIONS: Final = 1536
 
 
 class OpenAISimulator(Simulator):
-    """`POST /v1/chat/completions` and `GET /v1/models`.
+    """`POST /v1/chat/completions`, `POST /v1/embeddings` and `GET /v1/models`.
 
     With `api_key` set, `/v1` requests need `Authorization: Bearer <api_key>`. Any model
     name is served unless `models` is given.
@@ -71,6 +77,7 @@ class OpenAISimulator(Simulator):
         return [
             web.post("/v1/chat/completions", self._chat_endpoint),
             web.get("/v1/models", self._models),
+            web.post("/v1/embeddings", self._embeddings),
         ]
 
     # ----- chat ----------------------------------------------------------------------------
@@ -254,6 +261,57 @@ class OpenAISimulator(Simulator):
     def _error_frame(self) -> bytes:
         return _ERROR_FRAME
 
+    # ----- embeddings ----------------------------------------------------------------------
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """`/v1/embeddings`: a string, a list of strings, a token array or a list of them;
+        `dimensions`, and `encoding_format` float or base64 (little-endian float32)."""
+        try:
+            self._authorize(request)
+            body = await self._read_body(request)
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise WireError(400, "you must provide a model parameter")
+            if not self._knows(model):
+                raise WireError(
+                    404,
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    code="model_not_found",
+                )
+            inputs = _embedding_inputs(body.get("input"))
+            dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+            if not isinstance(dimensions, int) or dimensions < 1:
+                raise WireError(400, "Invalid 'dimensions': expected a positive integer.")
+            encoding = body.get("encoding_format") or "float"
+            if encoding not in ("float", "base64"):
+                raise WireError(
+                    400,
+                    "Invalid 'encoding_format': expected float or base64.",
+                    param="encoding_format",
+                )
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        self._seen_models.setdefault(model)
+        data = []
+        for index, item in enumerate(inputs):
+            vector = vector_for(item, dimensions)
+            embedding: Any = vector
+            if encoding == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(input_tokens(item) for item in inputs)
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     # ----- models --------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -266,6 +324,25 @@ class OpenAISimulator(Simulator):
             for name in self._listed_models()
         ]
         return json_response({"object": "list", "data": data})
+
+
+def _embedding_inputs(raw: Any) -> list[str | list[int]]:
+    """The inputs of an embeddings request in OpenAI's four shapes."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(item, str) for item in raw):
+            return list(raw)
+        if all(isinstance(item, int) for item in raw):
+            return [raw]
+        if all(isinstance(item, list) and item for item in raw):
+            return list(raw)
+    raise WireError(
+        400,
+        "'input' must be a string, an array of strings, an array of tokens, "
+        "or an array of token arrays.",
+        param="input",
+    )
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
