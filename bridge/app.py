@@ -199,24 +199,7 @@ class BridgeApp:
         raise HttpError(404, f"no endpoint at {shown(path)}", code="unknown_url")
 
     def _authorize(self, head: _Head) -> None:
-        if head.duplicate is not None:
-            raise HttpError(
-                400,
-                f"the {head.duplicate} header was sent more than once; send one key, once",
-                param=head.duplicate,
-                code="duplicate_header",
-            )
-        key = self._key
-        if key is None:
-            return
-        if head.credential is None:
-            raise _unauthorized(
-                "no API key: send the header 'Authorization: Bearer <master key>' "
-                "(or x-api-key / api-key: <master key>)"
-            )
-        # Constant time, so the key cannot be guessed byte by byte from response times.
-        if not head.bearer or not hmac.compare_digest(head.credential, key):
-            raise _unauthorized("incorrect API key provided")
+        authorize(head, self._key)
 
     # -- chat ---------------------------------------------------------------------------
 
@@ -489,3 +472,36 @@ def _unauthorized(message: str) -> HttpError:
         code="invalid_api_key",
         headers=[(b"www-authenticate", b"Bearer")],
     )
+
+
+# -- shared with the other HTTP front doors (bridge/ollama/) ----------------------------
+# One way to read the headers, check the key, name a call, watch for a client that
+# leaves and map a failure, whichever protocol the door speaks.
+
+Head = _Head
+watched = _watched
+route_headers = _route_headers
+request_id_of = _request_id
+as_http_error = _as_http_error
+send_body = _send_body
+
+
+def authorize(head: _Head, key: bytes | None) -> None:
+    """Refuse a duplicated key header, and with a master key (`key`) any other key."""
+    if head.duplicate is not None:
+        raise HttpError(
+            400,
+            f"the {head.duplicate} header was sent more than once; send one key, once",
+            param=head.duplicate,
+            code="duplicate_header",
+        )
+    if key is None:
+        return
+    if head.credential is None:
+        raise _unauthorized(
+            "no API key: send the header 'Authorization: Bearer <master key>' "
+            "(or x-api-key / api-key: <master key>)"
+        )
+    # Constant time, so the key cannot be guessed byte by byte from response times.
+    if not head.bearer or not hmac.compare_digest(head.credential, key):
+        raise _unauthorized("incorrect API key provided")

@@ -462,3 +462,12 @@ def call_timeout(value: Any) -> float | None:
 def wrong_field(param: str, value: Any, expected: str) -> HttpError:
     """A 400 naming `param`, what was expected and what came instead."""
     return _wrong(param, value, expected)
+
+
+def check_tools(value: Any) -> list[Any]:
+    """`tools`: an array of OpenAI-style tool objects, each checked as chat checks it."""
+    if not isinstance(value, list):
+        raise _wrong("tools", value, "an array of tool objects")
+    for i, tool in enumerate(value):
+        _check_tool(i, tool)
+    return value

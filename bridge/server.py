@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 import uvicorn
 from uvicorn.server import ServerState
 
 from bridge.app import BridgeApp, BridgeSettings
+from bridge.asgi import Receive, Scope, Send
 from bridge.backend import Backend
 from bridge.protocol import LimitedProtocol
 from sidecar.lifecycle import Lifecycle
@@ -30,8 +32,18 @@ _BACKLOG: Final = 2048
 _CUTOFF_GRACE: Final = 1.0
 
 
+class DoorApp(Protocol):
+    """An HTTP front door's ASGI app: the OpenAI one (BridgeApp) or another protocol's."""
+
+    settings: BridgeSettings
+    draining: bool  # set while the server stops: readiness fails
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 class BridgeServer(Lifecycle):
-    """Serves `BridgeApp` over HTTP/1.1; `port` is the bound port once started."""
+    """Serves an HTTP front door (by default `BridgeApp`, the OpenAI-compatible one) over
+    HTTP/1.1; `port` is the bound port once started."""
 
     def __init__(
         self,
@@ -40,11 +52,12 @@ class BridgeServer(Lifecycle):
         host: str = "127.0.0.1",
         port: int = 4000,
         settings: BridgeSettings | None = None,
+        app: Callable[[Backend, BridgeSettings | None], DoorApp] = BridgeApp,
     ) -> None:
         self.backend = backend
         self.host = host
         self.port = port
-        self.app = BridgeApp(backend, settings)
+        self.app = app(backend, settings)
         self._server: asyncio.Server | None = None
         self._state = ServerState()
         self._refused: set[LimitedProtocol] = set()  # connections past the limit, closing

@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
     serve.add_argument(
+        "--ollama-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve Ollama's API on port P (11434 is Ollama's own; default: "
+        "front_doors.ollama_port, else off)",
+    )
+    serve.add_argument(
         "--max-request-mb", type=_megabytes, default=8.0, help="largest HTTP request body accepted"
     )
     serve.add_argument(

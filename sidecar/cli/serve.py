@@ -1,7 +1,8 @@
 """`llm-sidecar serve`: load the config, start stand-ins if asked, serve until signalled.
 
-This is where the process is composed: the engine, the gRPC door and (unless
---no-http) the HTTP bridge calling the same engine in-process, on one loop.
+This is where the process is composed: the engine, the gRPC door, (unless
+--no-http) the HTTP bridge and (with --ollama-port or front_doors.ollama_port) the
+Ollama-compatible door, all calling the same engine in-process, on one loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
+from bridge.ollama.app import OllamaApp
 from bridge.server import BridgeServer
 from sidecar.cli import options
 from sidecar.config import load_config
@@ -44,6 +46,7 @@ class SidecarProcess(Lifecycle):
         http_port: int | None = None,
         http_settings: BridgeSettings | None = None,
         grpc_tls: ServerTls | None = None,
+        ollama_port: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -51,13 +54,22 @@ class SidecarProcess(Lifecycle):
         self.http: BridgeServer | None = None
         doors: list[FrontDoor] = [self.grpc]
         if http_port is not None:
-            settings = http_settings or BridgeSettings(
-                master_key=engine.config.general_settings.master_key, limits=engine.config.limits
-            )
+            settings = http_settings or _settings(engine)
             self.http = BridgeServer(
                 InProcessBackend(engine), host=host, port=http_port, settings=settings
             )
             doors.append(self.http)
+        # Ollama's API: another HTTP door on the same engine, with the same key and limits.
+        self.ollama: BridgeServer | None = None
+        if ollama_port is not None:
+            self.ollama = BridgeServer(
+                InProcessBackend(engine),
+                host=host,
+                port=ollama_port,
+                settings=http_settings or _settings(engine),
+                app=OllamaApp,
+            )
+            doors.append(self.ollama)
         self.runtime = Runtime(engine, doors)
 
     @property
@@ -67,6 +79,10 @@ class SidecarProcess(Lifecycle):
     @property
     def http_port(self) -> int | None:
         return None if self.http is None else self.http.port
+
+    @property
+    def ollama_port(self) -> int | None:
+        return None if self.ollama is None else self.ollama.port
 
     async def start(self) -> None:
         await self.runtime.start()
@@ -94,11 +110,19 @@ async def serve(args: argparse.Namespace) -> int:
             http_port=None if args.no_http else args.http_port,
             http_settings=http,
             grpc_tls=options.server_tls(args),
+            ollama_port=(
+                args.ollama_port if args.ollama_port is not None else config.front_doors.ollama_port
+            ),
         )
         await process.start()
         print(banner(process, standins), flush=True)
         await process.runtime.run_until_signalled(grace=args.drain_seconds)
     return 0
+
+
+def _settings(engine: Engine) -> BridgeSettings:
+    config = engine.config
+    return BridgeSettings(master_key=config.general_settings.master_key, limits=config.limits)
 
 
 def data_dir(flag: str | None, configured: str | None) -> str:
@@ -125,6 +149,10 @@ def banner(process: SidecarProcess, standins: StandIns) -> str:
         keyed = bool(config.general_settings.master_key)
         key = "master key required" if keyed else "no key"
         lines.append(f"llm-sidecar serving HTTP on {url} (OpenAI base_url {url}/v1, {key})")
+    if process.ollama_port is not None:
+        url = f"http://{host_port(process.host, process.ollama_port)}"
+        key = "master key required" if config.general_settings.master_key else "no key"
+        lines.append(f"llm-sidecar serving Ollama's API on {url} (OLLAMA_HOST={url}, {key})")
     lines.append(render_model_table(process.engine.config))
     if standins.simulated:
         bar = "!" * 78

@@ -21,6 +21,7 @@ import yaml
 from sidecar.config.model import (
     BudgetSettings,
     Deployment,
+    FrontDoors,
     GeneralSettings,
     HealthConfig,
     Limits,
@@ -71,6 +72,7 @@ _TOP_KEYS = frozenset(
         "privacy",
         "budget",
         "limits",
+        "front_doors",
     }
 )
 _ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
@@ -334,6 +336,12 @@ def _parse_top(
     groups, aliases = _model_list(top, env, windows, timeouts, router)
     health = _health(top.section("health"))
     limits = _limits(top.section("limits"))
+    doors = top.section("front_doors")
+    doors.check_keys(frozenset({"ollama_port"}))
+    ollama_port = doors.integer("ollama_port", ge=0)
+    if ollama_port is not None and ollama_port > 65535:
+        doors.error("ollama_port", f"must be a TCP port (0 to 65535), got {ollama_port}")
+        ollama_port = None
     telemetry = top.section("telemetry")
     telemetry.check_keys(frozenset({"console_interval"}))
     interval = telemetry.number("console_interval", ge=0)
@@ -353,6 +361,7 @@ def _parse_top(
         telemetry=TelemetryConfig(_or(interval, 0.0)),
         budget=budget,
         limits=limits,
+        front_doors=FrontDoors(ollama_port=ollama_port),
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,
