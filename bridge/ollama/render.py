@@ -18,7 +18,15 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.types import Chunk, ModelStatus, ToolCall, Usage, merge_tool_calls
+from sidecar.types import (
+    Chunk,
+    DeploymentStatus,
+    HealthStatus,
+    ModelStatus,
+    ToolCall,
+    Usage,
+    merge_tool_calls,
+)
 
 # What /api/version reports: the Ollama API this door speaks.
 OLLAMA_VERSION: Final = "0.13.0"
@@ -180,8 +188,13 @@ def listed_name(alias: str) -> str:
     return alias if ":" in alias.rpartition("/")[2] else f"{alias}:latest"
 
 
+def _reached(model: ModelStatus) -> tuple[DeploymentStatus, ...]:
+    """The deployments an alias may answer from, its own or (auto) those it routes to."""
+    return model.deployments + tuple(d for m in model.via for d in m.deployments)
+
+
 def _details(model: ModelStatus) -> dict[str, Any]:
-    providers = sorted({d.provider for d in model.deployments})
+    providers = sorted({d.provider for d in _reached(model)})
     return {
         "parent_model": "",
         "format": "",
@@ -197,7 +210,7 @@ def _digest(alias: str) -> str:
 
 
 def _context(model: ModelStatus) -> int | None:
-    windows = [d.context_window for d in model.deployments if d.context_window]
+    windows = [d.context_window for d in _reached(model) if d.context_window]
     return min(windows) if windows else None
 
 
@@ -223,7 +236,7 @@ def ps_body(models: Iterable[ModelStatus], expires: str) -> bytes:
     """`/api/ps`: the aliases with a deployment that can answer now, as loaded models."""
     loaded = []
     for model in models:
-        if not any(_serving(d.health) for d in model.deployments):
+        if not any(_serving(d.health) for d in _reached(model)):
             continue
         name = listed_name(model.name)
         entry: dict[str, Any] = {
@@ -242,7 +255,7 @@ def ps_body(models: Iterable[ModelStatus], expires: str) -> bytes:
     return orjson.dumps({"models": loaded})
 
 
-def _serving(health: Any) -> bool:
+def _serving(health: HealthStatus | None) -> bool:
     return health is None or health.state in ("up", "cold", "half_open")
 
 
