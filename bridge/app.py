@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions    streamed (SSE) or whole; the route in x-sidecar-* headers
     POST /v1/embeddings          a batch of vectors, float or base64 (bridge/embeddings.py)
+    POST /v1/completions         legacy text completions, streamed or whole (bridge/completions.py)
     GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
@@ -34,6 +35,8 @@ import orjson
 from bridge import spend
 from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
 from bridge.backend import AnswerStream, Backend
+from bridge.completions import ParsedCompletion, TextStreamWriter, parse_completion
+from bridge.completions import completion_body as text_completion_body
 from bridge.embeddings import embedding_body, parse_embedding
 from bridge.errors import HttpError, http_error
 from bridge.parse import ParsedChat, parse_body, parse_chat
@@ -48,7 +51,7 @@ from bridge.render import (
 from sidecar.config.model import Limits
 from sidecar.errors import SidecarError
 from sidecar.redaction import clip, shown
-from sidecar.types import RouteTaken
+from sidecar.types import ChatRequest, ChatResponse, RouteTaken
 
 log = logging.getLogger("bridge")
 
@@ -61,6 +64,8 @@ _SSE_HEADERS: Final = (
 )
 _REQUEST_ID_MAX: Final = 128
 _OPEN_PATHS: Final = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
+# The prompts of one /v1/completions request that run at once.
+_PROMPTS_AT_ONCE: Final = 8
 
 Handler = Callable[[Scope, Receive, Send, "_Head"], Awaitable[None]]
 T = TypeVar("T")
@@ -151,6 +156,8 @@ class BridgeApp:
             "/chat/completions": ("POST", self._chat),
             "/v1/embeddings": ("POST", self._embeddings),
             "/embeddings": ("POST", self._embeddings),
+            "/v1/completions": ("POST", self._completions),
+            "/completions": ("POST", self._completions),
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
             "/health": ("GET", self._health),
@@ -314,6 +321,113 @@ class BridgeApp:
                 watch.close()
                 await send_error(send, _as_http_error(exc, f"request {request_id}"), id_header)
 
+    # -- legacy completions ---------------------------------------------------------------
+
+    async def _completions(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        request_id = _request_id(head.request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
+            parsed = parse_completion(parse_body(raw), request_id)
+        except ClientGone:
+            return
+        except HttpError as err:
+            await send_error(send, err, id_header)
+            return
+        if head.credential:
+            for request in parsed.requests:
+                request.metadata.setdefault("caller", spend.key_caller(head.credential))
+        async with _watched(receive, request_id) as watch:
+            if parsed.stream:
+                await self._stream_text(send, parsed, watch, id_header, head.passed_on)
+            else:
+                await self._complete_text(send, parsed, watch, id_header, head.passed_on)
+
+    async def _complete_text(
+        self,
+        send: Send,
+        parsed: ParsedCompletion,
+        watch: DisconnectWatch,
+        id_header: tuple[bytes, bytes],
+        credential: str | None,
+    ) -> None:
+        """Every prompt's call, a few at a time; the first failure answers for all."""
+        slots = asyncio.Semaphore(_PROMPTS_AT_ONCE)
+
+        async def one(request: ChatRequest) -> ChatResponse:
+            async with slots:
+                return await self._backend.complete(request, parsed.timeout, credential)
+
+        try:
+            results = await asyncio.gather(
+                *(one(r) for r in parsed.requests), return_exceptions=True
+            )
+            answers = []
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                answers.append(result)
+            first = parsed.requests[0]
+            body = text_completion_body(
+                f"cmpl-{first.request_id}", int(time.time()), first.model, answers
+            )
+            watch.close()
+            await _send_body(send, 200, body, [JSON, *_route_headers(answers[0].route), id_header])
+        except Exception as exc:
+            watch.close()
+            err = _as_http_error(exc, f"request {id_header[1].decode()}")
+            await send_error(send, err, id_header)
+
+    async def _stream_text(
+        self,
+        send: Send,
+        parsed: ParsedCompletion,
+        watch: DisconnectWatch,
+        id_header: tuple[bytes, bytes],
+        credential: str | None,
+    ) -> None:
+        """The prompts' answers one after the other, each choice under its index."""
+        first = parsed.requests[0]
+        writer = TextStreamWriter(
+            f"cmpl-{first.request_id}", int(time.time()), first.model, parsed.include_usage
+        )
+        stream: AnswerStream | None = None
+        started = False
+        try:
+            for index, request in enumerate(parsed.requests):
+                stream = self._backend.stream(request, parsed.timeout, credential)
+                chunk = await stream.__anext__()
+                if not started:
+                    headers = [*_SSE_HEADERS, *_route_headers(stream.route), id_header]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    started = True
+                frames = writer.chunk(chunk, index)
+                async for chunk in stream:
+                    frames += writer.chunk(chunk, index)
+                    if frames:
+                        await send(
+                            {"type": "http.response.body", "body": frames, "more_body": True}
+                        )
+                        frames = b""
+                if frames:
+                    await send({"type": "http.response.body", "body": frames, "more_body": True})
+                closing: AnswerStream = stream
+                stream = None
+                await closing.aclose()
+            watch.close()
+            await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
+        except Exception as exc:
+            err = _as_http_error(exc, f"request {id_header[1].decode()}")
+            watch.close()
+            if started:
+                frame = error_frame(err.payload())
+                await send({"type": "http.response.body", "body": frame, "more_body": False})
+            else:
+                await send_error(send, err, id_header)
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
     # -- models and health --------------------------------------------------------------
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
@@ -431,11 +545,15 @@ def _with_caller(parsed: ParsedChat, key: bytes | None) -> ParsedChat:
 def _route_headers(route: RouteTaken | None) -> list[tuple[bytes, bytes]]:
     if route is None:
         return []
-    return [
+    headers = [
         (b"x-sidecar-deployment", route.deployment.encode()),
         (b"x-sidecar-locality", route.locality.value.encode()),
         (b"x-sidecar-attempts", str(route.attempts).encode()),
     ]
+    if route.translated:
+        # The request was answered in another kind than asked (a text completion as a chat).
+        headers.append((b"x-sidecar-translated", route.translated.encode()))
+    return headers
 
 
 def _request_id(given: bytes | None) -> str:

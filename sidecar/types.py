@@ -98,6 +98,10 @@ class ChatRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     hints: RoutingHints = RoutingHints()
     request_id: str = ""
+    # A legacy text completion (/v1/completions): the one user message is the raw prompt.
+    # A provider whose upstream completes text (OpenAI-compatible /completions, Ollama's
+    # /api/generate) sends it as a prompt; any other answers it as a chat turn.
+    completion: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -125,6 +129,9 @@ class RouteTaken:
     locality: Locality
     attempts: int
     request_id: str
+    # How the request was served when not in its own kind: "chat" for a text completion
+    # answered as a chat turn by a deployment with no completions endpoint.
+    translated: str = ""
 
 
 @dataclass(slots=True)

@@ -132,6 +132,10 @@ class Egress:
             raise
         return answer, self._track(budgets.settle(ticket, answer.usage, 1, 0, billed=True))
 
+    def completes_text(self, deployment: Deployment) -> bool:
+        """Whether a text completion goes to the deployment as a prompt (else a chat turn)."""
+        return self._providers.completes_text(deployment)
+
     def _check_privacy(self, deployment: Deployment, sensitive: bool) -> None:
         if sensitive and deployment.locality is not Locality.LOCAL:
             raise PrivacyBlocked(

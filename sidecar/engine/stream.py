@@ -345,12 +345,19 @@ class ChatStream:
             locality=deployment.locality,
             attempts=self._attempts,
             request_id=self._request.request_id,
+            translated=self._translated(deployment),
         )
         first = opened.first
         first.route = self.route
         if first.usage is not None:
             self._usage = first.usage
         return first
+
+    def _translated(self, deployment: Deployment) -> str:
+        """ "chat" for a text completion the deployment answers as a chat turn."""
+        if self._request.completion and not self._services.egress.completes_text(deployment):
+            return "chat"
+        return ""
 
     def _timeout(self, reason: str) -> UpstreamTimeout:
         self._done = True

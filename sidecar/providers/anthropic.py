@@ -68,6 +68,9 @@ _RETRYABLE_ERRORS: Final = frozenset({"overloaded_error", "api_error", "timeout_
 
 
 class AnthropicProvider:
+    # No text-completion endpoint (the legacy /v1/complete is retired): a chat turn.
+    completes_text = False
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 

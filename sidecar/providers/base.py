@@ -41,7 +41,14 @@ class Provider(Protocol):
     calls, or the final finish reason and usage), and merges frames that were
     already buffered into one chunk. It raises `UpstreamError` subclasses naming
     the deployment, and releases the upstream connection when closed early.
+
+    `completes_text` says whether the upstream has a text-completion endpoint: a
+    request marked `completion` is then sent there as a raw prompt, and otherwise
+    answered as a chat turn.
     """
+
+    @property
+    def completes_text(self) -> bool: ...
 
     def stream(
         self, deployment: Deployment, request: ChatRequest

@@ -30,15 +30,22 @@ _TOP_LEVEL = frozenset({"keep_alive", "think", "truncate", "shift", "format"})
 
 
 class OllamaProvider:
+    completes_text = True  # /api/generate, raw: no chat template around the prompt
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
+        path = "/api/chat"
+        if request.completion:
+            path = "/api/generate"
+            body["prompt"] = "".join(m.content for m in request.messages if m.role == "user")
+            body["raw"] = True
+            del body["messages"]
         reader = NdjsonReader(self._pool.max_frame)
-        return relay(
-            self._pool, deployment, "/api/chat", body, _HEADERS, reader, _Decoder(deployment)
-        )
+        decoder = _Decoder(deployment, generate=request.completion)
+        return relay(self._pool, deployment, path, body, _HEADERS, reader, decoder)
 
     async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
         """`POST /api/embed` with the whole batch; Ollama embeds text, not token ids."""
@@ -111,13 +118,15 @@ def listed_names(model: str) -> frozenset[str]:
 
 
 class _Decoder:
-    """Folds /api/chat lines; the line with `done: true` is the last."""
+    """Folds /api/chat lines (or /api/generate's, whose text is `response`); the line
+    with `done: true` is the last."""
 
-    __slots__ = ("_calls", "_deployment")
+    __slots__ = ("_calls", "_deployment", "_generate")
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, generate: bool = False) -> None:
         self._deployment = deployment
         self._calls = 0  # tool calls so far, to number the ones Ollama gives no id
+        self._generate = generate
 
     def fold(self, line: bytes, draft: Draft) -> bool:
         try:
@@ -126,6 +135,10 @@ class _Decoder:
                 # Ollama reports failures after the first byte as an error line (HTTP 200).
                 problem = upstream_text(self._deployment, frame["error"])
                 raise UpstreamUnavailable(self._deployment.id, f"upstream error: {problem}")
+            if self._generate:
+                text = frame.get("response")
+                if text:
+                    draft.text.append(text)
             message = frame.get("message")
             if message:
                 content = message.get("content")

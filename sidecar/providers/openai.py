@@ -37,16 +37,25 @@ _RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n"})
 
 
 class OpenAIProvider:
+    completes_text = True  # the legacy /completions endpoint
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
+        path = "/chat/completions"
+        if request.completion:
+            path = "/completions"
+            del body["messages"]
+            body["prompt"] = "".join(m.content for m in request.messages if m.role == "user")
+            if "max_completion_tokens" in body:  # a chat-only name
+                body["max_tokens"] = body.pop("max_completion_tokens")
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         headers.update(_auth(deployment))
         reader = SseReader(self._pool.max_frame)
-        decoder = _Decoder(deployment)
-        return relay(self._pool, deployment, "/chat/completions", body, headers, reader, decoder)
+        decoder = _Decoder(deployment, text=request.completion)
+        return relay(self._pool, deployment, path, body, headers, reader, decoder)
 
     async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
         """`POST /embeddings` with the whole batch, as floats; token ids pass through."""
@@ -97,10 +106,11 @@ class _Decoder:
     that never send it, the usage chunk that follows the finish (usage is always
     requested), or a finish chunk that carries the usage itself."""
 
-    __slots__ = ("_deployment",)
+    __slots__ = ("_deployment", "_text")
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, text: bool = False) -> None:
         self._deployment = deployment
+        self._text = text  # text_completion frames: choices[0].text, not a delta
 
     def fold(self, event: Event, draft: Draft) -> bool:
         data = event[1]
@@ -108,7 +118,10 @@ class _Decoder:
             return True
         deployment = self._deployment
         frame = _decode(deployment, data)
-        finish = _apply_frame(deployment, frame, draft.text, draft.calls)
+        if self._text:
+            finish = _apply_text_frame(deployment, frame, draft.text)
+        else:
+            finish = _apply_frame(deployment, frame, draft.text, draft.calls)
         if finish is not None:
             draft.finish = finish
         usage = frame.get("usage")
@@ -163,6 +176,24 @@ def _apply_frame(
         return finish
     except (AttributeError, TypeError, IndexError) as exc:
         raise malformed(deployment, "chat.completion.chunk", orjson.dumps(frame)) from exc
+
+
+def _apply_text_frame(deployment: Deployment, frame: dict[str, Any], text: list[str]) -> str | None:
+    """Fold one text_completion chunk into text; return its finish reason."""
+    if "error" in frame:
+        raise _stream_error(deployment, frame["error"])
+    choices = frame.get("choices")
+    if not choices:
+        return None
+    try:
+        choice = choices[0]
+        piece = choice.get("text")
+        if piece:
+            text.append(piece)
+        finish: str | None = choice.get("finish_reason")
+        return finish
+    except (AttributeError, TypeError, IndexError) as exc:
+        raise malformed(deployment, "text_completion chunk", orjson.dumps(frame)) from exc
 
 
 def _stream_error(deployment: Deployment, error: Any) -> UpstreamError:

@@ -38,6 +38,11 @@ class ProviderRegistry:
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         return self._provider(deployment).stream(deployment, request)
 
+    def completes_text(self, deployment: Deployment) -> bool:
+        """Whether the deployment's upstream has a text-completion endpoint of its own."""
+        provider = self._providers.get(deployment.provider)
+        return provider is not None and provider.completes_text
+
     async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
         return await self._provider(deployment).embed(deployment, request)
 

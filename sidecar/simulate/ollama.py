@@ -92,6 +92,7 @@ class OllamaSimulator(Simulator):
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/api/chat", self._chat_endpoint),
+            web.post("/api/generate", self._chat_endpoint),
             web.post("/api/embed", self._embed),
             web.post("/api/embeddings", self._embeddings),
             web.get("/api/tags", self._tags),
@@ -106,6 +107,8 @@ class OllamaSimulator(Simulator):
     async def _parse_chat(self, request: web.Request) -> ChatCall | web.StreamResponse:
         body = await self._read_body(request)
         model = self._model_of(body.get("model"))
+        if request.path == "/api/generate":
+            return self._parse_generate(body, model)
         messages = body.get("messages")
         if messages is None:
             messages = []
@@ -157,6 +160,26 @@ class OllamaSimulator(Simulator):
         kind = "http_503" if fault.kind == "http_529" else fault.kind
         return WireError(HTTP_FAULT_STATUS[kind], _FAULT_MESSAGES[kind], headers=headers)
 
+    def _parse_generate(self, body: dict[str, Any], model: str) -> ChatCall:
+        """`/api/generate`: a `prompt` (and `system`), answered in `response` frames."""
+        prompt = body.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise WireError(400, "prompt: expected a string")
+        stream = body.get("stream")
+        if stream is None:
+            stream = True
+        if not isinstance(stream, bool):
+            raise WireError(400, "stream: expected true or false")
+        turns = [{"role": "user", "content": prompt}]
+        return ChatCall(
+            model=model,
+            stream=stream,
+            max_tokens=_num_predict(body.get("options")),
+            prompt_tokens=prompt_tokens(turns),
+            output=output_for(None, turns, ollama_format=body.get("format")),
+            text=True,
+        )
+
     def _stream_headers(self, call: ChatCall) -> dict[str, str]:
         return dict(_NDJSON)
 
@@ -182,6 +205,12 @@ class OllamaSimulator(Simulator):
             orjson.dumps(_now_rfc3339()),
         )
         tail = b'},"done":false}\n'
+        if call.text:
+            head = b'{"model":%s,"created_at":%s,"response":' % (
+                orjson.dumps(call.model),
+                orjson.dumps(_now_rfc3339()),
+            )
+            tail = b',"done":false}\n'
         if answer.pieces is not None:
             for piece in answer.pieces:
                 yield head + orjson.dumps(piece) + tail
@@ -213,10 +242,11 @@ class OllamaSimulator(Simulator):
         message = _message(content, call, answer)
         if call.stream:
             message.pop("tool_calls", None)  # a stream sent them in its body frames
+        said: dict[str, Any] = {"response": content} if call.text else {"message": message}
         return {
             "model": call.model,
             "created_at": _now_rfc3339(),
-            "message": message,
+            **said,
             "done": True,
             "done_reason": "length" if answer.capped else "stop",
             "total_duration": max(1, now - exchange.started_ns),

@@ -76,6 +76,7 @@ class OpenAISimulator(Simulator):
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self._chat_endpoint),
+            web.post("/v1/completions", self._chat_endpoint),
             web.get("/v1/models", self._models),
             web.post("/v1/embeddings", self._embeddings),
         ]
@@ -101,6 +102,8 @@ class OpenAISimulator(Simulator):
                 f"The model `{model}` does not exist or you do not have access to it.",
                 code="model_not_found",
             )
+        if request.path == "/v1/completions":
+            return _parse_completion(body, model)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise WireError(
@@ -175,6 +178,8 @@ class OpenAISimulator(Simulator):
         return dict(_SSE)
 
     def _head_frames(self, call: ChatCall) -> Sequence[bytes]:
+        if call.text:
+            return ()  # a text_completion stream opens with its first text
         delta: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
         return (_sse(_chunk(call, [_choice(delta)])),)
 
@@ -196,6 +201,10 @@ class OpenAISimulator(Simulator):
             for piece in answer.pieces:
                 yield _sse(_chunk(call, [_choice({"content": piece})]))
             return
+        if call.text:
+            for piece in answer.pieces or [f"tok{i} " for i in range(answer.tokens)]:
+                yield _sse(_chunk(call, [_text_choice(piece)]))
+            return
         # Splice each token between constant bytes: the token text needs no JSON escaping,
         # and the chunk is otherwise the same every time.
         template = _chunk(call, [_choice({"content": "\x00"})])
@@ -209,7 +218,10 @@ class OpenAISimulator(Simulator):
     def _tail_frames(
         self, exchange: Exchange, call: ChatCall, answer: Answer, sent: int
     ) -> Sequence[bytes]:
-        finish = _choice({}, finish_reason=_finish_reason(call, answer))
+        if call.text:
+            finish = _text_choice("", finish_reason=_finish_reason(call, answer))
+        else:
+            finish = _choice({}, finish_reason=_finish_reason(call, answer))
         frames = [_sse(_chunk(call, [finish]))]
         if call.include_usage:
             completion = TOOL_CALL_TOKENS if call.tool is not None else sent
@@ -220,6 +232,20 @@ class OpenAISimulator(Simulator):
         return frames
 
     def _completion(self, exchange: Exchange, call: ChatCall, answer: Answer) -> bytes:
+        if call.text:
+            return orjson.dumps(
+                {
+                    "id": call.reply_id,
+                    "object": "text_completion",
+                    "created": call.created,
+                    "model": call.model,
+                    "choices": [
+                        _text_choice(answer.text, finish_reason=_finish_reason(call, answer))
+                    ],
+                    "usage": _usage(call.prompt_tokens, answer.tokens),
+                    "system_fingerprint": _FINGERPRINT,
+                }
+            )
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None if call.tool is not None else answer.text,
@@ -404,10 +430,43 @@ def _include_usage(options: object, stream: bool) -> bool:
     return bool(options.get("include_usage", False))
 
 
+def _parse_completion(body: dict[str, Any], model: str) -> ChatCall:
+    """A legacy `/v1/completions` request: one `prompt` (a string, or a list of one)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise WireError(
+            400, "Invalid 'prompt': this simulator takes one string prompt.", param="prompt"
+        )
+    if body.get("logprobs") is not None or body.get("echo"):
+        raise WireError(400, LOGPROBS_REFUSED, param="logprobs", code="unsupported_parameter")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise WireError(400, "Invalid type for 'stream': expected a boolean.", param="stream")
+    turns = [{"role": "user", "content": prompt}]
+    seed = body.get("seed")
+    return ChatCall(
+        model=model,
+        stream=stream,
+        max_tokens=_max_tokens(body),
+        prompt_tokens=prompt_tokens(turns),
+        seed=seed if isinstance(seed, int) else None,
+        include_usage=_include_usage(body.get("stream_options"), stream),
+        reply_id=f"cmpl-{uuid.uuid4().hex[:24]}",
+        created=int(time.time()),
+        text=True,
+    )
+
+
+def _text_choice(text: str, *, finish_reason: str | None = None) -> dict[str, Any]:
+    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+
 def _chunk(call: ChatCall, choices: list[dict[str, Any]]) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": call.reply_id,
-        "object": "chat.completion.chunk",
+        "object": "text_completion" if call.text else "chat.completion.chunk",
         "created": call.created,
         "model": call.model,
         "system_fingerprint": _FINGERPRINT,

@@ -101,6 +101,9 @@ class ChatCall:
     include_usage: bool = False
     reply_id: str = ""  # for protocols whose every frame repeats the reply's identity
     created: int = 0  # unix seconds, likewise
+    # A text completion (Ollama's /api/generate, OpenAI's legacy /v1/completions): the
+    # answer is text in that endpoint's frames.
+    text: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class ChatRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     HINTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COMPLETION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model alias (a `model_name` of the configuration), e.g. "fast-local"."""
     extra_json: _builtins.str
@@ -78,6 +79,10 @@ class ChatRequest(_message.Message):
     """
     request_id: _builtins.str
     """Caller's request id, echoed in logs and the route; generated when empty."""
+    completion: _builtins.bool
+    """A legacy text completion: the one user message is the raw prompt, sent to a
+    text-completion endpoint where the deployment has one, else as a chat turn.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     @_builtins.property
@@ -98,10 +103,11 @@ class ChatRequest(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         hints: Global___RoutingHints | None = ...,
         request_id: _builtins.str = ...,
+        completion: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hints", b"hints", "params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_json", b"extra_json", "hints", b"hints", "messages", b"messages", "metadata", b"metadata", "model", b"model", "params", b"params", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "extra_json", b"extra_json", "hints", b"hints", "messages", b"messages", "metadata", b"metadata", "model", b"model", "params", b"params", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +351,7 @@ class RouteTaken(_message.Message):
     LOCALITY_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRANSLATED_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     """deployment id, e.g. "fast-local/0" """
     model_group: _builtins.str
@@ -356,6 +363,8 @@ class RouteTaken(_message.Message):
     attempts: _builtins.int
     """candidates tried, including the one that answered"""
     request_id: _builtins.str
+    translated: _builtins.str
+    """"chat" when a text completion was answered as a chat turn; empty otherwise."""
     def __init__(
         self,
         *,
@@ -366,10 +375,11 @@ class RouteTaken(_message.Message):
         locality: Global___Locality.ValueType = ...,
         attempts: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        translated: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deployment", b"deployment", "locality", b"locality", "model_group", b"model_group", "provider", b"provider", "request_id", b"request_id", "upstream_model", b"upstream_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deployment", b"deployment", "locality", b"locality", "model_group", b"model_group", "provider", b"provider", "request_id", b"request_id", "translated", b"translated", "upstream_model", b"upstream_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
