@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from bridge.errors import bad_request
-from bridge.parse import call_timeout, routing_metadata, wrong_field
+from bridge.parse import call_timeout, include_usage, routing_metadata, wrong_field
 from bridge.render import DONE, usage_object
 from sidecar.types import ChatRequest, ChatResponse, Chunk, GenerationParams, Message, Usage
 
@@ -66,7 +66,7 @@ def parse_completion(body: dict[str, Any], request_id: str) -> ParsedCompletion:
         stream = False
     if not isinstance(stream, bool):
         raise wrong_field("stream", stream, "a boolean")
-    include_usage = _include_usage(body.get("stream_options"), stream)
+    usage = include_usage(body.get("stream_options"), stream)
     hints, metadata = routing_metadata(body.get("metadata"))
     extra = {k: v for k, v in body.items() if k not in _CONSUMED and v is not None}
     params = _params(body)
@@ -83,7 +83,7 @@ def parse_completion(body: dict[str, Any], request_id: str) -> ParsedCompletion:
         )
         for i, prompt in enumerate(prompts)
     )
-    return ParsedCompletion(requests, stream, include_usage, call_timeout(body.get("timeout")))
+    return ParsedCompletion(requests, stream, usage, call_timeout(body.get("timeout")))
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
@@ -150,19 +150,6 @@ def _params(body: dict[str, Any]) -> GenerationParams:
         stop=tuple(stop or ()),
         seed=seed,
     )
-
-
-def _include_usage(value: Any, stream: bool) -> bool:
-    if value is None:
-        return False
-    if not stream:
-        raise bad_request("stream_options", "stream_options: only allowed when stream is true")
-    if not isinstance(value, dict):
-        raise wrong_field("stream_options", value, "an object")
-    include = value.get("include_usage", False)
-    if not isinstance(include, bool):
-        raise wrong_field("stream_options.include_usage", include, "a boolean")
-    return include
 
 
 # -- answers ---------------------------------------------------------------------------

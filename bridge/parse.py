@@ -459,6 +459,11 @@ def call_timeout(value: Any) -> float | None:
     return _timeout(value)
 
 
+def include_usage(value: Any, stream: bool) -> bool:
+    """`stream_options`: whether a stream ends with a usage frame."""
+    return _stream_options(value, stream)
+
+
 def wrong_field(param: str, value: Any, expected: str) -> HttpError:
     """A 400 naming `param`, what was expected and what came instead."""
     return _wrong(param, value, expected)

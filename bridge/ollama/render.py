@@ -115,18 +115,7 @@ class LineWriter:
         return lines + self._line("", "", (), done=True)
 
     def _line(self, text: str, reasoning: str, calls: tuple[ToolCall, ...], *, done: bool) -> bytes:
-        out: dict[str, Any] = {"model": self._model, "created_at": now_rfc3339()}
-        if self._generate:
-            out["response"] = text
-            if reasoning:
-                out["thinking"] = reasoning
-        else:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if reasoning:
-                message["thinking"] = reasoning
-            if calls:
-                message["tool_calls"] = ollama_calls(calls)
-            out["message"] = message
+        out = _said(self._model, self._generate, text, reasoning, calls)
         out["done"] = done
         if done:
             out["done_reason"] = done_reason(self._finish)
@@ -146,31 +135,35 @@ def whole_reply(
     timing: Timing,
 ) -> bytes:
     """A `stream: false` reply: one object shaped like the done line, with everything."""
-    out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
-    if generate:
-        out["response"] = text
-        if reasoning:
-            out["thinking"] = reasoning
-    else:
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if reasoning:
-            message["thinking"] = reasoning
-        if calls:
-            message["tool_calls"] = ollama_calls(calls)
-        out["message"] = message
+    out = _said(model, generate, text, reasoning, calls)
     out["done"] = True
     out["done_reason"] = done_reason(finish)
     out.update(timing.counts(usage))
     return orjson.dumps(out)
 
 
-def load_reply(model: str, *, generate: bool) -> bytes:
-    """The answer to an empty chat or prompt: Ollama loads the model and says so."""
+def _said(
+    model: str, generate: bool, text: str, reasoning: str, calls: tuple[ToolCall, ...]
+) -> dict[str, Any]:
+    """A line's model, time and what it says: `response` for generate, else `message`."""
     out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     if generate:
-        out["response"] = ""
-    else:
-        out["message"] = {"role": "assistant", "content": ""}
+        out["response"] = text
+        if reasoning:
+            out["thinking"] = reasoning
+        return out
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if reasoning:
+        message["thinking"] = reasoning
+    if calls:
+        message["tool_calls"] = ollama_calls(calls)
+    out["message"] = message
+    return out
+
+
+def load_reply(model: str, *, generate: bool) -> bytes:
+    """The answer to an empty chat or prompt: Ollama loads the model and says so."""
+    out = _said(model, generate, "", "", ())
     out.update(done=True, done_reason="load")
     return orjson.dumps(out)
 

@@ -23,11 +23,11 @@ from sidecar.budget import Budgets, caller_of
 from sidecar.clock import Clock, timeout_at
 from sidecar.config.model import Deployment
 from sidecar.engine.egress import Egress
+from sidecar.engine.stream import no_answer, route_taken
 from sidecar.errors import (
     BudgetRefused,
     InvalidRequest,
     LedgerUnavailable,
-    NoDeploymentAvailable,
     PrivacyBlocked,
     UpstreamError,
     UpstreamTimeout,
@@ -43,7 +43,6 @@ from sidecar.types import (
     EmbeddingResponse,
     GenerationParams,
     Message,
-    RouteTaken,
     SpendRecord,
     Usage,
 )
@@ -148,7 +147,7 @@ class EmbedCall:
                     self._outcome = "ok"
                     return answer
             self._outcome = "error"
-            raise self._no_answer()
+            raise no_answer(self._plan, self._failures)
         finally:
             self._record(answer, started, started_wall, reason)
 
@@ -201,37 +200,13 @@ class EmbedCall:
         health.succeeded(deployment.id, clock.now() - started)
         if settlement is not None:
             self._settlements.append(settlement)
-        route = RouteTaken(
-            deployment=deployment.id,
-            model_group=deployment.model_group,
-            provider=deployment.provider.value,
-            upstream_model=deployment.upstream_model,
-            locality=deployment.locality,
-            attempts=self._attempts,
-            request_id=self._request.request_id,
-        )
+        route = route_taken(deployment, self._attempts, self._request.request_id)
         return EmbeddingResponse(answer.vectors, answer.usage, route)
 
     def _failed(self, failure: UpstreamError) -> None:
         self._services.health.failed_with(failure)
         self._failures.append(failure)
         log.warning("embedding attempt failed: %s", failure.message)
-
-    def _no_answer(self) -> Exception:
-        failures = self._failures
-        refused = [f for f in failures if isinstance(f, BudgetRefused)]
-        if refused and len(refused) == len(failures):
-            return refused[0].exceeded
-        if not failures and self._plan.sensitive:
-            return PrivacyBlocked(
-                f"request held back for privacy: no local deployment of {self._plan.model!r}"
-            )
-        note = (
-            " and the request was held back for privacy: cloud deployments are excluded"
-            if self._plan.sensitive
-            else ""
-        )
-        return NoDeploymentAvailable(self._plan.model, failures, note)
 
     def _wall(self) -> float:
         budgets = self._services.budgets

@@ -159,19 +159,7 @@ class ChatStream:
             return self._commit(opened)
         self._done = True
         self._outcome = "error"
-        refused = [f for f in failures if isinstance(f, BudgetRefused)]
-        if refused and len(refused) == len(failures):
-            raise refused[0].exceeded
-        if not failures and self.plan.sensitive:
-            raise PrivacyBlocked(
-                f"request held back for privacy: no local deployment of {self.plan.model!r}"
-            )
-        note = (
-            " and the request was held back for privacy: cloud deployments are excluded"
-            if self.plan.sensitive
-            else ""
-        )
-        raise NoDeploymentAvailable(self.plan.model, failures, note)
+        raise no_answer(self.plan, failures)
 
     async def resume(self, failure: UpstreamError) -> bool:
         """After `failure` mid-stream, move on to the next candidate if one is left.
@@ -337,15 +325,8 @@ class ChatStream:
         self._reason = opened.reason
         self._watchdog = Watchdog(self._clock, deployment.timeouts.idle, opened.end)
         self._ttft = opened.ttft
-        self.route = RouteTaken(
-            deployment=deployment.id,
-            model_group=deployment.model_group,
-            provider=deployment.provider.value,
-            upstream_model=deployment.upstream_model,
-            locality=deployment.locality,
-            attempts=self._attempts,
-            request_id=self._request.request_id,
-            translated=self._translated(deployment),
+        self.route = route_taken(
+            deployment, self._attempts, self._request.request_id, self._translated(deployment)
         )
         first = opened.first
         first.route = self.route
@@ -433,6 +414,38 @@ class ChatStream:
             fallbacks=max(0, self._attempts - 1),
             route_reason=self._reason,
         )
+
+
+def no_answer(route_plan: RoutePlan, failures: list[UpstreamError]) -> Exception:
+    """Why a call that tried every candidate of its plan has no answer."""
+    refused = [f for f in failures if isinstance(f, BudgetRefused)]
+    if refused and len(refused) == len(failures):
+        return refused[0].exceeded
+    if not failures and route_plan.sensitive:
+        return PrivacyBlocked(
+            f"request held back for privacy: no local deployment of {route_plan.model!r}"
+        )
+    note = (
+        " and the request was held back for privacy: cloud deployments are excluded"
+        if route_plan.sensitive
+        else ""
+    )
+    return NoDeploymentAvailable(route_plan.model, failures, note)
+
+
+def route_taken(
+    deployment: Deployment, attempts: int, request_id: str, translated: str = ""
+) -> RouteTaken:
+    return RouteTaken(
+        deployment=deployment.id,
+        model_group=deployment.model_group,
+        provider=deployment.provider.value,
+        upstream_model=deployment.upstream_model,
+        locality=deployment.locality,
+        attempts=attempts,
+        request_id=request_id,
+        translated=translated,
+    )
 
 
 def _earliest(a: float | None, b: float) -> float:

@@ -254,12 +254,16 @@ async def fetch_json(
             raw = await response.content.read(_MAX_ERROR_BODY * 16)
     except (aiohttp.ClientError, OSError) as exc:
         raise transport_error(deployment, exc, answering=False, during=f"{method} {path}") from exc
+    return _json_object(deployment, raw, f"reply to {method} {path}")
+
+
+def _json_object(deployment: Deployment, raw: bytes, what: str) -> dict[str, Any]:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise malformed(deployment, f"reply to {method} {path}", raw) from exc
+        raise malformed(deployment, what, raw) from exc
     if not isinstance(document, dict):
-        raise malformed(deployment, f"reply to {method} {path}", raw)
+        raise malformed(deployment, what, raw)
     return document
 
 
@@ -456,11 +460,4 @@ async def post_json(
                 parts.append(data)
     except (aiohttp.ClientError, OSError) as exc:
         raise transport_error(deployment, exc, answering=True, during=f"POST {path}") from exc
-    raw = b"".join(parts)
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise malformed(deployment, f"reply to POST {path}", raw) from exc
-    if not isinstance(document, dict):
-        raise malformed(deployment, f"reply to POST {path}", raw)
-    return document
+    return _json_object(deployment, b"".join(parts), f"reply to POST {path}")

@@ -93,15 +93,7 @@ class OpenAISimulator(Simulator):
                 "We could not parse the JSON body of your request. The OpenAI API expects a "
                 f"JSON payload ({err.message}).",
             ) from None
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise WireError(400, "you must provide a model parameter")
-        if not self._knows(model):
-            raise WireError(
-                404,
-                f"The model `{model}` does not exist or you do not have access to it.",
-                code="model_not_found",
-            )
+        model = self._model_of(body)
         if request.path == "/v1/completions":
             return _parse_completion(body, model)
         messages = body.get("messages")
@@ -130,6 +122,18 @@ class OpenAISimulator(Simulator):
             reply_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             created=int(time.time()),
         )
+
+    def _model_of(self, body: dict[str, Any]) -> str:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise WireError(400, "you must provide a model parameter")
+        if not self._knows(model):
+            raise WireError(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        return model
 
     def _authorize(self, request: web.Request) -> None:
         if self.api_key is None:
@@ -295,15 +299,7 @@ class OpenAISimulator(Simulator):
         try:
             self._authorize(request)
             body = await self._read_body(request)
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                raise WireError(400, "you must provide a model parameter")
-            if not self._knows(model):
-                raise WireError(
-                    404,
-                    f"The model `{model}` does not exist or you do not have access to it.",
-                    code="model_not_found",
-                )
+            model = self._model_of(body)
             inputs = _embedding_inputs(body.get("input"))
             dimensions = body.get("dimensions") or EMBED_DIMENSIONS
             if not isinstance(dimensions, int) or dimensions < 1:
