@@ -261,13 +261,8 @@ class BridgeApp:
                 watch.close()
                 await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
             except Exception as exc:
-                err = _as_http_error(exc, f"request {request.request_id}")
                 watch.close()
-                if started:
-                    frame = error_frame(err.payload())
-                    await send({"type": "http.response.body", "body": frame, "more_body": False})
-                else:
-                    await send_error(send, err, id_header)
+                await _fail(send, exc, started, id_header)
             finally:
                 if stream is not None:
                     await stream.aclose()
@@ -417,13 +412,8 @@ class BridgeApp:
             watch.close()
             await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
         except Exception as exc:
-            err = _as_http_error(exc, f"request {id_header[1].decode()}")
             watch.close()
-            if started:
-                frame = error_frame(err.payload())
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
-            else:
-                await send_error(send, err, id_header)
+            await _fail(send, exc, started, id_header)
         finally:
             if stream is not None:
                 await stream.aclose()
@@ -504,6 +494,17 @@ class BridgeApp:
             return await pending
         except SidecarError as exc:
             raise http_error(exc) from None
+
+
+async def _fail(send: Send, exc: Exception, started: bool, id_header: tuple[bytes, bytes]) -> None:
+    """A streamed call that failed: an error response, or once the stream began, its last
+    event (an error, and no [DONE])."""
+    err = _as_http_error(exc, f"request {id_header[1].decode()}")
+    if started:
+        frame = error_frame(err.payload())
+        await send({"type": "http.response.body", "body": frame, "more_body": False})
+    else:
+        await send_error(send, err, id_header)
 
 
 async def send_error(send: Send, err: HttpError, *extra: tuple[bytes, bytes]) -> None:

@@ -184,6 +184,10 @@ async def test_generate_embed_and_fallback(local: OllamaSimulator, cloud: OpenAI
             async for p in await sdk.generate(model="fast-local", prompt="x", stream=True)
         ]
         assert "".join(pieces) == EXPECTED
+        raw = await sdk.generate(model="fast-local", prompt="[INST] hi [/INST]", raw=True)
+        assert raw.response == EXPECTED
+        assert local.stats.bodies[-1]["raw"] is True
+        assert local.stats.bodies[-1]["prompt"] == "[INST] hi [/INST]"
         loaded = await sdk.generate(model="fast-local")  # an empty prompt loads the model
         assert loaded.done_reason == "load"
         embedded = await sdk.embed(model="embed-local", input=["a", "b"], dimensions=32)

@@ -11,6 +11,7 @@ provider understands. Every problem is a 400 naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -64,7 +65,8 @@ def parse_chat(body: dict[str, Any], request_id: str) -> ParsedChat:
 
 
 def parse_generate(body: dict[str, Any], request_id: str) -> ParsedChat:
-    """A generate call as one chat turn: `system`, then `prompt` with its `images`."""
+    """A generate call as one chat turn: `system`, then `prompt` with its `images`; with
+    `raw`, a text completion (the prompt sent as it is where the deployment can)."""
     model = body.get("model")
     alias = alias_of(model)
     prompt = body.get("prompt", "")
@@ -80,11 +82,20 @@ def parse_generate(body: dict[str, Any], request_id: str) -> ParsedChat:
     system = body.get("system", "")
     if not isinstance(system, str):
         raise wrong_field("system", system, "a string")
+    raw = body.get("raw", False)
+    if not isinstance(raw, bool):
+        raise wrong_field("raw", raw, "true or false")
     turns: list[Message] = []
-    if system:
+    if system and not raw:
         turns.append(Message("system", system))
     turns.append(Message("user", prompt, images=_images("images", body.get("images"))))
-    return _chat(body, alias, str(model), tuple(turns), request_id)
+    parsed = _chat(body, alias, str(model), tuple(turns), request_id)
+    if raw:
+        # No template around the prompt: a text completion, where the deployment has one.
+        parsed = dataclasses.replace(
+            parsed, request=dataclasses.replace(parsed.request, completion=True)
+        )
+    return parsed
 
 
 def is_load_request(parsed: ParsedChat) -> bool:
