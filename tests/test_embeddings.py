@@ -22,8 +22,10 @@ from sidecar.config import SidecarConfig
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator
 from sidecar.simulate.embedding import vector_for
+from sidecar.types import SpendQuery
 from tests.bridge_harness import KEY, MODES, running_bridge
 from tests.harness import UPSTREAM_KEY, make_config, running_sidecar
+from tests.test_budget_e2e import eventually
 from tests.test_simulate_fidelity import open_ollama
 
 SSN_TEXT = "My SSN is 123-45-6789, please update my file."
@@ -265,3 +267,47 @@ async def test_simulators_speak_the_official_clients(
             model="text-embedding-3-small", input="hello", dimensions=32
         )
     assert close_to(floats.data[0].embedding, vector_for("hello", 32))
+
+
+def priced_config(cloud: OpenAISimulator, max_budget: float) -> SidecarConfig:
+    info = {"locality": "cloud", "input_cost_per_token": 0.001, "output_cost_per_token": 0.0}
+    return make_config(
+        [
+            (
+                "embed-cloud",
+                "openai/text-embedding-3-small",
+                {"api_base": cloud.base_url, "api_key": UPSTREAM_KEY, "model_info": info},
+            )
+        ],
+        general_settings={"max_budget": max_budget},
+    )
+
+
+async def test_cloud_embeddings_are_charged_and_capped(cloud: OpenAISimulator) -> None:
+    async with running_sidecar(priced_config(cloud, 1.0)) as sidecar:
+        request = pb.EmbedRequest(
+            model="embed-cloud", inputs=[pb.EmbedInput(text="x" * 40) for _ in range(3)]
+        )
+        answer = await sidecar.stub.Embed(request, timeout=5)
+        tokens = answer.usage.prompt_tokens
+        assert tokens == 30  # 40 characters are 10 tokens to the simulator
+        engine = sidecar.engine
+
+        async def charged() -> None:
+            (status,) = await engine.budget_status()
+            assert status.spent == pytest.approx(tokens * 0.001)
+            assert status.reserved == 0
+            report = await engine.spend(SpendQuery(model="embed-cloud"))
+            assert len(report.rows) == 1
+            row = report.rows[0]
+            assert (row.prompt_tokens, row.locality, row.status) == (tokens, "cloud", "ok")
+            assert row.cost == pytest.approx(tokens * 0.001)
+
+        await eventually(charged)
+    # A cap that cannot hold the batch's worst case: the cloud is never called.
+    before = cloud.stats.embed_requests
+    async with running_sidecar(priced_config(cloud, 0.001)) as sidecar:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await sidecar.stub.Embed(request, timeout=5)
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert cloud.stats.embed_requests == before
