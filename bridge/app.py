@@ -397,15 +397,14 @@ class BridgeApp:
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     started = True
                 frames = writer.chunk(chunk, index)
+                if frames:
+                    await send({"type": "http.response.body", "body": frames, "more_body": True})
                 async for chunk in stream:
-                    frames += writer.chunk(chunk, index)
+                    frames = writer.chunk(chunk, index)
                     if frames:
                         await send(
                             {"type": "http.response.body", "body": frames, "more_body": True}
                         )
-                        frames = b""
-                if frames:
-                    await send({"type": "http.response.body", "body": frames, "more_body": True})
                 closing: AnswerStream = stream
                 stream = None
                 await closing.aclose()
