@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from sidecar.config import SidecarConfig
@@ -48,7 +49,12 @@ def config(
             (
                 "claude",
                 "claude-haiku-4-5",
-                {"api_base": claude.base_url, "api_key": CLAUDE_KEY, "max_tokens": 64},
+                {
+                    "api_base": claude.base_url,
+                    "api_key": CLAUDE_KEY,
+                    "max_tokens": 64,
+                    "model_info": {"locality": "cloud"},
+                },
             ),
         ],
         general_settings={"master_key": KEY},
@@ -157,3 +163,28 @@ async def test_prompt_lists_and_refusals(
             await client.completions.create(model="vllm-local", prompt=[1, 2, 3])
         with pytest.raises(openai.NotFoundError):
             await client.completions.create(model="nope", prompt="x")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_sensitive_prompt_reaches_no_cloud(
+    mode: str, local: OllamaSimulator, vllm: OpenAISimulator, claude: AnthropicSimulator
+) -> None:
+    async with (
+        running_bridge(config(local, vllm, claude), mode) as bridge,
+        bridge.client() as client,
+    ):
+        with pytest.raises(openai.BadRequestError, match="privacy"):
+            await client.completions.create(
+                model="claude", prompt="My SSN is 123-45-6789, please update my file."
+            )
+        with pytest.raises(openai.BadRequestError, match="privacy"):
+            await client.completions.create(
+                model="claude", prompt=["Card: 4111 1111 1111 1111 exp 12/27"], stream=True
+            )
+        assert claude.stats.requests == 0
+        # In a list, each prompt is judged alone: the harmless one may go, the card never.
+        with pytest.raises(openai.BadRequestError, match="privacy"):
+            await client.completions.create(
+                model="claude", prompt=["harmless", "Card: 4111 1111 1111 1111 exp 12/27"]
+            )
+    assert all("4111" not in orjson.dumps(body).decode() for body in claude.stats.bodies)

@@ -267,10 +267,14 @@ async def test_privacy_through_the_ollama_door(
                 await call
             assert err.value.status_code == 400
             assert "privacy" in err.value.error
+        with pytest.raises(ollama.ResponseError) as err:
+            await sdk.embed(model="cloud-fast", input=["fine", SSN_TEXT])
+        assert "privacy" in err.value.error
         await local.set_fault(Fault("refuse"))
         with pytest.raises(ollama.ResponseError):
             await sdk.chat(model="fast-local", messages=[{"role": "user", "content": SSN_TEXT}])
     assert cloud.stats.requests == 0
+    assert cloud.stats.embed_requests == 0
 
 
 async def test_config_key_opens_the_door(local: OllamaSimulator, cloud: OpenAISimulator) -> None:
