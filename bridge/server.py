@@ -53,8 +53,11 @@ class BridgeServer(Lifecycle):
         port: int = 4000,
         settings: BridgeSettings | None = None,
         app: Callable[[Backend, BridgeSettings | None], DoorApp] = BridgeApp,
+        owns_backend: bool = True,
     ) -> None:
+        """`owns_backend` False: another server started the backend and closes it."""
         self.backend = backend
+        self._owns_backend = owns_backend
         self.host = host
         self.port = port
         self.app = app(backend, settings)
@@ -89,7 +92,8 @@ class BridgeServer(Lifecycle):
         def connection() -> LimitedProtocol:
             return LimitedProtocol(config, state, loop, limits, refused)
 
-        await self.backend.start()
+        if self._owns_backend:
+            await self.backend.start()
         try:
             sock = _listen(self.host, self.port)
             try:
@@ -98,7 +102,8 @@ class BridgeServer(Lifecycle):
                 sock.close()
                 raise
         except BaseException:
-            await self.backend.aclose()
+            if self._owns_backend:
+                await self.backend.aclose()
             raise
         self.port = sock.getsockname()[1]
 
@@ -125,7 +130,8 @@ class BridgeServer(Lifecycle):
             refused.transport.close()
         await self._cut_off_after(grace)
         await server.wait_closed()
-        await self.backend.aclose()
+        if self._owns_backend:
+            await self.backend.aclose()
         self._server = None
         self._stopping.set()
 

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     bridge.add_argument("--sidecar", required=True, metavar="HOST:PORT", help="its gRPC address")
     bridge.add_argument("--host", default="127.0.0.1", help="address to listen on")
     bridge.add_argument("--http-port", type=int, default=4000)
+    bridge.add_argument(
+        "--ollama-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve Ollama's API on port P (11434 is Ollama's own)",
+    )
     options.add_key_flags(bridge, "callers must send")
     bridge.add_argument("--max-request-mb", type=_megabytes, default=8.0)
     bridge.add_argument("--drain-seconds", type=float, default=10.0)
