@@ -247,6 +247,13 @@ async def test_embed_rpc(local: OllamaSimulator, cloud: OpenAISimulator) -> None
             await sidecar.stub.Embed(pb.EmbedRequest(model="embed-local"), timeout=5)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "input" in (err.value.details() or "")
+        raw = sidecar.channel.unary_unary(
+            "/llmsidecar.v1.Router/Embed", response_deserializer=pb.EmbedResponse.FromString
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await raw(b"\x12\x04\x0a\x02\xc3\x28", timeout=5)  # input text not UTF-8
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "EmbedRequest" in (err.value.details() or "")
     assert cloud.stats.embed_requests == 0
 
 

@@ -12,7 +12,6 @@ from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.codec import (
     REQUEST_ID,
     REQUEST_ID_MAX,
-    Undecodable,
     decode_route,
     decode_usage,
     encode_route,
@@ -21,10 +20,9 @@ from sidecar.rpc.codec import (
 from sidecar.types import EmbeddingRequest, EmbeddingResponse, RoutingHints
 
 
-def decode_embed_request(msg: pb.EmbedRequest | Undecodable) -> EmbeddingRequest:
-    """The canonical request; raises InvalidRequest naming a bad field."""
-    if isinstance(msg, Undecodable):
-        raise InvalidRequest("request", f"not a valid {msg.message_type} message")
+def decode_embed_request(msg: pb.EmbedRequest) -> EmbeddingRequest:
+    """The canonical request; raises InvalidRequest naming a bad field. (Bytes that are
+    not an EmbedRequest never get here: rpc/wire.py answers them INVALID_ARGUMENT.)"""
     if msg.request_id and not REQUEST_ID.fullmatch(msg.request_id):
         raise InvalidRequest(
             "request_id",
