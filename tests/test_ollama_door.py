@@ -280,3 +280,28 @@ async def test_privacy_through_the_ollama_door(
 async def test_config_key_opens_the_door(local: OllamaSimulator, cloud: OpenAISimulator) -> None:
     config = door_config(local, cloud, front_doors={"ollama_port": 0})
     assert config.front_doors.ollama_port == 0
+
+
+async def test_a_stream_that_breaks_ends_with_an_error_line(
+    local: OllamaSimulator, cloud: OpenAISimulator
+) -> None:
+    local.fault = Fault("error_line", after_tokens=3)
+    async with (
+        ollama_door(door_config(local, cloud)) as (_, url),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http,
+    ):
+        hello = {"role": "user", "content": "hi"}
+        body = {"model": "fast-local", "messages": [hello]}
+        async with http.post(f"{url}/api/chat", json=body) as response:
+            assert response.status == 200
+            lines = [orjson.loads(line) for line in (await response.read()).splitlines()]
+        async with client(url) as sdk:
+            with pytest.raises(ollama.ResponseError):
+                async for _ in await sdk.chat(model="fast-local", messages=[hello], stream=True):
+                    pass
+    # (Tokens already buffered together may come in one line.)
+    assert "".join(line["message"]["content"] for line in lines[:-1]) == "tok0 tok1 tok2 "
+    assert set(lines[-1]) == {"error"}
+    assert "simulated failure" in lines[-1]["error"]
+    # Tokens had gone out: no silent switch to the cloud fallback.
+    assert cloud.stats.requests == 0
