@@ -19,6 +19,7 @@ import pytest
 from sidecar.cli.serve import SidecarProcess
 from sidecar.config import SidecarConfig
 from sidecar.engine import Engine
+from sidecar.errors import ConfigError
 from sidecar.simulate import Fault, OllamaSimulator, OpenAISimulator
 from sidecar.simulate.embedding import vector_for
 from tests.bridge_harness import EXPECTED, KEY
@@ -278,8 +279,15 @@ async def test_privacy_through_the_ollama_door(
 
 
 async def test_config_key_opens_the_door(local: OllamaSimulator, cloud: OpenAISimulator) -> None:
-    config = door_config(local, cloud, front_doors={"ollama_port": 0})
-    assert config.front_doors.ollama_port == 0
+    config = door_config(local, cloud, front_doors={"ollama_port": 11434})
+    assert config.front_doors.ollama_port == 11434
+    assert door_config(local, cloud).front_doors.ollama_port is None
+    for bad in (70000, -1, "11434x"):
+        with pytest.raises(ConfigError, match=r"front_doors\.ollama_port"):
+            door_config(local, cloud, front_doors={"ollama_port": bad})
+    # An unknown key warns, as everywhere in the configuration.
+    typo = door_config(local, cloud, front_doors={"ollama_prot": 1})
+    assert "front_doors: unknown key 'ollama_prot' ignored" in typo.warnings
 
 
 async def test_a_stream_that_breaks_ends_with_an_error_line(

@@ -81,9 +81,13 @@ class Timing:
 
 
 class LineWriter:
-    """One streamed answer as NDJSON lines; `generate` writes /api/generate's shape."""
+    """One streamed answer as NDJSON lines; `generate` writes /api/generate's shape.
 
-    __slots__ = ("_calls", "_finish", "_generate", "_model", "_usage", "timing")
+    A line of text is spliced from constant bytes around its timestamp and text,
+    computed once per stream, so a relayed token costs two small orjson calls.
+    """
+
+    __slots__ = ("_calls", "_finish", "_generate", "_head", "_model", "_said", "_usage", "timing")
 
     def __init__(self, model: str, *, generate: bool) -> None:
         self._model = model
@@ -92,6 +96,8 @@ class LineWriter:
         self._finish: str | None = None
         self._usage: Usage | None = None
         self.timing = Timing()
+        self._head = b'{"model":' + orjson.dumps(model) + b',"created_at":'
+        self._said = b',"response":' if generate else b',"message":{"role":"assistant","content":'
 
     def chunk(self, chunk: Chunk) -> bytes:
         """The line for a chunk; b"" when it carries nothing to show yet."""
@@ -105,7 +111,11 @@ class LineWriter:
             return b""
         if not self.timing.first:
             self.timing.first = time.monotonic_ns()
-        return self._line(chunk.content, chunk.reasoning, (), done=False)
+        if chunk.reasoning:
+            return self._line(chunk.content, chunk.reasoning, (), done=False)
+        close = b',"done":false}\n' if self._generate else b'},"done":false}\n'
+        stamp = orjson.dumps(now_rfc3339())
+        return self._head + stamp + self._said + orjson.dumps(chunk.content) + close
 
     def end(self) -> bytes:
         """The tool calls, if any, then the done line."""
