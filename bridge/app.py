@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -290,22 +290,33 @@ class BridgeApp:
                 err = _as_http_error(exc, f"request {request.request_id}")
                 await send_error(send, err, id_header)
 
-    # -- embeddings ---------------------------------------------------------------------
-
-    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+    async def _read(
+        self, receive: Receive, send: Send, head: _Head, parse: Callable[[dict[str, Any], str], T]
+    ) -> tuple[T, tuple[bytes, bytes]] | None:
+        """The request body as `parse` reads it, and the x-request-id header to answer with;
+        None when the body was refused (and answered) or the client left."""
         request_id = _request_id(head.request_id)
         id_header = (b"x-request-id", request_id.encode())
         try:
             raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
-            parsed = parse_embedding(parse_body(raw), request_id)
+            return parse(parse_body(raw), request_id), id_header
         except ClientGone:
-            return
+            return None
         except HttpError as err:
             await send_error(send, err, id_header)
+            return None
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        read = await self._read(receive, send, head, parse_embedding)
+        if read is None:
             return
+        parsed, id_header = read
         request = parsed.request
-        if "caller" not in request.metadata and head.credential:
-            request.metadata["caller"] = spend.key_caller(head.credential)
+        request_id = request.request_id
+        if head.credential:
+            request.metadata.setdefault("caller", spend.key_caller(head.credential))
         async with _watched(receive, request_id) as watch:
             try:
                 answer = await self._backend.embed(request, parsed.timeout, head.passed_on)
@@ -319,20 +330,14 @@ class BridgeApp:
     # -- legacy completions ---------------------------------------------------------------
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
-        request_id = _request_id(head.request_id)
-        id_header = (b"x-request-id", request_id.encode())
-        try:
-            raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
-            parsed = parse_completion(parse_body(raw), request_id)
-        except ClientGone:
+        read = await self._read(receive, send, head, parse_completion)
+        if read is None:
             return
-        except HttpError as err:
-            await send_error(send, err, id_header)
-            return
+        parsed, id_header = read
         if head.credential:
             for request in parsed.requests:
                 request.metadata.setdefault("caller", spend.key_caller(head.credential))
-        async with _watched(receive, request_id) as watch:
+        async with _watched(receive, id_header[1].decode()) as watch:
             if parsed.stream:
                 await self._stream_text(send, parsed, watch, id_header, head.passed_on)
             else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -40,7 +40,6 @@ from bridge.backend import AnswerStream, Backend
 from bridge.errors import HttpError
 from bridge.ollama.parse import (
     ParsedChat,
-    ParsedEmbed,
     alias_of,
     is_load_request,
     parse_chat,
@@ -70,6 +69,7 @@ _OPEN_PATHS: Final = frozenset({"/", "/api/version"})
 _KEEP_ALIVE: Final = timedelta(minutes=5)
 
 Handler = Callable[[Scope, Receive, Send, Head], Awaitable[None]]
+T = TypeVar("T")
 
 
 class OllamaApp:
@@ -128,18 +128,11 @@ class OllamaApp:
         await self._answer(receive, send, head, generate=True)
 
     async def _answer(self, receive: Receive, send: Send, head: Head, *, generate: bool) -> None:
-        request_id = request_id_of(head.request_id)
-        id_header = (b"x-request-id", request_id.encode())
-        try:
-            body = parse_body(await self._body(receive, head))
-            parsed = (parse_generate if generate else parse_chat)(body, request_id)
-        except ClientGone:
+        read = await self._read(receive, send, head, parse_generate if generate else parse_chat)
+        if read is None:
             return
-        except HttpError as err:
-            await send_error(send, err, id_header)
-            return
-        if head.credential and "caller" not in parsed.request.metadata:
-            parsed.request.metadata["caller"] = spend.key_caller(head.credential)
+        parsed, id_header = read
+        _with_caller(parsed.request.metadata, head)
         if is_load_request(parsed):
             await self._find(parsed.request.model, head)  # 404 for a model it does not have
             reply = load_reply(parsed.model, generate=generate)
@@ -234,16 +227,13 @@ class OllamaApp:
         await self._embedding(receive, send, head, legacy=True)
 
     async def _embedding(self, receive: Receive, send: Send, head: Head, *, legacy: bool) -> None:
-        request_id = request_id_of(head.request_id)
-        id_header = (b"x-request-id", request_id.encode())
-        try:
-            body = parse_body(await self._body(receive, head))
-            parsed: ParsedEmbed = (parse_embeddings if legacy else parse_embed)(body, request_id)
-        except ClientGone:
+        read = await self._read(receive, send, head, parse_embeddings if legacy else parse_embed)
+        if read is None:
             return
+        parsed, id_header = read
         request = parsed.request
-        if head.credential and "caller" not in request.metadata:
-            request.metadata["caller"] = spend.key_caller(head.credential)
+        request_id = request.request_id
+        _with_caller(request.metadata, head)
         timing = Timing()
         async with watched(receive, request_id) as watch:
             try:
@@ -292,6 +282,21 @@ class OllamaApp:
 
     # -- helpers -----------------------------------------------------------------------
 
+    async def _read(
+        self, receive: Receive, send: Send, head: Head, parse: Callable[[dict[str, Any], str], T]
+    ) -> tuple[T, tuple[bytes, bytes]] | None:
+        """The body as `parse` reads it, and the x-request-id header to answer with; None
+        when the body was refused (and answered) or the client left."""
+        request_id = request_id_of(head.request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            return parse(parse_body(await self._body(receive, head)), request_id), id_header
+        except ClientGone:
+            return None
+        except HttpError as err:
+            await send_error(send, err, id_header)
+            return None
+
     async def _body(self, receive: Receive, head: Head) -> bytes:
         return await read_body(receive, head.content_length, self.settings.max_body_bytes)
 
@@ -300,6 +305,12 @@ class OllamaApp:
             if model.name == alias:
                 return model
         raise HttpError(404, f"model '{shown(alias)}' not found", param="model")
+
+
+def _with_caller(metadata: dict[str, str], head: Head) -> None:
+    """Per-caller caps: metadata.caller, else the caller's key (hashed)."""
+    if head.credential:
+        metadata.setdefault("caller", spend.key_caller(head.credential))
 
 
 async def send_error(send: Send, err: HttpError, *extra: tuple[bytes, bytes]) -> None:
