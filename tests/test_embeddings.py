@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 import openai
 import pytest
+from langchain_openai import OpenAIEmbeddings
+from pydantic import SecretStr
 
 from sidecar.config import SidecarConfig
 from sidecar.rpc.api import router_pb2 as pb
@@ -318,3 +320,20 @@ async def test_cloud_embeddings_are_charged_and_capped(cloud: OpenAISimulator) -
             await sidecar.stub.Embed(request, timeout=5)
         assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert cloud.stats.embed_requests == before
+
+
+async def test_langchain_openai_embeddings(local: OllamaSimulator, cloud: OpenAISimulator) -> None:
+    """LangChain's OpenAIEmbeddings, the way RAG stacks use it, through the bridge."""
+    async with running_bridge(embed_config(local, cloud), "in-process") as bridge:
+        embedder = OpenAIEmbeddings(
+            model="embed-local",
+            base_url=bridge.base_url,
+            api_key=SecretStr(KEY),
+            # Its default sends tiktoken token ids (fetched from the network); text here.
+            check_embedding_ctx_length=False,
+            max_retries=0,
+        )
+        documents = await embedder.aembed_documents(["first doc", "second doc"])
+        query = await embedder.aembed_query("first doc")
+    assert close_to(documents[1], vector_for("second doc", 768))
+    assert close_to(query, documents[0])
