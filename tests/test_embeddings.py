@@ -324,7 +324,10 @@ async def test_cloud_embeddings_are_charged_and_capped(cloud: OpenAISimulator) -
 
 async def test_langchain_openai_embeddings(local: OllamaSimulator, cloud: OpenAISimulator) -> None:
     """LangChain's OpenAIEmbeddings, the way RAG stacks use it, through the bridge."""
-    async with running_bridge(embed_config(local, cloud), "in-process") as bridge:
+    async with (
+        running_bridge(embed_config(local, cloud), "in-process") as bridge,
+        openai.DefaultAsyncHttpxClient() as http,
+    ):
         embedder = OpenAIEmbeddings(
             model="embed-local",
             base_url=bridge.base_url,
@@ -332,6 +335,7 @@ async def test_langchain_openai_embeddings(local: OllamaSimulator, cloud: OpenAI
             # Its default sends tiktoken token ids (fetched from the network); text here.
             check_embedding_ctx_length=False,
             max_retries=0,
+            http_async_client=http,
         )
         documents = await embedder.aembed_documents(["first doc", "second doc"])
         query = await embedder.aembed_query("first doc")
