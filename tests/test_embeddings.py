@@ -211,6 +211,8 @@ async def test_bad_input_is_named(
             assert err.value.body.get("param") == param, (fields, err.value.body)
         with pytest.raises(openai.NotFoundError):
             await client.embeddings.create(model="no-such-alias", input="x")
+        with pytest.raises(openai.BadRequestError, match="embedding model"):
+            await client.embeddings.create(model="auto", input="x")
         with pytest.raises(openai.APIStatusError, match="no embeddings"):
             await client.embeddings.create(model="embed-claude", input="x")
     assert local.stats.embed_requests == 0

@@ -27,7 +27,7 @@ from sidecar.engine.embedding import (
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import AnswerTooLarge, UpstreamError
+from sidecar.errors import AnswerTooLarge, InvalidRequest, UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
@@ -194,6 +194,13 @@ class Engine:
         the privacy detector run over every input (see engine/embedding.py)."""
         validate_embedding(request)
         snapshot = self.snapshot
+        if (
+            request.model == snapshot.policy.auto_alias
+            and request.model not in snapshot.config.groups
+        ):
+            raise InvalidRequest(
+                "model", f"{request.model!r} routes chats by their content; name an embedding model"
+            )
         detector = snapshot.policy.detector
         reasons: tuple[str, ...] = ()
         if detector is not None and not request.hints.local_only:
