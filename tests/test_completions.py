@@ -13,8 +13,10 @@ import openai
 import orjson
 import pytest
 
+from bridge.completions import TextStreamWriter
 from sidecar.config import SidecarConfig
 from sidecar.simulate import AnthropicSimulator, OllamaSimulator, OpenAISimulator, profile_by_name
+from sidecar.types import Chunk, Usage
 from tests.bridge_harness import EXPECTED, KEY, MODES, running_bridge
 from tests.harness import UPSTREAM_KEY, make_config
 
@@ -188,3 +190,24 @@ async def test_a_sensitive_prompt_reaches_no_cloud(
                 model="claude", prompt=["harmless", "Card: 4111 1111 1111 1111 exp 12/27"]
             )
     assert all("4111" not in orjson.dumps(body).decode() for body in claude.stats.bodies)
+
+
+def test_the_stream_writer_frames_are_openais() -> None:
+    writer = TextStreamWriter("cmpl-1", 7, "m", include_usage=True)
+    raw = writer.chunk(Chunk('say "hi"\n'), 0)
+    raw += writer.chunk(Chunk("", finish_reason="length", usage=Usage(3, 2)), 0)
+    raw += writer.end()
+    events = [e.removeprefix(b"data: ") for e in raw.split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]"
+    frames = [orjson.loads(e) for e in events[:-1]]
+    assert frames[0] == {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 7,
+        "model": "m",
+        "choices": [{"text": 'say "hi"\n', "index": 0, "logprobs": None, "finish_reason": None}],
+        "usage": None,
+    }
+    assert frames[1]["choices"][0]["finish_reason"] == "length"
+    assert frames[2]["choices"] == []
+    assert frames[2]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
