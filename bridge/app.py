@@ -5,6 +5,8 @@
                                   Anthropic's Messages API (bridge/messages)
     POST /v1/responses            OpenAI's Responses API, stateless (bridge/responses);
                                   GET /v1/responses/{id} says nothing is stored (404)
+    POST /v1/embeddings          a batch of vectors, float or base64 (bridge/embeddings.py)
+    POST /v1/completions         legacy text completions, streamed or whole (bridge/completions.py)
     GET  /v1/models[/{id}]        every alias, with whether it runs locally or in the cloud
     GET  /health                  each deployment as the sidecar knows it (no upstream calls)
     GET  /health/liveliness       the process answers (no key needed)
@@ -25,6 +27,7 @@ stream with an error event and no [DONE].
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import logging
@@ -32,21 +35,27 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from bridge import exchange, spend
-from bridge.asgi import JSON, ClientGone, Receive, Scope, Send, read_body
-from bridge.backend import Backend
+from bridge.asgi import JSON, ClientGone, DisconnectWatch, Receive, Scope, Send, read_body
+from bridge.backend import AnswerStream, Backend
+from bridge.completions import ParsedCompletion, TextStreamWriter, parse_completion
+from bridge.completions import completion_body as text_completion_body
+from bridge.embeddings import embedding_body, parse_embedding
 from bridge.errors import HttpError, http_error
 from bridge.exchange import (
+    SSE_HEADERS,
     Call,
     ErrorShape,
+    Header,
     as_http_error,
     openai_shape,
     relay_complete,
     relay_stream,
+    route_headers,
     send_body,
     send_error,
 )
@@ -57,6 +66,7 @@ from bridge.parse import ParsedChat, parse_body, parse_chat
 from bridge.render import (
     StreamWriter,
     completion_body,
+    error_frame,
     health_body,
     model_object,
     models_body,
@@ -67,7 +77,7 @@ from sidecar.config.model import Limits
 from sidecar.engine import continue_trace
 from sidecar.errors import SidecarError
 from sidecar.redaction import clip, shown
-from sidecar.types import ChatResponse
+from sidecar.types import ChatRequest, ChatResponse
 
 log = logging.getLogger("bridge")
 
@@ -75,6 +85,8 @@ MiB: Final = 1024 * 1024
 _OPEN_PATHS: Final = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
 _TRACE_HEADERS: Final = frozenset({b"traceparent", b"tracestate"})
 MetricsSource = Callable[[str | None], tuple[bytes, str] | None]
+# The prompts of one /v1/completions request that run at once.
+_PROMPTS_AT_ONCE: Final = 8
 
 Handler = Callable[[Scope, Receive, Send, "_Head"], Awaitable[None]]
 T = TypeVar("T")
@@ -177,6 +189,10 @@ class BridgeApp:
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/chat/completions": ("POST", self._chat),
+            "/v1/embeddings": ("POST", self._embeddings),
+            "/embeddings": ("POST", self._embeddings),
+            "/v1/completions": ("POST", self._completions),
+            "/completions": ("POST", self._completions),
             "/v1/models": ("GET", self._models),
             "/models": ("GET", self._models),
             "/health": ("GET", self._health),
@@ -256,24 +272,7 @@ class BridgeApp:
         raise HttpError(404, f"no endpoint at {shown(path)}", code="unknown_url")
 
     def _authorize(self, head: _Head) -> None:
-        if head.duplicate is not None:
-            raise HttpError(
-                400,
-                f"the {head.duplicate} header was sent more than once; send one key, once",
-                param=head.duplicate,
-                code="duplicate_header",
-            )
-        key = self._key
-        if key is None:
-            return
-        if head.credential is None:
-            raise _unauthorized(
-                "no API key: send the header 'Authorization: Bearer <master key>' "
-                "(or x-api-key / api-key: <master key>)"
-            )
-        # Constant time, so the key cannot be guessed byte by byte from response times.
-        if not head.bearer or not hmac.compare_digest(head.credential, key):
-            raise _unauthorized("incorrect API key provided")
+        authorize(head, self._key)
 
     # -- chat ---------------------------------------------------------------------------
 
@@ -332,6 +331,140 @@ class BridgeApp:
         self, scope: Scope, receive: Receive, send: Send, head: _Head
     ) -> None:
         raise not_stored(scope["path"])
+
+    async def _read(
+        self, receive: Receive, send: Send, head: _Head, parse: Callable[[dict[str, Any], str], T]
+    ) -> tuple[T, tuple[bytes, bytes]] | None:
+        """The request body as `parse` reads it, and the x-request-id header to answer with;
+        None when the body was refused (and answered) or the client left."""
+        request_id = exchange.request_id(head.request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            raw = await read_body(receive, head.content_length, self.settings.max_body_bytes)
+            return parse(parse_body(raw), request_id), id_header
+        except ClientGone:
+            return None
+        except HttpError as err:
+            await send_error(send, err, openai_shape, id_header)
+            return None
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        read = await self._read(receive, send, head, parse_embedding)
+        if read is None:
+            return
+        parsed, id_header = read
+        request = parsed.request
+        request_id = request.request_id
+        if head.credential:
+            request.metadata.setdefault("caller", spend.key_caller(head.credential))
+        async with exchange.watched(receive, request_id) as watch:
+            try:
+                answer = await self._backend.embed(request, parsed.timeout, head.passed_on)
+                body = embedding_body(request.model, answer, as_base64=parsed.base64)
+                watch.close()
+                await send_body(send, 200, body, [JSON, *route_headers(answer.route), id_header])
+            except Exception as exc:
+                watch.close()
+                await send_error(
+                    send, as_http_error(exc, f"request {request_id}"), openai_shape, id_header
+                )
+
+    # -- legacy completions ---------------------------------------------------------------
+
+    async def _completions(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
+        read = await self._read(receive, send, head, parse_completion)
+        if read is None:
+            return
+        parsed, id_header = read
+        if head.credential:
+            for request in parsed.requests:
+                request.metadata.setdefault("caller", spend.key_caller(head.credential))
+        async with exchange.watched(receive, id_header[1].decode()) as watch:
+            if parsed.stream:
+                await self._stream_text(send, parsed, watch, id_header, head.passed_on)
+            else:
+                await self._complete_text(send, parsed, watch, id_header, head.passed_on)
+
+    async def _complete_text(
+        self,
+        send: Send,
+        parsed: ParsedCompletion,
+        watch: DisconnectWatch,
+        id_header: tuple[bytes, bytes],
+        credential: str | None,
+    ) -> None:
+        """Every prompt's call, a few at a time; the first failure answers for all."""
+        slots = asyncio.Semaphore(_PROMPTS_AT_ONCE)
+
+        async def one(request: ChatRequest) -> ChatResponse:
+            async with slots:
+                return await self._backend.complete(request, parsed.timeout, credential)
+
+        try:
+            results = await asyncio.gather(
+                *(one(r) for r in parsed.requests), return_exceptions=True
+            )
+            answers = []
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                answers.append(result)
+            first = parsed.requests[0]
+            body = text_completion_body(
+                f"cmpl-{first.request_id}", int(time.time()), first.model, answers
+            )
+            watch.close()
+            await send_body(send, 200, body, [JSON, *route_headers(answers[0].route), id_header])
+        except Exception as exc:
+            watch.close()
+            err = as_http_error(exc, f"request {id_header[1].decode()}")
+            await send_error(send, err, openai_shape, id_header)
+
+    async def _stream_text(
+        self,
+        send: Send,
+        parsed: ParsedCompletion,
+        watch: DisconnectWatch,
+        id_header: tuple[bytes, bytes],
+        credential: str | None,
+    ) -> None:
+        """The prompts' answers one after the other, each choice under its index."""
+        first = parsed.requests[0]
+        writer = TextStreamWriter(
+            f"cmpl-{first.request_id}", int(time.time()), first.model, parsed.include_usage
+        )
+        stream: AnswerStream | None = None
+        started = False
+        try:
+            for index, request in enumerate(parsed.requests):
+                stream = self._backend.stream(request, parsed.timeout, credential)
+                chunk = await stream.__anext__()
+                if not started:
+                    headers = [*SSE_HEADERS, *route_headers(stream.route), id_header]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    started = True
+                frames = writer.chunk(chunk, index)
+                if frames:
+                    await send({"type": "http.response.body", "body": frames, "more_body": True})
+                async for chunk in stream:
+                    frames = writer.chunk(chunk, index)
+                    if frames:
+                        await send(
+                            {"type": "http.response.body", "body": frames, "more_body": True}
+                        )
+                closing: AnswerStream = stream
+                stream = None
+                await closing.aclose()
+            watch.close()
+            await send({"type": "http.response.body", "body": writer.end(), "more_body": False})
+        except Exception as exc:
+            watch.close()
+            await _fail(send, exc, started, id_header)
+        finally:
+            if stream is not None:
+                await stream.aclose()
 
     # -- models and health --------------------------------------------------------------
 
@@ -424,6 +557,17 @@ class BridgeApp:
             raise http_error(exc) from None
 
 
+async def _fail(send: Send, exc: Exception, started: bool, id_header: Header) -> None:
+    """A streamed call that failed: an error response, or once the stream began, its last
+    event (an error, and no [DONE])."""
+    err = exchange.as_http_error(exc, f"request {id_header[1].decode()}")
+    if started:
+        frame = error_frame(err.payload())
+        await send({"type": "http.response.body", "body": frame, "more_body": False})
+    else:
+        await send_error(send, err, openai_shape, id_header)
+
+
 def _unauthorized(message: str) -> HttpError:
     return HttpError(
         401,
@@ -431,3 +575,31 @@ def _unauthorized(message: str) -> HttpError:
         code="invalid_api_key",
         headers=[(b"www-authenticate", b"Bearer")],
     )
+
+
+# -- shared with the other HTTP front doors (bridge/ollama/) ----------------------------
+# One way to read the headers and check the key, whichever protocol the door speaks (the
+# relays, call names and error mapping are bridge/exchange.py's).
+
+Head = _Head
+
+
+def authorize(head: _Head, key: bytes | None) -> None:
+    """Refuse a duplicated key header, and with a master key (`key`) any other key."""
+    if head.duplicate is not None:
+        raise HttpError(
+            400,
+            f"the {head.duplicate} header was sent more than once; send one key, once",
+            param=head.duplicate,
+            code="duplicate_header",
+        )
+    if key is None:
+        return
+    if head.credential is None:
+        raise _unauthorized(
+            "no API key: send the header 'Authorization: Bearer <master key>' "
+            "(or x-api-key / api-key: <master key>)"
+        )
+    # Constant time, so the key cannot be guessed byte by byte from response times.
+    if not head.bearer or not hmac.compare_digest(head.credential, key):
+        raise _unauthorized("incorrect API key provided")

@@ -1,6 +1,7 @@
 """The one interface the HTTP app calls, and its in-process implementation.
 
-    Backend            stream / complete / models / ready / prompt_estimate, start, aclose
+    Backend            stream / complete / embed / models / ready / prompt_estimate, start,
+                       aclose
     ├── InProcessBackend   calls the Engine in this process (`llm-sidecar serve`)
     └── RemoteBackend      speaks gRPC to a sidecar elsewhere (bridge/remote.py)
 
@@ -18,6 +19,8 @@ from sidecar.types import (
     ChatRequest,
     ChatResponse,
     Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelStatus,
     RouteTaken,
     SpendQuery,
@@ -55,6 +58,10 @@ class Backend(Protocol):
     async def complete(
         self, request: ChatRequest, remaining: float | None, credential: str | None = None
     ) -> ChatResponse: ...
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None, credential: str | None = None
+    ) -> EmbeddingResponse: ...
 
     async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]: ...
 
@@ -99,6 +106,11 @@ class InProcessBackend:
         self, request: ChatRequest, remaining: float | None, credential: str | None = None
     ) -> ChatResponse:
         return await self._engine.complete(request, remaining)
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None, credential: str | None = None
+    ) -> EmbeddingResponse:
+        return await self._engine.embed(request, remaining)
 
     async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]:
         return self._engine.models()

@@ -258,11 +258,15 @@ def with_caller(request: ChatRequest, key: bytes | None) -> ChatRequest:
 def route_headers(route: RouteTaken | None) -> list[Header]:
     if route is None:
         return []
-    return [
+    headers = [
         (b"x-sidecar-deployment", route.deployment.encode()),
         (b"x-sidecar-locality", route.locality.value.encode()),
         (b"x-sidecar-attempts", str(route.attempts).encode()),
     ]
+    if route.translated:
+        # The request was answered in another kind than asked (a text completion as a chat).
+        headers.append((b"x-sidecar-translated", route.translated.encode()))
+    return headers
 
 
 def request_id(given: bytes | None) -> str:

@@ -443,3 +443,36 @@ def _kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+# -- shared with the other front doors (embeddings, completions, Ollama) ----------------
+# Their fields mean what they mean here, checked and named the same way.
+
+
+def routing_metadata(value: Any) -> tuple[RoutingHints, dict[str, str]]:
+    """`metadata`: the routing hints and the free-form tags (caller, task, ...)."""
+    return _metadata(value)
+
+
+def call_timeout(value: Any) -> float | None:
+    """`timeout`: the seconds the caller gives the whole call, None for no limit."""
+    return _timeout(value)
+
+
+def include_usage(value: Any, stream: bool) -> bool:
+    """`stream_options`: whether a stream ends with a usage frame."""
+    return _stream_options(value, stream)
+
+
+def wrong_field(param: str, value: Any, expected: str) -> HttpError:
+    """A 400 naming `param`, what was expected and what came instead."""
+    return _wrong(param, value, expected)
+
+
+def check_tools(value: Any) -> list[Any]:
+    """`tools`: an array of OpenAI-style tool objects, each checked as chat checks it."""
+    if not isinstance(value, list):
+        raise _wrong("tools", value, "an array of tool objects")
+    for i, tool in enumerate(value):
+        _check_tool(i, tool)
+    return value

@@ -26,6 +26,7 @@ from sidecar.rpc.codec import (
     decode_response,
     encode_request,
 )
+from sidecar.rpc.embed_codec import decode_embed_response, encode_embed_request
 from sidecar.rpc.spend_codec import decode_budget, decode_report, encode_query
 from sidecar.rpc.tls import ClientTls, open_channel
 from sidecar.types import (
@@ -33,6 +34,8 @@ from sidecar.types import (
     ChatRequest,
     ChatResponse,
     Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelStatus,
     RouteTaken,
     SpendQuery,
@@ -117,6 +120,17 @@ class RemoteBackend:
         except grpc.aio.AioRpcError as exc:
             raise remote_error(exc, self.target) from None
         return decode_response(answer)
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None, credential: str | None = None
+    ) -> EmbeddingResponse:
+        try:
+            answer = await self._stub.Embed(
+                encode_embed_request(request), timeout=remaining, metadata=_metadata(credential)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise remote_error(exc, self.target) from None
+        return decode_embed_response(answer)
 
     async def models(self, credential: str | None = None) -> tuple[ModelStatus, ...]:
         try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 import uvicorn
 from uvicorn.server import ServerState
 
 from bridge.app import BridgeApp, BridgeSettings
+from bridge.asgi import Receive, Scope, Send
 from bridge.backend import Backend
 from bridge.protocol import LimitedProtocol
 from sidecar.lifecycle import Lifecycle
@@ -30,8 +32,18 @@ _BACKLOG: Final = 2048
 _CUTOFF_GRACE: Final = 1.0
 
 
+class DoorApp(Protocol):
+    """An HTTP front door's ASGI app: the OpenAI one (BridgeApp) or another protocol's."""
+
+    settings: BridgeSettings
+    draining: bool  # set while the server stops: readiness fails
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 class BridgeServer(Lifecycle):
-    """Serves `BridgeApp` over HTTP/1.1; `port` is the bound port once started."""
+    """Serves an HTTP front door (by default `BridgeApp`, the OpenAI-compatible one) over
+    HTTP/1.1; `port` is the bound port once started."""
 
     def __init__(
         self,
@@ -41,13 +53,17 @@ class BridgeServer(Lifecycle):
         port: int = 4000,
         settings: BridgeSettings | None = None,
         reuse_port: bool = False,
+        app: Callable[[Backend, BridgeSettings | None], DoorApp] = BridgeApp,
+        owns_backend: bool = True,
     ) -> None:
-        """`reuse_port`: share the port with other processes (SO_REUSEPORT, serve --workers)."""
+        """`reuse_port`: share the port with other processes (SO_REUSEPORT, serve --workers);
+        `owns_backend` False: another server started the backend and closes it."""
         self.backend = backend
         self._reuse_port = reuse_port
+        self._owns_backend = owns_backend
         self.host = host
         self.port = port
-        self.app = BridgeApp(backend, settings)
+        self.app = app(backend, settings)
         self._server: asyncio.Server | None = None
         self._state = ServerState()
         self._refused: set[LimitedProtocol] = set()  # connections past the limit, closing
@@ -79,7 +95,8 @@ class BridgeServer(Lifecycle):
         def connection() -> LimitedProtocol:
             return LimitedProtocol(config, state, loop, limits, refused)
 
-        await self.backend.start()
+        if self._owns_backend:
+            await self.backend.start()
         try:
             sock = _listen(self.host, self.port, self._reuse_port)
             try:
@@ -88,7 +105,8 @@ class BridgeServer(Lifecycle):
                 sock.close()
                 raise
         except BaseException:
-            await self.backend.aclose()
+            if self._owns_backend:
+                await self.backend.aclose()
             raise
         self.port = sock.getsockname()[1]
 
@@ -115,7 +133,8 @@ class BridgeServer(Lifecycle):
             refused.transport.close()
         await self._cut_off_after(grace)
         await server.wait_closed()
-        await self.backend.aclose()
+        if self._owns_backend:
+            await self.backend.aclose()
         self._server = None
         self._stopping.set()
 

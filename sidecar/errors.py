@@ -18,6 +18,7 @@
         │   └── AnswerTooLarge    a reply past the sidecar's size limit
         ├── UpstreamRejected      a 4xx that retrying elsewhere will not fix
         ├── ProviderUnsupported   no provider is built for that deployment
+        │   └── EmbeddingUnsupported  the deployment's provider cannot embed
         ├── BudgetRefused         the egress could not reserve the call's worst case
         └── LedgerUnavailable     the spend ledger cannot be reached (cloud fails closed)
 
@@ -224,6 +225,13 @@ class UpstreamRejected(UpstreamError):
 
 class ProviderUnsupported(UpstreamError):
     code = ErrorCode.UNIMPLEMENTED
+
+
+class EmbeddingUnsupported(ProviderUnsupported):
+    """The deployment's protocol has no embeddings (or not of token ids): a fact about
+    the protocol, not evidence that the deployment is down."""
+
+    deployment_fault = False
 
 
 class BudgetRefused(UpstreamError):

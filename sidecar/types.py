@@ -105,6 +105,10 @@ class ChatRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     hints: RoutingHints = RoutingHints()
     request_id: str = ""
+    # A legacy text completion (/v1/completions): the one user message is the raw prompt.
+    # A provider whose upstream completes text (OpenAI-compatible /completions, Ollama's
+    # /api/generate) sends it as a prompt; any other answers it as a chat turn.
+    completion: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +136,9 @@ class RouteTaken:
     locality: Locality
     attempts: int
     request_id: str
+    # How the request was served when not in its own kind: "chat" for a text completion
+    # answered as a chat turn by a deployment with no completions endpoint.
+    translated: str = ""
 
 
 @dataclass(slots=True)
@@ -325,3 +332,49 @@ class ProcessStatus:
     reloads_rejected: int = 0
     last_reload_error: str = ""
     draining: bool = False
+
+
+# -- embeddings ---------------------------------------------------------------------------
+#
+# An embedding call goes through the same plan as a chat (aliases, groups, fallbacks,
+# health, budgets, the privacy rule at the egress), with its own request and answer.
+
+
+@dataclass(slots=True, frozen=True)
+class EmbeddingRequest:
+    """Texts to embed in one batch, in order; an input may be token ids instead of text.
+
+    Token ids cannot be read by the privacy detector, so a request holding any is
+    planned as sensitive: only a local deployment embeds it.
+    """
+
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None  # a shorter vector, for models that can give one
+    metadata: dict[str, str] = field(default_factory=dict)
+    hints: RoutingHints = RoutingHints()
+    request_id: str = ""
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The inputs that are text (token-id inputs left out)."""
+        return tuple(item for item in self.inputs if isinstance(item, str))
+
+    @property
+    def has_tokens(self) -> bool:
+        return any(not isinstance(item, str) for item in self.inputs)
+
+
+@dataclass(slots=True, frozen=True)
+class Embeddings:
+    """What a provider answered: one vector per input, in the inputs' order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+
+
+@dataclass(slots=True, frozen=True)
+class EmbeddingResponse:
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+    route: RouteTaken

@@ -10,7 +10,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
+import ollama
 import openai
 import pytest
 
@@ -105,3 +108,41 @@ def test_http_flags() -> None:
     assert (bridge.sidecar, bridge.http_port, bridge.master_key) == ("h:1", 4000, "k")
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--config", "c", "--max-request-mb", "0"])
+
+
+async def test_the_ollama_door_in_serve_and_in_the_standalone_bridge(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    ollama_ready = r"serving Ollama's API on (http://\S+)"
+    serve_args = ["serve", "--config", str(config), "--simulate", "always", "--no-http"]
+    serve_args += ["--grpc-port", "0", "--ollama-port", "0", "--drain-seconds", "2"]
+    async with command(*serve_args, ready=ollama_ready) as (door, lines):
+        grpc_port = re.search(r"serving gRPC on \S+:(\d+)", "\n".join(lines))
+        assert grpc_port is not None
+        assert await ollama_chat(door.group(1)) == "fast-local/0"
+        bridge_args = ["bridge", "--sidecar", f"127.0.0.1:{grpc_port.group(1)}", "--config"]
+        bridge_args += [str(config), "--http-port", "0", "--ollama-port", "0"]
+        async with command(*bridge_args, "--drain-seconds", "2", ready=ollama_ready) as (
+            remote,
+            _,
+        ):
+            assert await ollama_chat(remote.group(1)) == "fast-local/0"
+
+
+async def ollama_chat(url: str) -> str:
+    """A streamed chat through an Ollama door with the `ollama` client; the deployment."""
+    sdk = ollama.AsyncClient(host=url, headers={"Authorization": f"Bearer {KEY}"})
+    try:
+        parts = [
+            part.message.content or ""
+            async for part in await sdk.chat(model="fast-local", messages=USER, stream=True)
+        ]
+        assert "".join(parts).startswith("tok0 tok1 ")
+        listed = await sdk.list()
+        assert "fast-local:latest" in {m.model for m in listed.models}
+    finally:
+        await cast(Any, sdk).close()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        body = {"model": "fast-local", "messages": USER, "stream": False}
+        async with http.post(f"{url}/api/chat", json=body) as response:
+            return response.headers["x-sidecar-deployment"]

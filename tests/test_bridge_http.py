@@ -265,7 +265,7 @@ async def test_auth_on_every_endpoint_but_the_probes(bridge: Bridge) -> None:
 
 
 async def test_unknown_path_and_wrong_method(bridge: Bridge, http: aiohttp.ClientSession) -> None:
-    async with http.get(bridge.root + "/v1/embeddings") as r:
+    async with http.get(bridge.root + "/v1/audio/speech") as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "unknown_url"
     async with http.get(bridge.base_url + "/chat/completions") as r:

@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only")
     serve.add_argument(
+        "--ollama-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve Ollama's API on port P (11434 is Ollama's own; default: "
+        "front_doors.ollama_port, else off)",
+    )
+    serve.add_argument(
         "--max-request-mb", type=_megabytes, default=8.0, help="largest HTTP request body accepted"
     )
     serve.add_argument(
@@ -102,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     bridge.add_argument("--sidecar", required=True, metavar="HOST:PORT", help="its gRPC address")
     bridge.add_argument("--host", default="127.0.0.1", help="address to listen on")
     bridge.add_argument("--http-port", type=int, default=4000)
+    bridge.add_argument(
+        "--ollama-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve Ollama's API on port P (11434 is Ollama's own)",
+    )
     options.add_key_flags(bridge, "callers must send")
     bridge.add_argument("--max-request-mb", type=_megabytes, default=8.0)
     bridge.add_argument("--drain-seconds", type=float, default=10.0)

@@ -1,7 +1,8 @@
 """`llm-sidecar serve`: load the config, start stand-ins if asked, serve until signalled.
 
-This is where the process is composed: the engine, the gRPC door and (unless
---no-http) the HTTP bridge calling the same engine in-process, on one loop.
+This is where the process is composed: the engine, the gRPC door, (unless
+--no-http) the HTTP bridge and (with --ollama-port or front_doors.ollama_port) the
+Ollama-compatible door, all calling the same engine in-process, on one loop.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 from bridge.app import BridgeSettings, MiB
 from bridge.backend import InProcessBackend
+from bridge.ollama.app import OllamaApp
 from bridge.server import BridgeServer
 from sidecar.cli import options
 from sidecar.config import SidecarConfig, load_config_hashed
@@ -52,6 +54,7 @@ class SidecarProcess(Lifecycle):
         grpc_tls: ServerTls | None = None,
         reuse_port: bool = False,
         metrics_port: int | None = None,
+        ollama_port: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -59,9 +62,7 @@ class SidecarProcess(Lifecycle):
         self.http: BridgeServer | None = None
         doors: list[FrontDoor] = [self.grpc]
         if http_port is not None:
-            settings = http_settings or BridgeSettings(
-                master_key=engine.config.general_settings.master_key, limits=engine.config.limits
-            )
+            settings = http_settings or _settings(engine)
             self.http = BridgeServer(
                 InProcessBackend(engine),
                 host=host,
@@ -83,6 +84,18 @@ class SidecarProcess(Lifecycle):
                 reuse_port=reuse_port,
             )
             doors.append(self.metrics)
+        # Ollama's API: another HTTP door on the same engine, with the same key and limits.
+        self.ollama: BridgeServer | None = None
+        if ollama_port is not None:
+            self.ollama = BridgeServer(
+                InProcessBackend(engine),
+                host=host,
+                port=ollama_port,
+                settings=http_settings or _settings(engine),
+                app=OllamaApp,
+                reuse_port=reuse_port,
+            )
+            doors.append(self.ollama)
         self.runtime = Runtime(engine, doors)
 
     @property
@@ -92,6 +105,10 @@ class SidecarProcess(Lifecycle):
     @property
     def http_port(self) -> int | None:
         return None if self.http is None else self.http.port
+
+    @property
+    def ollama_port(self) -> int | None:
+        return None if self.ollama is None else self.ollama.port
 
     async def start(self) -> None:
         await self.runtime.start()
@@ -129,6 +146,9 @@ async def serve(args: argparse.Namespace) -> int:
             grpc_tls=options.server_tls(args),
             reuse_port=args.reuse_port,
             metrics_port=args.metrics_port,
+            ollama_port=(
+                args.ollama_port if args.ollama_port is not None else config.front_doors.ollama_port
+            ),
         )
 
         async def prepare(loaded: SidecarConfig) -> SidecarConfig:
@@ -168,6 +188,11 @@ def with_metrics(settings: BridgeSettings, engine: Engine) -> BridgeSettings:
     )
 
 
+def _settings(engine: Engine) -> BridgeSettings:
+    config = engine.config
+    return BridgeSettings(master_key=config.general_settings.master_key, limits=config.limits)
+
+
 def data_dir(flag: str | None, configured: str | None) -> str:
     """Where the ledger and spend log live: the flag, the config, the environment, or the
     user's state directory, so that spend survives a restart by default."""
@@ -195,6 +220,10 @@ def banner(process: SidecarProcess, standins: StandIns) -> str:
     if process.metrics is not None:
         url = f"http://{host_port(process.host, process.metrics.port)}/metrics"
         lines.append(f"llm-sidecar serving Prometheus metrics on {url}")
+    if process.ollama_port is not None:
+        url = f"http://{host_port(process.host, process.ollama_port)}"
+        key = "master key required" if config.general_settings.master_key else "no key"
+        lines.append(f"llm-sidecar serving Ollama's API on {url} (OLLAMA_HOST={url}, {key})")
     lines.append(render_model_table(process.engine.config))
     if standins.simulated:
         bar = "!" * 78

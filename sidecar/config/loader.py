@@ -22,6 +22,7 @@ import yaml
 from sidecar.config.model import (
     BudgetSettings,
     Deployment,
+    FrontDoors,
     GeneralSettings,
     HealthConfig,
     Limits,
@@ -74,6 +75,7 @@ _TOP_KEYS = frozenset(
         "limits",
         "logging",
         "quality_monitoring",
+        "front_doors",
     }
 )
 _ENTRY_KEYS = frozenset({"model_name", "litellm_params", "model_info"})
@@ -353,6 +355,12 @@ def _parse_top(
     telemetry = telemetry_config(top.section("telemetry"))
     logging_settings = logging_config(top.section("logging"))
     quality = quality_config(top.section("quality_monitoring"))
+    doors = top.section("front_doors")
+    doors.check_keys(frozenset({"ollama_port"}))
+    ollama_port = doors.integer("ollama_port", ge=0)
+    if ollama_port is not None and ollama_port > 65535:
+        doors.error("ollama_port", f"must be a TCP port (0 to 65535), got {ollama_port}")
+        ollama_port = None
     general = _general_settings(top.section("general_settings"), env)
     budget = _budget(top.section("budget"), top.section("router_settings"), env)
     routing_rules = top.raw_mapping("routing_rules")
@@ -371,6 +379,7 @@ def _parse_top(
         quality=quality,
         budget=budget,
         limits=limits,
+        front_doors=FrontDoors(ollama_port=ollama_port),
         routing_rules=routing_rules,
         privacy=privacy,
         source=source,

@@ -279,6 +279,15 @@ class GeneralSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FrontDoors:
+    """The optional front doors `serve` opens besides gRPC and the OpenAI-compatible HTTP
+    bridge (the `front_doors` section); `serve --ollama-port` overrides it."""
+
+    # Ollama's own API on this port (11434 is Ollama's, which its tools expect); None: off.
+    ollama_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarConfig:
     groups: Mapping[str, ModelGroup]
     litellm_settings: LitellmSettings = LitellmSettings()
@@ -291,6 +300,7 @@ class SidecarConfig:
     quality: QualityConfig = QualityConfig()
     budget: BudgetSettings = BudgetSettings()
     limits: Limits = Limits()
+    front_doors: FrontDoors = FrontDoors()
     # Kept raw here: routing validates and compiles them (`compile_routing`), which needs
     # the model groups above and so cannot run inside this module.
     routing_rules: Mapping[str, Any] = field(default_factory=dict)

@@ -21,10 +21,10 @@ from typing import TypeVar
 
 from sidecar.budget import Budgets, Ticket
 from sidecar.config.model import Deployment
-from sidecar.errors import PrivacyBlocked
+from sidecar.errors import PrivacyBlocked, UpstreamError
 from sidecar.providers import ProviderRegistry
 from sidecar.quality import is_shadow
-from sidecar.types import ChatRequest, Chunk, Locality, Usage
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings, Locality, Usage
 
 log = logging.getLogger("sidecar.engine.egress")
 _T = TypeVar("_T")
@@ -98,11 +98,7 @@ class Egress:
             raise PrivacyBlocked("a sensitive request is never sent as a quality shadow")
         if deployment.locality is Locality.LOCAL:
             return Attempt(deployment, self._providers.stream(deployment, request))
-        if sensitive:
-            raise PrivacyBlocked(
-                f"request held back for privacy: refused to send a sensitive request to "
-                f"cloud deployment {deployment.id!r}"
-            )
+        self._check_privacy(deployment, sensitive)
         budgets = self._budgets
         if budgets is None:
             return Attempt(deployment, Metered(self._providers.stream(deployment, request)))
@@ -113,6 +109,44 @@ class Egress:
             self._settle(ticket, None, billed=False)
             raise
         return Attempt(deployment, Metered(stream), ticket)
+
+    async def embed(
+        self,
+        deployment: Deployment,
+        request: EmbeddingRequest,
+        priced: ChatRequest,
+        *,
+        sensitive: bool,
+        lifetime: float,
+    ) -> tuple[Embeddings, asyncio.Task[float] | None]:
+        """Embed `request` on `deployment` under the same rules as a chat attempt: a
+        sensitive request only locally, a cloud call only once `priced` (the inputs as a
+        chat with one answer token, what the budgets price) is reserved. Returns the
+        vectors and the settlement of a cloud call's reservation, if it held one."""
+        self._check_privacy(deployment, sensitive)
+        budgets = self._budgets
+        if deployment.locality is Locality.LOCAL or budgets is None:
+            return await self._providers.embed(deployment, request), None
+        ticket, _ = await budgets.reserve(deployment, priced, lifetime)
+        try:
+            answer = await self._providers.embed(deployment, request)
+        except BaseException as exc:
+            # A refusal or an error status is not billed; a transport failure may have been.
+            billed = not isinstance(exc, UpstreamError) or exc.deployment_fault
+            self._track(budgets.settle(ticket, None, 0, 0, billed=billed))
+            raise
+        return answer, self._track(budgets.settle(ticket, answer.usage, 1, 0, billed=True))
+
+    def completes_text(self, deployment: Deployment) -> bool:
+        """Whether a text completion goes to the deployment as a prompt (else a chat turn)."""
+        return self._providers.completes_text(deployment)
+
+    def _check_privacy(self, deployment: Deployment, sensitive: bool) -> None:
+        if sensitive and deployment.locality is not Locality.LOCAL:
+            raise PrivacyBlocked(
+                f"request held back for privacy: refused to send a sensitive request to "
+                f"cloud deployment {deployment.id!r}"
+            )
 
     async def close(self, attempt: Attempt, *, billed: bool = True) -> asyncio.Task[float] | None:
         """End the attempt and start settling its reservation; the task gives what the

@@ -20,12 +20,18 @@ from sidecar.budget.prices import Price
 from sidecar.clock import Clock, MonotonicClock
 from sidecar.config.model import SidecarConfig
 from sidecar.engine.egress import Egress
+from sidecar.engine.embedding import (
+    EmbedCall,
+    EmbedServices,
+    planning_request,
+    validate_embedding,
+)
 from sidecar.engine.observe import call_log, observe, rejected, shadow_sampler
 from sidecar.engine.operations import Operations
 from sidecar.engine.snapshot import Snapshot
 from sidecar.engine.stream import CallServices, ChatStream
 from sidecar.engine.validation import validate_request
-from sidecar.errors import AnswerTooLarge, ShuttingDown, SidecarError, UpstreamError
+from sidecar.errors import AnswerTooLarge, InvalidRequest, ShuttingDown, SidecarError, UpstreamError
 from sidecar.health import HealthTracker
 from sidecar.health.probes import Prober
 from sidecar.providers import ProviderRegistry
@@ -35,6 +41,8 @@ from sidecar.types import (
     BudgetStatus,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelStatus,
     ProcessStatus,
     SpendQuery,
@@ -81,6 +89,13 @@ class Engine:
             queue_timeout=config.health.queue_timeout,
             budgets=self.budgets,
             quality=self.quality,
+        )
+        self._embed_services = EmbedServices(
+            egress=self._egress,
+            health=self.health,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            budgets=self.budgets,
         )
         self._prober: asyncio.Task[None] | None = None
         self._retired_probers: list[asyncio.Task[None]] = []
@@ -200,6 +215,46 @@ class Engine:
             "".join(reasoning),
             tuple(thinking),
         )
+
+    # -- embeddings ---------------------------------------------------------------------
+
+    def plan_embedding(self, request: EmbeddingRequest) -> RoutePlan:
+        """The plan for an embedding batch: the chat plan of its stand-in request, with
+        the privacy detector run over every input (see engine/embedding.py)."""
+        if self.operations.draining:
+            raise ShuttingDown()
+        validate_embedding(request)
+        snapshot = self.snapshot
+        if (
+            request.model == snapshot.policy.auto_alias
+            and request.model not in snapshot.config.groups
+        ):
+            raise InvalidRequest(
+                "model", f"{request.model!r} routes chats by their content; name an embedding model"
+            )
+        detector = snapshot.policy.detector
+        reasons: tuple[str, ...] = ()
+        if detector is not None and not request.hints.local_only:
+            reasons = detector.detect("\n".join(request.texts))
+        stand_in = planning_request(request, reasons)
+        route_plan = plan(
+            stand_in, snapshot.config, snapshot.policy, self.health, self.budgets.view()
+        )
+        if reasons and route_plan.sensitive_reasons != reasons:
+            route_plan = dataclasses.replace(route_plan, sensitive_reasons=reasons)
+        return route_plan
+
+    async def embed(
+        self, request: EmbeddingRequest, remaining: float | None = None
+    ) -> EmbeddingResponse:
+        """Embed a batch along the plan; the first candidate that answers wins.
+
+        Planning errors raise before anything is sent; a sensitive batch reaches only
+        local deployments (the egress refuses any other).
+        """
+        route_plan = self.plan_embedding(request)
+        deadline = None if remaining is None else self.clock.now() + remaining
+        return await EmbedCall(self._embed_services, request, route_plan, deadline).run()
 
     async def budget_status(self) -> tuple[BudgetStatus, ...]:
         """Every spend cap in its current window: cap, spent, held, when it resets."""

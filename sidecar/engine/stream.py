@@ -27,6 +27,7 @@ from sidecar.errors import (
     LedgerUnavailable,
     NoDeploymentAvailable,
     PrivacyBlocked,
+    SidecarError,
     UpstreamError,
     UpstreamMalformed,
     UpstreamTimeout,
@@ -182,23 +183,11 @@ class ChatStream:
             return self._commit(opened)
         self._done = True
         self._outcome = "error"
-        refused = [f for f in failures if isinstance(f, BudgetRefused)]
-        if refused and len(refused) == len(failures):
-            self._obs.error = refused[0].exceeded.code.name
-            raise refused[0].exceeded
-        if not failures and self.plan.sensitive:
+        error = no_answer(self.plan, failures)
+        self._obs.error = error.code.name
+        if isinstance(error, PrivacyBlocked):
             self._obs.privacy_refused = True
-            self._obs.error = PrivacyBlocked.code.name
-            raise PrivacyBlocked(
-                f"request held back for privacy: no local deployment of {self.plan.model!r}"
-            )
-        note = (
-            " and the request was held back for privacy: cloud deployments are excluded"
-            if self.plan.sensitive
-            else ""
-        )
-        self._obs.error = NoDeploymentAvailable.code.name
-        raise NoDeploymentAvailable(self.plan.model, failures, note)
+        raise error
 
     async def resume(self, failure: UpstreamError) -> bool:
         """After `failure` mid-stream, move on to the next candidate if one is left.
@@ -390,14 +379,8 @@ class ChatStream:
         obs.attempt_span = opened.span
         if self._shadow is not None:
             self._shadow.add(opened.first.content)
-        self.route = RouteTaken(
-            deployment=deployment.id,
-            model_group=deployment.model_group,
-            provider=deployment.provider.value,
-            upstream_model=deployment.upstream_model,
-            locality=deployment.locality,
-            attempts=self._attempts,
-            request_id=self._request.request_id,
+        self.route = route_taken(
+            deployment, self._attempts, self._request.request_id, self._translated(deployment)
         )
         first = opened.first
         first.route = self.route
@@ -406,6 +389,12 @@ class ChatStream:
         if first.finish_reason:
             obs.finish = first.finish_reason
         return first
+
+    def _translated(self, deployment: Deployment) -> str:
+        """ "chat" for a text completion the deployment answers as a chat turn."""
+        if self._request.completion and not self._services.egress.completes_text(deployment):
+            return "chat"
+        return ""
 
     def _timeout(self, reason: str) -> UpstreamTimeout:
         self._done = True
@@ -488,6 +477,7 @@ class ChatStream:
             relay_overhead=relay,
             finish_reason=obs.finish,
             task=self._request.metadata.get("task", ""),
+            operation="text_completion" if self._request.completion else "chat",
         )
 
     def _prompt(self) -> str | None:
@@ -544,6 +534,38 @@ class ChatStream:
             fallbacks=max(0, self._attempts - 1),
             route_reason=self._reason,
         )
+
+
+def no_answer(route_plan: RoutePlan, failures: list[UpstreamError]) -> SidecarError:
+    """Why a call that tried every candidate of its plan has no answer."""
+    refused = [f for f in failures if isinstance(f, BudgetRefused)]
+    if refused and len(refused) == len(failures):
+        return refused[0].exceeded
+    if not failures and route_plan.sensitive:
+        return PrivacyBlocked(
+            f"request held back for privacy: no local deployment of {route_plan.model!r}"
+        )
+    note = (
+        " and the request was held back for privacy: cloud deployments are excluded"
+        if route_plan.sensitive
+        else ""
+    )
+    return NoDeploymentAvailable(route_plan.model, failures, note)
+
+
+def route_taken(
+    deployment: Deployment, attempts: int, request_id: str, translated: str = ""
+) -> RouteTaken:
+    return RouteTaken(
+        deployment=deployment.id,
+        model_group=deployment.model_group,
+        provider=deployment.provider.value,
+        upstream_model=deployment.upstream_model,
+        locality=deployment.locality,
+        attempts=attempts,
+        request_id=request_id,
+        translated=translated,
+    )
 
 
 def _earliest(a: float | None, b: float) -> float:

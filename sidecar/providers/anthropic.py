@@ -21,6 +21,7 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import (
+    EmbeddingUnsupported,
     UpstreamError,
     UpstreamMalformed,
     UpstreamRateLimited,
@@ -35,6 +36,8 @@ from sidecar.types import (
     CACHE_BREAKPOINTS,
     ChatRequest,
     Chunk,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ThinkingBlock,
     ToolCall,
@@ -66,8 +69,16 @@ _RETRYABLE_ERRORS: Final = frozenset({"overloaded_error", "api_error", "timeout_
 
 
 class AnthropicProvider:
+    # No text-completion endpoint (the legacy /v1/complete is retired): a chat turn.
+    completes_text = False
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        raise EmbeddingUnsupported(
+            deployment.id, "Anthropic's API has no embeddings: route embeddings to another model"
+        )
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)

@@ -1,4 +1,4 @@
-"""What every provider offers the engine: one streaming call and one free probe."""
+"""What every provider offers the engine: one streaming call, embeddings, one free probe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.config.model import Deployment
-from sidecar.types import ChatRequest, Chunk
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings
 
 
 class ProbeStatus(enum.Enum):
@@ -41,11 +41,26 @@ class Provider(Protocol):
     calls, or the final finish reason and usage), and merges frames that were
     already buffered into one chunk. It raises `UpstreamError` subclasses naming
     the deployment, and releases the upstream connection when closed early.
+
+    `completes_text` says whether the upstream has a text-completion endpoint: a
+    request marked `completion` is then sent there as a raw prompt, and otherwise
+    answered as a chat turn.
     """
+
+    @property
+    def completes_text(self) -> bool: ...
 
     def stream(
         self, deployment: Deployment, request: ChatRequest
     ) -> AsyncGenerator[Chunk, None]: ...
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        """Embed the whole batch in one upstream call, one vector per input in order.
+
+        A protocol without embeddings raises `EmbeddingUnsupported`; other failures
+        raise `UpstreamError`s as `stream` does.
+        """
+        ...
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()

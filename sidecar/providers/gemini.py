@@ -35,6 +35,7 @@ import orjson
 
 from sidecar.config.model import Deployment
 from sidecar.errors import (
+    EmbeddingUnsupported,
     UpstreamError,
     UpstreamMalformed,
     UpstreamRateLimited,
@@ -46,7 +47,16 @@ from sidecar.providers.gemini_schema import gemini_schema
 from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import ChatRequest, Chunk, Message, ThinkingBlock, ToolCall, Usage
+from sidecar.types import (
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    Embeddings,
+    Message,
+    ThinkingBlock,
+    ToolCall,
+    Usage,
+)
 
 # Finish reasons with an OpenAI counterpart. Any other (OTHER, LANGUAGE,
 # UNEXPECTED_TOOL_CALL, those added later) is reported as Gemini named it, so a caller
@@ -99,8 +109,17 @@ class MalformedFunctionCall(UpstreamMalformed):
 
 
 class GeminiProvider:
+    completes_text = False  # Gemini has no raw text-completion endpoint
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        raise EmbeddingUnsupported(
+            deployment.id,
+            "embeddings through Gemini's embedContent are not supported yet: route "
+            "embeddings to an Ollama or OpenAI-compatible model",
+        )
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)

@@ -265,12 +265,16 @@ async def fetch_json(
             raw = await response.content.read(_MAX_ERROR_BODY * 16)
     except (aiohttp.ClientError, OSError) as exc:
         raise transport_error(deployment, exc, answering=False, during=f"{method} {path}") from exc
+    return _json_object(deployment, raw, f"reply to {method} {path}")
+
+
+def _json_object(deployment: Deployment, raw: bytes, what: str) -> dict[str, Any]:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise malformed(deployment, f"reply to {method} {path}", raw) from exc
+        raise malformed(deployment, what, raw) from exc
     if not isinstance(document, dict):
-        raise malformed(deployment, f"reply to {method} {path}", raw)
+        raise malformed(deployment, what, raw)
     return document
 
 
@@ -451,3 +455,44 @@ async def probe_model_list(
     except UpstreamMalformed as exc:
         return ProbeResult(ProbeStatus.UNKNOWN, exc.message)
     return ProbeResult(ProbeStatus.READY)
+
+
+# A whole JSON answer (an embeddings batch: thousands of floats per input) is read into
+# memory, so it is bounded; 64 MiB holds some 2,000 vectors of 3,072 floats as JSON.
+MAX_JSON_ANSWER = 64 * 1024 * 1024
+
+
+async def post_json(
+    pool: HttpPool,
+    deployment: Deployment,
+    path: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    *,
+    limit: int = MAX_JSON_ANSWER,
+) -> dict[str, Any]:
+    """POST `body` and return the JSON object of a 200 answer (a unary call such as
+    embeddings), at most `limit` bytes; any other status raises the most specific
+    UpstreamError, as a stream's would. The caller bounds the time it may take."""
+    session = pool.session(deployment.api_base)
+    try:
+        async with session.post(
+            deployment.api_base + path,
+            data=orjson.dumps(body),
+            headers=_with_auth(deployment, headers),
+            timeout=pool.timeout(deployment),
+        ) as response:
+            if response.status != 200:
+                raise await status_error(deployment, response)
+            parts: list[bytes] = []
+            size = 0
+            while data := await response.content.readany():
+                size += len(data)
+                if size > limit:
+                    raise UpstreamMalformed(
+                        deployment.id, f"the answer to POST {path} is larger than {limit:,} bytes"
+                    )
+                parts.append(data)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise transport_error(deployment, exc, answering=True, during=f"POST {path}") from exc
+    return _json_object(deployment, b"".join(parts), f"reply to POST {path}")

@@ -1,4 +1,4 @@
-"""Ollama's native chat API: POST /api/chat, answered as NDJSON lines."""
+"""Ollama's native API: POST /api/chat, answered as NDJSON lines; POST /api/embed."""
 
 from __future__ import annotations
 
@@ -8,28 +8,62 @@ from typing import Any
 import orjson
 
 from sidecar.config.model import Deployment
-from sidecar.errors import UpstreamMalformed, UpstreamUnavailable
+from sidecar.errors import EmbeddingUnsupported, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult, ProbeStatus
-from sidecar.providers.http import HttpPool, NotOffered, fetch_json, malformed, upstream_text
+from sidecar.providers.embedding import count, vectors_from
+from sidecar.providers.http import (
+    HttpPool,
+    NotOffered,
+    fetch_json,
+    malformed,
+    post_json,
+    upstream_text,
+)
 from sidecar.providers.ndjson import NdjsonReader
 from sidecar.providers.relay import Draft, relay
-from sidecar.types import ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings, Message, ToolCall, Usage
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 # litellm_params that belong at the top level of an Ollama request, not in `options`.
 _TOP_LEVEL = frozenset({"keep_alive", "think", "truncate", "shift", "format"})
 
 
 class OllamaProvider:
+    completes_text = True  # /api/generate, raw: no chat template around the prompt
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
+        path = "/api/chat"
+        if request.completion:
+            path = "/api/generate"
+            body["prompt"] = "".join(m.content for m in request.messages if m.role == "user")
+            body["raw"] = True
+            del body["messages"]
         reader = NdjsonReader(self._pool.max_frame)
-        return relay(
-            self._pool, deployment, "/api/chat", body, _HEADERS, reader, _Decoder(deployment)
+        decoder = _Decoder(deployment, generate=request.completion)
+        return relay(self._pool, deployment, path, body, _HEADERS, reader, decoder)
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        """`POST /api/embed` with the whole batch; Ollama embeds text, not token ids."""
+        if request.has_tokens:
+            raise EmbeddingUnsupported(
+                deployment.id, "Ollama's /api/embed takes text, not token ids"
+            )
+        body: dict[str, Any] = {"model": deployment.upstream_model, "input": list(request.inputs)}
+        for key in ("keep_alive", "truncate"):
+            if key in deployment.extra_params:
+                body[key] = deployment.extra_params[key]
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        reply = await post_json(self._pool, deployment, "/api/embed", body, _JSON_HEADERS)
+        vectors = vectors_from(
+            deployment, reply.get("embeddings"), len(request.inputs), "Ollama /api/embed reply"
         )
+        return Embeddings(vectors, Usage(count(reply.get("prompt_eval_count")), 0))
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()
@@ -84,13 +118,15 @@ def listed_names(model: str) -> frozenset[str]:
 
 
 class _Decoder:
-    """Folds /api/chat lines; the line with `done: true` is the last."""
+    """Folds /api/chat lines (or /api/generate's, whose text is `response`); the line
+    with `done: true` is the last."""
 
-    __slots__ = ("_calls", "_deployment")
+    __slots__ = ("_calls", "_deployment", "_generate")
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, generate: bool = False) -> None:
         self._deployment = deployment
         self._calls = 0  # tool calls so far, to number the ones Ollama gives no id
+        self._generate = generate
 
     def fold(self, line: bytes, draft: Draft) -> bool:
         try:
@@ -99,6 +135,10 @@ class _Decoder:
                 # Ollama reports failures after the first byte as an error line (HTTP 200).
                 problem = upstream_text(self._deployment, frame["error"])
                 raise UpstreamUnavailable(self._deployment.id, f"upstream error: {problem}")
+            if self._generate:
+                text = frame.get("response")
+                if text:
+                    draft.text.append(text)
             message = frame.get("message")
             if message:
                 content = message.get("content")

@@ -1,4 +1,5 @@
-"""OpenAI-compatible chat: POST {api_base}/chat/completions, answered as SSE.
+"""OpenAI-compatible chat: POST {api_base}/chat/completions, answered as SSE; and
+embeddings: POST {api_base}/embeddings.
 
 Serves OpenAI itself and the servers that copy its API (vLLM, llama.cpp's
 server, Ollama's /v1). Usage is always requested upstream
@@ -17,10 +18,26 @@ import orjson
 from sidecar.config.model import Deployment
 from sidecar.errors import UpstreamError, UpstreamMalformed, UpstreamUnavailable
 from sidecar.providers.base import ProbeResult
-from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
+from sidecar.providers.embedding import count, vectors_from
+from sidecar.providers.http import (
+    HttpPool,
+    malformed,
+    post_json,
+    probe_model_list,
+    upstream_text,
+)
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
-from sidecar.types import CACHE_BREAKPOINTS, ChatRequest, Chunk, Message, ToolCall, Usage
+from sidecar.types import (
+    CACHE_BREAKPOINTS,
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    Embeddings,
+    Message,
+    ToolCall,
+    Usage,
+)
 
 _DONE = b"[DONE]"
 # Request fields the caller may pass through `extra`; everything else there is
@@ -30,16 +47,49 @@ _RESERVED = frozenset({"model", "messages", "stream", "stream_options", "n", CAC
 
 
 class OpenAIProvider:
+    completes_text = True  # the legacy /completions endpoint
+
     def __init__(self, pool: HttpPool) -> None:
         self._pool = pool
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)
+        path = "/chat/completions"
+        if request.completion:
+            path = "/completions"
+            del body["messages"]
+            body["prompt"] = "".join(m.content for m in request.messages if m.role == "user")
+            if "max_completion_tokens" in body:  # a chat-only name
+                body["max_tokens"] = body.pop("max_completion_tokens")
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         headers.update(_auth(deployment))
         reader = SseReader(self._pool.max_frame)
-        decoder = _Decoder(deployment)
-        return relay(self._pool, deployment, "/chat/completions", body, headers, reader, decoder)
+        decoder = _Decoder(deployment, text=request.completion)
+        return relay(self._pool, deployment, path, body, headers, reader, decoder)
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        """`POST /embeddings` with the whole batch, as floats; token ids pass through."""
+        body: dict[str, Any] = {
+            "model": deployment.upstream_model,
+            "input": [item if isinstance(item, str) else list(item) for item in request.inputs],
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        headers = {"Content-Type": "application/json", **_auth(deployment)}
+        reply = await post_json(self._pool, deployment, "/embeddings", body, headers)
+        data = reply.get("data")
+        if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+            # The answer's items carry their input's index; OpenAI keeps them in order,
+            # compatible servers need not.
+            data = sorted(data, key=_index)
+            raw = [item.get("embedding") for item in data]
+        else:
+            raw = None
+        vectors = vectors_from(deployment, raw, len(request.inputs), "/embeddings reply")
+        usage = reply.get("usage")
+        prompt = count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+        return Embeddings(vectors, Usage(prompt, 0))
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()
@@ -52,6 +102,11 @@ class OpenAIProvider:
         return await probe_model_list(self._pool, deployment, "/models", _auth(deployment), skip)
 
 
+def _index(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if isinstance(index, int) else 0
+
+
 def _auth(deployment: Deployment) -> dict[str, str]:
     return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
 
@@ -61,10 +116,11 @@ class _Decoder:
     that never send it, the usage chunk that follows the finish (usage is always
     requested), or a finish chunk that carries the usage itself."""
 
-    __slots__ = ("_deployment",)
+    __slots__ = ("_deployment", "_text")
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, text: bool = False) -> None:
         self._deployment = deployment
+        self._text = text  # text_completion frames: choices[0].text, not a delta
 
     def fold(self, event: Event, draft: Draft) -> bool:
         data = event[1]
@@ -72,7 +128,10 @@ class _Decoder:
             return True
         deployment = self._deployment
         frame = _decode(deployment, data)
-        finish = _apply_frame(deployment, frame, draft.text, draft.calls)
+        if self._text:
+            finish = _apply_text_frame(deployment, frame, draft.text)
+        else:
+            finish = _apply_frame(deployment, frame, draft.text, draft.calls)
         if finish is not None:
             draft.finish = finish
         usage = frame.get("usage")
@@ -127,6 +186,24 @@ def _apply_frame(
         return finish
     except (AttributeError, TypeError, IndexError) as exc:
         raise malformed(deployment, "chat.completion.chunk", orjson.dumps(frame)) from exc
+
+
+def _apply_text_frame(deployment: Deployment, frame: dict[str, Any], text: list[str]) -> str | None:
+    """Fold one text_completion chunk into text; return its finish reason."""
+    if "error" in frame:
+        raise _stream_error(deployment, frame["error"])
+    choices = frame.get("choices")
+    if not choices:
+        return None
+    try:
+        choice = choices[0]
+        piece = choice.get("text")
+        if piece:
+            text.append(piece)
+        finish: str | None = choice.get("finish_reason")
+        return finish
+    except (AttributeError, TypeError, IndexError) as exc:
+        raise malformed(deployment, "text_completion chunk", orjson.dumps(frame)) from exc
 
 
 def _stream_error(deployment: Deployment, error: Any) -> UpstreamError:

@@ -16,7 +16,7 @@ from sidecar.providers.gemini import GeminiProvider
 from sidecar.providers.http import HttpPool
 from sidecar.providers.ollama import OllamaProvider
 from sidecar.providers.openai import OpenAIProvider
-from sidecar.types import ChatRequest, Chunk
+from sidecar.types import ChatRequest, Chunk, EmbeddingRequest, Embeddings
 
 _PROVIDERS: Mapping[ProviderKind, Callable[[HttpPool], Provider]] = {
     ProviderKind.ANTHROPIC: AnthropicProvider,
@@ -39,6 +39,14 @@ class ProviderRegistry:
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         return self._provider(deployment).stream(deployment, request)
+
+    def completes_text(self, deployment: Deployment) -> bool:
+        """Whether the deployment's upstream has a text-completion endpoint of its own."""
+        provider = self._providers.get(deployment.provider)
+        return provider is not None and provider.completes_text
+
+    async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
+        return await self._provider(deployment).embed(deployment, request)
 
     async def probe(
         self, deployment: Deployment, skip: frozenset[str] = frozenset()

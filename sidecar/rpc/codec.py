@@ -116,6 +116,7 @@ def decode_request(msg: pb.ChatRequest | Undecodable) -> ChatRequest:
         metadata=dict(msg.metadata),
         hints=RoutingHints(local_only=msg.hints.local_only, no_fallback=msg.hints.no_fallback),
         request_id=msg.request_id,
+        completion=msg.completion,
     )
 
 
@@ -151,6 +152,7 @@ def encode_request(request: ChatRequest) -> pb.ChatRequest:
             local_only=request.hints.local_only, no_fallback=request.hints.no_fallback
         ),
         request_id=request.request_id,
+        completion=request.completion,
     )
 
 
@@ -239,6 +241,7 @@ def encode_route(route: RouteTaken) -> pb.RouteTaken:
         locality=LOCALITY_TO_PB[route.locality],
         attempts=route.attempts,
         request_id=route.request_id,
+        translated=route.translated,
     )
 
 
@@ -251,6 +254,7 @@ def decode_route(msg: pb.RouteTaken) -> RouteTaken:
         locality=LOCALITY_FROM_PB.get(msg.locality, Locality.CLOUD),
         attempts=msg.attempts,
         request_id=msg.request_id,
+        translated=msg.translated,
     )
 
 

@@ -33,6 +33,7 @@ from sidecar.rpc.codec import (
     encode_response,
     route_metadata,
 )
+from sidecar.rpc.embed_codec import decode_embed_request, encode_embed_response
 from sidecar.rpc.health import HealthPublisher
 from sidecar.rpc.process_codec import add_process
 from sidecar.rpc.spend_codec import decode_query, encode_budget, encode_report
@@ -99,6 +100,19 @@ class RouterServicer(pb_grpc.RouterServicer):
             return encode_plan(self._engine.plan(_decode(request)))
         except SidecarError as exc:
             await _abort(context, exc)
+
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        try:
+            embedding = decode_embed_request(request)
+            if not embedding.request_id:
+                embedding = dataclasses.replace(embedding, request_id=uuid.uuid4().hex)
+            answer = await self._engine.embed(embedding, context.time_remaining())
+        except SidecarError as exc:
+            await _abort(context, exc)
+        context.set_trailing_metadata(route_metadata(answer.route))
+        return encode_embed_response(answer)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from sidecar.simulate.embedding import input_tokens, vector_for
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
 from sidecar.simulate.profile import SimProfile
 from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for
@@ -34,6 +35,8 @@ from sidecar.simulate.server import (
 )
 
 OLLAMA_VERSION: Final = "0.13.0"
+# The length of a simulated embedding when the request asks for none (nomic-embed-text's).
+EMBED_DIMENSIONS: Final = 768
 _NDJSON: Final = {"Content-Type": "application/x-ndjson"}
 _FAULT_MESSAGES: Final = {
     "http_500": (
@@ -57,8 +60,8 @@ _DETAILS: Final = {
 
 
 class OllamaSimulator(Simulator):
-    """`POST /api/chat`, `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`,
-    `GET|HEAD /`.
+    """`POST /api/chat`, `POST /api/embed` (and the legacy `/api/embeddings`), `GET /api/tags`,
+    `GET /api/ps`, `POST /api/show`, `GET /api/version`, `GET|HEAD /`.
 
     Any model name is served unless `models` is given, and then `/api/tags` and `/api/ps`
     list those models from the start (else only the ones asked for so far, as pulls would
@@ -89,6 +92,9 @@ class OllamaSimulator(Simulator):
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/api/chat", self._chat_endpoint),
+            web.post("/api/generate", self._chat_endpoint),
+            web.post("/api/embed", self._embed),
+            web.post("/api/embeddings", self._embeddings),
             web.get("/api/tags", self._tags),
             web.get("/api/ps", self._ps),
             web.post("/api/show", self._show),
@@ -101,6 +107,8 @@ class OllamaSimulator(Simulator):
     async def _parse_chat(self, request: web.Request) -> ChatCall | web.StreamResponse:
         body = await self._read_body(request)
         model = self._model_of(body.get("model"))
+        if request.path == "/api/generate":
+            return self._parse_generate(body, model)
         messages = body.get("messages")
         if messages is None:
             messages = []
@@ -152,6 +160,26 @@ class OllamaSimulator(Simulator):
         kind = "http_503" if fault.kind == "http_529" else fault.kind
         return WireError(HTTP_FAULT_STATUS[kind], _FAULT_MESSAGES[kind], headers=headers)
 
+    def _parse_generate(self, body: dict[str, Any], model: str) -> ChatCall:
+        """`/api/generate`: a `prompt` (and `system`), answered in `response` frames."""
+        prompt = body.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise WireError(400, "prompt: expected a string")
+        stream = body.get("stream")
+        if stream is None:
+            stream = True
+        if not isinstance(stream, bool):
+            raise WireError(400, "stream: expected true or false")
+        turns = [{"role": "user", "content": prompt}]
+        return ChatCall(
+            model=model,
+            stream=stream,
+            max_tokens=_num_predict(body.get("options")),
+            prompt_tokens=prompt_tokens(turns),
+            output=output_for(None, turns, ollama_format=body.get("format")),
+            text=True,
+        )
+
     def _stream_headers(self, call: ChatCall) -> dict[str, str]:
         return dict(_NDJSON)
 
@@ -177,6 +205,12 @@ class OllamaSimulator(Simulator):
             orjson.dumps(_now_rfc3339()),
         )
         tail = b'},"done":false}\n'
+        if call.text:
+            head = b'{"model":%s,"created_at":%s,"response":' % (
+                orjson.dumps(call.model),
+                orjson.dumps(_now_rfc3339()),
+            )
+            tail = b',"done":false}\n'
         if answer.pieces is not None:
             for piece in answer.pieces:
                 yield head + orjson.dumps(piece) + tail
@@ -208,10 +242,11 @@ class OllamaSimulator(Simulator):
         message = _message(content, call, answer)
         if call.stream:
             message.pop("tool_calls", None)  # a stream sent them in its body frames
+        said: dict[str, Any] = {"response": content} if call.text else {"message": message}
         return {
             "model": call.model,
             "created_at": _now_rfc3339(),
-            "message": message,
+            **said,
             "done": True,
             "done_reason": "length" if answer.capped else "stop",
             "total_duration": max(1, now - exchange.started_ns),
@@ -229,6 +264,53 @@ class OllamaSimulator(Simulator):
         return _ERROR_LINE
 
     # ----- introspection -------------------------------------------------------------------
+
+    # ----- embeddings ----------------------------------------------------------------------
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        """`/api/embed`: `input` a string or a list of strings, optional `dimensions`."""
+        started = time.monotonic_ns()
+        try:
+            body = await self._read_body(request)
+            model = self._model_of(body.get("model"))
+            raw = body.get("input")
+            inputs = [raw] if isinstance(raw, str) else raw
+            if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+                raise WireError(400, "invalid input type")
+            dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+            if not isinstance(dimensions, int) or dimensions < 1:
+                raise WireError(400, "dimensions must be a positive integer")
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        self._seen_models.setdefault(_full_name(model))
+        elapsed = time.monotonic_ns() - started
+        return json_response(
+            {
+                "model": model,
+                "embeddings": [vector_for(text, dimensions) for text in inputs],
+                "total_duration": elapsed,
+                "load_duration": 0,
+                "prompt_eval_count": sum(input_tokens(text) for text in inputs),
+            }
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """The legacy `/api/embeddings`: one `prompt`, one `embedding`."""
+        try:
+            body = await self._read_body(request)
+            self._model_of(body.get("model"))
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise WireError(400, "prompt must be a string")
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        return json_response({"embedding": vector_for(prompt, EMBED_DIMENSIONS)})
 
     async def _tags(self, request: web.Request) -> web.Response:
         modified = datetime.now(UTC).isoformat()

@@ -11,6 +11,8 @@ answer says (text, a tool call, JSON for `response_format`) is decided in reply.
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,6 +21,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from sidecar.simulate.embedding import input_tokens, vector_for
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
 from sidecar.simulate.profile import SimProfile
 from sidecar.simulate.reply import LOGPROBS_REFUSED, Tool, choose_tool, output_for, pieces
@@ -41,10 +44,13 @@ _ERROR_FRAME: Final = (
     b'"param":null,"code":null}}\n\n'
 )
 _MODEL_CREATED: Final = 1_715_367_049
+# The length of a simulated embedding when the request asks for none
+# (text-embedding-3-small's).
+EMBED_DIMENSIONS: Final = 1536
 
 
 class OpenAISimulator(Simulator):
-    """`POST /v1/chat/completions` and `GET /v1/models`.
+    """`POST /v1/chat/completions`, `POST /v1/embeddings` and `GET /v1/models`.
 
     With `api_key` set, `/v1` requests need `Authorization: Bearer <api_key>`. Any model
     name is served unless `models` is given.
@@ -70,7 +76,9 @@ class OpenAISimulator(Simulator):
     def _routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self._chat_endpoint),
+            web.post("/v1/completions", self._chat_endpoint),
             web.get("/v1/models", self._models),
+            web.post("/v1/embeddings", self._embeddings),
         ]
 
     # ----- chat ----------------------------------------------------------------------------
@@ -85,15 +93,9 @@ class OpenAISimulator(Simulator):
                 "We could not parse the JSON body of your request. The OpenAI API expects a "
                 f"JSON payload ({err.message}).",
             ) from None
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise WireError(400, "you must provide a model parameter")
-        if not self._knows(model):
-            raise WireError(
-                404,
-                f"The model `{model}` does not exist or you do not have access to it.",
-                code="model_not_found",
-            )
+        model = self._model_of(body)
+        if request.path == "/v1/completions":
+            return _parse_completion(body, model)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise WireError(
@@ -120,6 +122,18 @@ class OpenAISimulator(Simulator):
             reply_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             created=int(time.time()),
         )
+
+    def _model_of(self, body: dict[str, Any]) -> str:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise WireError(400, "you must provide a model parameter")
+        if not self._knows(model):
+            raise WireError(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        return model
 
     def _authorize(self, request: web.Request) -> None:
         if self.api_key is None:
@@ -168,6 +182,8 @@ class OpenAISimulator(Simulator):
         return dict(_SSE)
 
     def _head_frames(self, call: ChatCall) -> Sequence[bytes]:
+        if call.text:
+            return ()  # a text_completion stream opens with its first text
         delta: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
         return (_sse(_chunk(call, [_choice(delta)])),)
 
@@ -189,6 +205,10 @@ class OpenAISimulator(Simulator):
             for piece in answer.pieces:
                 yield _sse(_chunk(call, [_choice({"content": piece})]))
             return
+        if call.text:
+            for piece in answer.pieces or [f"tok{i} " for i in range(answer.tokens)]:
+                yield _sse(_chunk(call, [_text_choice(piece)]))
+            return
         # Splice each token between constant bytes: the token text needs no JSON escaping,
         # and the chunk is otherwise the same every time.
         template = _chunk(call, [_choice({"content": "\x00"})])
@@ -202,7 +222,10 @@ class OpenAISimulator(Simulator):
     def _tail_frames(
         self, exchange: Exchange, call: ChatCall, answer: Answer, sent: int
     ) -> Sequence[bytes]:
-        finish = _choice({}, finish_reason=_finish_reason(call, answer))
+        if call.text:
+            finish = _text_choice("", finish_reason=_finish_reason(call, answer))
+        else:
+            finish = _choice({}, finish_reason=_finish_reason(call, answer))
         frames = [_sse(_chunk(call, [finish]))]
         if call.include_usage:
             completion = TOOL_CALL_TOKENS if call.tool is not None else sent
@@ -213,6 +236,20 @@ class OpenAISimulator(Simulator):
         return frames
 
     def _completion(self, exchange: Exchange, call: ChatCall, answer: Answer) -> bytes:
+        if call.text:
+            return orjson.dumps(
+                {
+                    "id": call.reply_id,
+                    "object": "text_completion",
+                    "created": call.created,
+                    "model": call.model,
+                    "choices": [
+                        _text_choice(answer.text, finish_reason=_finish_reason(call, answer))
+                    ],
+                    "usage": _usage(call.prompt_tokens, answer.tokens),
+                    "system_fingerprint": _FINGERPRINT,
+                }
+            )
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None if call.tool is not None else answer.text,
@@ -254,6 +291,49 @@ class OpenAISimulator(Simulator):
     def _error_frame(self) -> bytes:
         return _ERROR_FRAME
 
+    # ----- embeddings ----------------------------------------------------------------------
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """`/v1/embeddings`: a string, a list of strings, a token array or a list of them;
+        `dimensions`, and `encoding_format` float or base64 (little-endian float32)."""
+        try:
+            self._authorize(request)
+            body = await self._read_body(request)
+            model = self._model_of(body)
+            inputs = _embedding_inputs(body.get("input"))
+            dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+            if not isinstance(dimensions, int) or dimensions < 1:
+                raise WireError(400, "Invalid 'dimensions': expected a positive integer.")
+            encoding = body.get("encoding_format") or "float"
+            if encoding not in ("float", "base64"):
+                raise WireError(
+                    400,
+                    "Invalid 'encoding_format': expected float or base64.",
+                    param="encoding_format",
+                )
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        self._seen_models.setdefault(model)
+        data = []
+        for index, item in enumerate(inputs):
+            vector = vector_for(item, dimensions)
+            embedding: Any = vector
+            if encoding == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(input_tokens(item) for item in inputs)
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     # ----- models --------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -266,6 +346,25 @@ class OpenAISimulator(Simulator):
             for name in self._listed_models()
         ]
         return json_response({"object": "list", "data": data})
+
+
+def _embedding_inputs(raw: Any) -> list[str | list[int]]:
+    """The inputs of an embeddings request in OpenAI's four shapes."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw:
+        if all(isinstance(item, str) for item in raw):
+            return list(raw)
+        if all(isinstance(item, int) for item in raw):
+            return [raw]
+        if all(isinstance(item, list) and item for item in raw):
+            return list(raw)
+    raise WireError(
+        400,
+        "'input' must be a string, an array of strings, an array of tokens, "
+        "or an array of token arrays.",
+        param="input",
+    )
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -327,10 +426,43 @@ def _include_usage(options: object, stream: bool) -> bool:
     return bool(options.get("include_usage", False))
 
 
+def _parse_completion(body: dict[str, Any], model: str) -> ChatCall:
+    """A legacy `/v1/completions` request: one `prompt` (a string, or a list of one)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise WireError(
+            400, "Invalid 'prompt': this simulator takes one string prompt.", param="prompt"
+        )
+    if body.get("logprobs") is not None or body.get("echo"):
+        raise WireError(400, LOGPROBS_REFUSED, param="logprobs", code="unsupported_parameter")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise WireError(400, "Invalid type for 'stream': expected a boolean.", param="stream")
+    turns = [{"role": "user", "content": prompt}]
+    seed = body.get("seed")
+    return ChatCall(
+        model=model,
+        stream=stream,
+        max_tokens=_max_tokens(body),
+        prompt_tokens=prompt_tokens(turns),
+        seed=seed if isinstance(seed, int) else None,
+        include_usage=_include_usage(body.get("stream_options"), stream),
+        reply_id=f"cmpl-{uuid.uuid4().hex[:24]}",
+        created=int(time.time()),
+        text=True,
+    )
+
+
+def _text_choice(text: str, *, finish_reason: str | None = None) -> dict[str, Any]:
+    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+
 def _chunk(call: ChatCall, choices: list[dict[str, Any]]) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": call.reply_id,
-        "object": "chat.completion.chunk",
+        "object": "text_completion" if call.text else "chat.completion.chunk",
         "created": call.created,
         "model": call.model,
         "system_fingerprint": _FINGERPRINT,

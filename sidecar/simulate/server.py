@@ -71,6 +71,8 @@ class SimStats:
     completion_tokens: int = 0
     # The W3C traceparent header of the latest chat requests that carried one.
     traceparents: deque[str] = field(default_factory=lambda: deque(maxlen=BODY_HISTORY))
+    # Embedding requests (/api/embed, /v1/embeddings), counted apart from chats.
+    embed_requests: int = 0
 
     def to_json(self, *, include_bodies: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +103,9 @@ class ChatCall:
     include_usage: bool = False
     reply_id: str = ""  # for protocols whose every frame repeats the reply's identity
     created: int = 0  # unix seconds, likewise
+    # A text completion (Ollama's /api/generate, OpenAI's legacy /v1/completions): the
+    # answer is text in that endpoint's frames.
+    text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +510,17 @@ class Simulator(ABC):
         """The protocol's mid-stream error frame."""
 
     # ----- helpers for subclasses ----------------------------------------------------------
+
+    async def _embed_fault(self) -> WireError | None:
+        """Count an embedding request and apply the armed fault to it: an error status,
+        or a hang until the client leaves; other faults concern streams only."""
+        self.stats.embed_requests += 1
+        fault = self._switch.draw()
+        if fault is not None and fault.kind in HTTP_FAULT_STATUS:
+            return self._fault_error(fault)
+        if fault is not None and fault.kind == "hang":
+            await asyncio.get_running_loop().create_future()  # until the client goes away
+        return None
 
     async def _read_body(self, request: web.Request) -> dict[str, Any]:
         """The request's JSON object, also kept in `stats.bodies`; WireError(400) otherwise."""

@@ -182,12 +182,13 @@ class CallMetrics:
         provider = "" if route is None else provider_name(route.provider)
         answered = "" if route is None else route.upstream_model
         self.genai_duration.record(
-            report.duration, ("chat", provider, model, answered, report.error_type or "")
+            report.duration,
+            (report.operation, provider, model, answered, report.error_type or ""),
         )
         usage = report.usage
         if usage is None or route is None:
             return
-        labels = ("chat", provider, model, answered)
+        labels = (report.operation, provider, model, answered)
         if usage.prompt_tokens is not None:
             self.genai_tokens.record(usage.prompt_tokens, (*labels, "input"))
         if usage.completion_tokens is not None:

@@ -42,3 +42,4 @@ class CallReport:
     finish_reason: str | None = None
     streaming: bool = True
     task: str = ""  # the caller's task tag, if any
+    operation: str = "chat"  # gen_ai.operation.name: chat, text_completion or embeddings

@@ -60,6 +60,11 @@ class RouterStub:
                 request_serializer=llmsidecar_dot_v1_dot_router__pb2.SpendRequest.SerializeToString,
                 response_deserializer=llmsidecar_dot_v1_dot_router__pb2.SpendResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llmsidecar.v1.Router/Embed',
+                request_serializer=llmsidecar_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llmsidecar_dot_v1_dot_router__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -101,6 +106,14 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """A batch of inputs embedded by one deployment of the alias, one vector per input,
+        under the same routing, privacy and budget rules as a chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.GetSpend,
                     request_deserializer=llmsidecar_dot_v1_dot_router__pb2.SpendRequest.FromString,
                     response_serializer=llmsidecar_dot_v1_dot_router__pb2.SpendResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llmsidecar_dot_v1_dot_router__pb2.EmbedRequest.FromString,
+                    response_serializer=llmsidecar_dot_v1_dot_router__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class Router:
             '/llmsidecar.v1.Router/GetSpend',
             llmsidecar_dot_v1_dot_router__pb2.SpendRequest.SerializeToString,
             llmsidecar_dot_v1_dot_router__pb2.SpendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmsidecar.v1.Router/Embed',
+            llmsidecar_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+            llmsidecar_dot_v1_dot_router__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

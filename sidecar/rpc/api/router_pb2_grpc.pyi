@@ -46,6 +46,10 @@ class RouterStub:
     """Every model alias the sidecar serves."""
     GetSpend: _grpc.UnaryUnaryMultiCallable[_router_pb2.SpendRequest, _router_pb2.SpendResponse]
     """Spend: per-request records, daily totals, and every spend cap with its headroom."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]
+    """A batch of inputs embedded by one deployment of the alias, one vector per input,
+    under the same routing, privacy and budget rules as a chat.
+    """
 
 @_typing.type_check_only
 class RouterAsyncStub(RouterStub):
@@ -62,6 +66,10 @@ class RouterAsyncStub(RouterStub):
     """Every model alias the sidecar serves."""
     GetSpend: _aio.UnaryUnaryMultiCallable[_router_pb2.SpendRequest, _router_pb2.SpendResponse]  # type: ignore[assignment]
     """Spend: per-request records, daily totals, and every spend cap with its headroom."""
+    Embed: _aio.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]  # type: ignore[assignment]
+    """A batch of inputs embedded by one deployment of the alias, one vector per input,
+    under the same routing, privacy and budget rules as a chat.
+    """
 
 class RouterServicer(metaclass=_abc_1.ABCMeta):
     """Router answers chat requests by routing each one to a local or cloud model."""
@@ -105,5 +113,15 @@ class RouterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.SpendResponse, _abc.Awaitable[_router_pb2.SpendResponse]]:
         """Spend: per-request records, daily totals, and every spend cap with its headroom."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _router_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.EmbedResponse, _abc.Awaitable[_router_pb2.EmbedResponse]]:
+        """A batch of inputs embedded by one deployment of the alias, one vector per input,
+        under the same routing, privacy and budget rules as a chat.
+        """
 
 def add_RouterServicer_to_server(servicer: RouterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
