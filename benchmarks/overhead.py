@@ -533,7 +533,7 @@ SCENARIO = Scenario(
     ),
     steps=steps,
     run=run,
-    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
+    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 240.0, Scale.SMOKE: 60.0}[scale],
     markdown=markdown,
 )
 
