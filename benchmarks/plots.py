@@ -29,9 +29,16 @@ PATH_STYLE = {
     "http": ("tab:orange", "-"),
     "direct-anthropic": ("tab:brown", "-."),
     "anthropic": ("tab:purple", "-"),
+    "direct-gemini": ("tab:cyan", "-."),
+    "gemini": ("tab:green", "-"),
 }
 # The baseline each relayed path is drawn against.
-BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
+BASELINE = {
+    "grpc": "direct-ollama",
+    "http": "direct-openai",
+    "anthropic": "direct-anthropic",
+    "gemini": "direct-gemini",
+}
 DPI = 110
 
 
