@@ -95,7 +95,7 @@ def _convert(schema: object, definitions: Mapping[str, Any], depth: int) -> dict
         }
         required = schema.get("required")
         if isinstance(required, list):
-            kept = [name for name in required if name in out["properties"]]
+            kept = [n for n in required if isinstance(n, str) and n in out["properties"]]
             if kept:
                 out["required"] = kept
     items = schema.get("items")
