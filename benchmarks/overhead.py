@@ -549,7 +549,7 @@ SCENARIO = Scenario(
     "vs Anthropic and Gemini translation",
     steps=steps,
     run=run,
-    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
+    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 240.0, Scale.SMOKE: 60.0}[scale],
     markdown=markdown,
 )
 

@@ -31,6 +31,8 @@ PATH_STYLE = {
     "anthropic": ("tab:purple", "-"),
     "messages": ("tab:pink", "-"),
     "responses": ("tab:red", "-"),
+    "direct-gemini": ("tab:cyan", "-."),
+    "gemini": ("tab:green", "-"),
 }
 # The baseline each relayed path is drawn against.
 BASELINE = {
@@ -39,6 +41,7 @@ BASELINE = {
     "anthropic": "direct-anthropic",
     "messages": "direct-anthropic",
     "responses": "direct-openai",
+    "gemini": "direct-gemini",
 }
 DPI = 110
 

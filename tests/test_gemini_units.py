@@ -8,6 +8,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.config.model import Deployment, ProviderKind
 from sidecar.providers import gemini
@@ -98,6 +100,32 @@ def test_schema_is_translated_into_what_gemini_accepts() -> None:
     assert props["both"]["required"] == ["a", "b"]
     # A required name the schema does not declare would be refused.
     assert out["required"] == ["where", "radius"]
+
+
+_KEYWORDS = st.sampled_from(
+    [
+        "type", "properties", "items", "required", "enum", "const", "anyOf", "oneOf",
+        "allOf", "$ref", "$defs", "additionalProperties", "exclusiveMinimum", "nullable",
+        "description", "format", "minimum", "default", "x-custom",
+    ]
+)  # fmt: skip
+_LEAVES = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+_NAMES = st.sampled_from(["string", "null", "object", "#/$defs/a"])
+_VALUES = st.recursive(
+    _LEAVES | _NAMES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_KEYWORDS | st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYWORDS, _VALUES, max_size=6))
+def test_any_schema_translates_without_error_into_gemini_keywords(schema: dict[str, Any]) -> None:
+    out = gemini_schema(schema)
+    assert _keywords(out) <= SCHEMA_KEYWORDS
 
 
 def test_recursive_reference_is_cut_short() -> None:

@@ -78,8 +78,31 @@ OPENAI = Wire(
 OPENAI_NO_DONE = Wire(
     ProviderKind.OPENAI, "text/event-stream", "/v1", (HELLO, WORLD, FINISH, USAGE)
 )
+# Gemini has no sentinel: the chunk with the finishReason is the last.
+_GEMINI_USAGE = '"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2}'
+GEMINI = Wire(
+    ProviderKind.GEMINI,
+    "text/event-stream",
+    "",
+    (
+        sse('{"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]}}]}'),
+        sse(
+            '{"candidates":[{"content":{"role":"model","parts":[{"text":"lo"}]},'
+            f'"finishReason":"STOP"}}],{_GEMINI_USAGE}}}'
+        ),
+    ),
+)
 BOTH = [pytest.param(OLLAMA, id="ollama"), pytest.param(OPENAI, id="openai")]
-ALL = [*BOTH, pytest.param(OPENAI_NO_DONE, id="openai-without-done")]
+ALL = [
+    *BOTH,
+    pytest.param(OPENAI_NO_DONE, id="openai-without-done"),
+    pytest.param(GEMINI, id="gemini"),
+]
+MODELS = {
+    ProviderKind.OLLAMA: "ollama/llama3",
+    ProviderKind.OPENAI: "openai/qwen",
+    ProviderKind.GEMINI: "gemini/model",
+}
 
 
 @asynccontextmanager
@@ -191,7 +214,7 @@ async def test_callers_get_the_answer_over_grpc_while_the_upstream_keeps_the_soc
             await conn.send(chunk(frame))
         await conn.until_client_closes()
 
-    model = "ollama/llama3" if protocol.kind is ProviderKind.OLLAMA else "openai/qwen"
+    model = MODELS[protocol.kind]
     async with raw_upstream(script, keep_alive=True) as upstream:
         config = make_config(
             [("m", model, {"api_base": upstream.url + protocol.path})],

@@ -485,3 +485,32 @@ def test_anthropic_images_and_default_max_tokens() -> None:
             ],
         }
     ]
+
+
+async def test_gemini_text_signature_and_blocked_prompt() -> None:
+    """A signature on an answer's closing empty text part (Gemini 3 signs text answers so)
+    comes back as a thinking block; a blocked prompt ends as content filtering."""
+    signed = _sse(
+        (None, _gemini_chunk([{"text": "Lima."}], 2)),
+        (None, _gemini_chunk([{"text": "", "thoughtSignature": "dGV4dA=="}], 2, "STOP")),
+    )
+    blocked = _sse(
+        (None, {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "responseId": "r1"})
+    )
+    path = "/v1beta/models/m:streamGenerateContent"
+    registry = ProviderRegistry()
+    try:
+        async with _upstream(path, "text/event-stream", signed) as url:
+            chunks = [
+                c async for c in registry.stream(_deployment(ProviderKind.GEMINI, url), REQUEST)
+            ]
+        async with _upstream(path, "text/event-stream", blocked) as url:
+            refused = [
+                c async for c in registry.stream(_deployment(ProviderKind.GEMINI, url), REQUEST)
+            ]
+    finally:
+        await registry.aclose()
+    assert "".join(c.content for c in chunks) == "Lima."
+    assert [b for c in chunks for b in c.thinking] == [ThinkingBlock("", "dGV4dA==")]
+    assert chunks[-1].finish_reason == "stop"
+    assert [(c.content, c.finish_reason) for c in refused] == [("", "content_filter")]

@@ -9,7 +9,9 @@ Schema (tool parameters, structured output) goes through `schema.gemini_schema`
 first, because Gemini refuses much of JSON Schema.
 
 Coming back, each SSE event is a whole `GenerateContentResponse` holding only the new
-parts; the body simply ends after the last one. Parts marked `thought` are reasoning;
+parts; there is no sentinel, but the chunk with the `finishReason` (or a blocked prompt's
+`promptFeedback`) is the last, so the answer ends there whatever the upstream then does
+with the socket. Parts marked `thought` are reasoning;
 function calls arrive whole and without an index, so they are numbered here, in the
 order they come, and given ids of their own. `usageMetadata` is cumulative: the last
 figure seen is the answer's, nothing is summed. Output is candidates plus thoughts
@@ -157,7 +159,8 @@ def _auth(deployment: Deployment) -> dict[str, str]:
 
 
 class _Decoder:
-    """Folds the `GenerateContentResponse` events of one answer; the body's end is the last."""
+    """Folds the `GenerateContentResponse` events of one answer; the one with a finish
+    reason is the last."""
 
     __slots__ = ("_calls", "_deployment", "_finish", "_response_id", "_thought", "_usage")
 
@@ -190,6 +193,7 @@ class _Decoder:
             feedback = frame.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
                 self._finish = "content_filter"  # the prompt itself was blocked
+                return self._done(draft)
             return False
         candidate = candidates[0] if isinstance(candidates, list) else None
         if not isinstance(candidate, dict):
@@ -209,7 +213,14 @@ class _Decoder:
                     "(finishReason MALFORMED_FUNCTION_CALL)",
                 )
             self._finish = reason
+            return self._done(draft)
         return False
+
+    def _done(self, draft: Draft) -> bool:
+        assert self._finish is not None
+        draft.finish = finish_reason(self._finish, tool_calls=self._calls > 0)
+        draft.usage = usage(self._usage)
+        return True
 
     def _part(self, part: dict[str, Any], draft: Draft) -> None:
         text = part.get("text")
@@ -245,13 +256,9 @@ class _Decoder:
         return f"call_{self._response_id}_{index}" if self._response_id else f"call_{index}"
 
     def end(self, draft: Draft, rest: bytes) -> Chunk:
-        if self._finish is None:
-            raise UpstreamMalformed(
-                self._deployment.id, "the stream ended before any candidate gave a finishReason"
-            )
-        draft.finish = finish_reason(self._finish, tool_calls=self._calls > 0)
-        draft.usage = usage(self._usage)
-        return draft.final()
+        raise UpstreamMalformed(
+            self._deployment.id, "the stream ended before any candidate gave a finishReason"
+        )
 
 
 def finish_reason(reason: str, *, tool_calls: bool = False) -> str:

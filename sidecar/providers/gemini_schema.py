@@ -79,7 +79,7 @@ def _convert(schema: object, definitions: Mapping[str, Any], depth: int) -> dict
     if isinstance(schema.get("enum"), list):
         out["enum"] = list(schema["enum"])
     if "enum" in out:
-        out["enum"] = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in out["enum"]]
+        out["enum"] = [v if isinstance(v, str) else _as_text(v) for v in out["enum"]]
         out.setdefault("type", "string")
         if out["type"] != "string":
             out["type"] = "string"
@@ -95,7 +95,7 @@ def _convert(schema: object, definitions: Mapping[str, Any], depth: int) -> dict
         }
         required = schema.get("required")
         if isinstance(required, list):
-            kept = [name for name in required if name in out["properties"]]
+            kept = [n for n in required if isinstance(n, str) and n in out["properties"]]
             if kept:
                 out["required"] = kept
     items = schema.get("items")
@@ -105,6 +105,14 @@ def _convert(schema: object, definitions: Mapping[str, Any], depth: int) -> dict
         out["items"] = _convert(items[0], definitions, depth + 1)
     _alternatives(schema, definitions, depth, out)
     return out
+
+
+def _as_text(value: object) -> str:
+    """A non-string enum value as the JSON text a model would write for it."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits, which JSON allows and orjson does not
+        return str(value)
 
 
 def _type(kind: object, out: dict[str, Any]) -> None:
