@@ -45,8 +45,15 @@ from sidecar.errors import (
     UpstreamUnavailable,
 )
 from sidecar.providers.base import ProbeResult
+from sidecar.providers.embedding import vectors_from
 from sidecar.providers.gemini_schema import gemini_schema
-from sidecar.providers.http import HttpPool, malformed, probe_model_list, upstream_text
+from sidecar.providers.http import (
+    HttpPool,
+    malformed,
+    post_json,
+    probe_model_list,
+    upstream_text,
+)
 from sidecar.providers.relay import Draft, relay
 from sidecar.providers.sse import Event, SseReader
 from sidecar.types import (
@@ -117,11 +124,28 @@ class GeminiProvider:
         self._pool = pool
 
     async def embed(self, deployment: Deployment, request: EmbeddingRequest) -> Embeddings:
-        raise EmbeddingUnsupported(
-            deployment.id,
-            "embeddings through Gemini's embedContent are not supported yet: route "
-            "embeddings to an Ollama or OpenAI-compatible model",
+        """`:batchEmbedContents` with the whole batch, one content per input. Gemini embeds
+        text, not token ids, and reports no token counts for embeddings."""
+        if request.has_tokens:
+            raise EmbeddingUnsupported(deployment.id, "Gemini embeds text, not token ids")
+        model = "models/" + deployment.upstream_model.removeprefix("models/")
+        items: list[dict[str, Any]] = []
+        for text in request.texts:
+            item: dict[str, Any] = {"model": model, "content": {"parts": [{"text": text}]}}
+            if request.dimensions is not None:
+                item["outputDimensionality"] = request.dimensions
+            items.append(item)
+        path = f"{_version(deployment)}/{quote(model, safe='/')}:batchEmbedContents"
+        headers = {"Content-Type": "application/json", **_auth(deployment)}
+        reply = await post_json(self._pool, deployment, path, {"requests": items}, headers)
+        embeddings = reply.get("embeddings")
+        raw = (
+            [item.get("values") if isinstance(item, dict) else None for item in embeddings]
+            if isinstance(embeddings, list)
+            else None
         )
+        vectors = vectors_from(deployment, raw, len(items), "Gemini batchEmbedContents reply")
+        return Embeddings(vectors, Usage(None, 0))
 
     def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = build_body(deployment, request)

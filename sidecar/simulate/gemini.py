@@ -46,6 +46,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from sidecar.simulate.embedding import vector_for
 from sidecar.simulate.faults import HTTP_FAULT_STATUS, Fault
 from sidecar.simulate.profile import SimProfile, answer_token
 from sidecar.simulate.reply import JsonOutput, Tool, arguments, choose_tool
@@ -114,6 +115,10 @@ class _Call(ChatCall):
     cached: int = 0
 
 
+# The length of a simulated embedding when the request asks for none (text-embedding-004's).
+EMBED_DIMENSIONS: Final = 768
+
+
 class GeminiSimulator(Simulator):
     """With `api_key` set, requests need `x-goog-api-key: <api_key>`. Any model name is
     served unless `models` is given."""
@@ -145,7 +150,7 @@ class GeminiSimulator(Simulator):
             route
             for version in ("v1beta", "v1")
             for route in (
-                web.post(f"/{version}/models/{{target}}", self._chat_endpoint),
+                web.post(f"/{version}/models/{{target}}", self._model_method),
                 web.get(f"/{version}/models", self._models),
                 web.get(f"/{version}/models/{{model}}", self._model),
             )
@@ -159,6 +164,49 @@ class GeminiSimulator(Simulator):
         )
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.b64encode(digest).decode()
+
+    async def _model_method(self, request: web.Request) -> web.StreamResponse:
+        """`models/{model}:method`: embeddings, or a chat for every other method."""
+        method = request.match_info["target"].partition(":")[2]
+        if method == "batchEmbedContents":
+            return await self._embed(request)
+        return await self._chat_endpoint(request)
+
+    # ----- embeddings ----------------------------------------------------------------------
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        """`:batchEmbedContents`: one `{"values": [...]}` per request, in order; no usage
+        (Gemini's embedding answers carry none)."""
+        try:
+            self._authorize(request)
+            model = request.match_info["target"].partition(":")[0]
+            if not self._knows(model):
+                raise WireError(404, f"models/{model} is not found for this API version")
+            body = await self._read_body(request)
+            items = body.get("requests")
+            if not isinstance(items, list) or not items:
+                raise WireError(400, "* BatchEmbedContentsRequest.requests: must not be empty")
+            texts, dimensions = [], EMBED_DIMENSIONS
+            for index, item in enumerate(items):
+                where = f"requests[{index}]"
+                parts = (item.get("content") or {}).get("parts") if isinstance(item, dict) else None
+                if not isinstance(parts, list) or not all(
+                    isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
+                ):
+                    raise WireError(400, f"* {where}.content.parts: expected text parts")
+                if item.get("model") != f"models/{model}":
+                    raise WireError(400, f"* {where}.model: must be models/{model}")
+                wanted = item.get("outputDimensionality", EMBED_DIMENSIONS)
+                if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+                    raise WireError(400, f"* {where}.output_dimensionality: must be positive")
+                dimensions = wanted
+                texts.append("".join(p["text"] for p in parts))
+            failure = await self._embed_fault()
+            if failure is not None:
+                raise failure
+        except WireError as err:
+            return self._error_response(err)
+        return json_response({"embeddings": [{"values": vector_for(t, dimensions)} for t in texts]})
 
     # ----- chat ----------------------------------------------------------------------------
 
