@@ -60,10 +60,22 @@ async def test_outcomes_are_counted_and_health_follows_identity(tmp_path: Path) 
         assert rejected.outcome == "rejected"
         assert rejected.problems == ("limits changed: that takes a restart, not a reload",)
         assert engine.config.limits.max_answer_chars != 5
+        # Built at start-up: the Ollama door's port and the shadow sampler.
+        _write(
+            path,
+            _config(
+                "http://127.0.0.1:9",
+                "http://127.0.0.1:11",
+                front_doors={"ollama_port": 11434},
+                quality_monitoring={"sample_rate": 0.5},
+            ),
+        )
+        (problem,) = (await reloader.reload("test")).problems
+        assert problem.startswith("quality_monitoring, front_doors changed")
         path.write_text("model_list: 7\n", encoding="utf-8")
         assert (await reloader.reload("test")).outcome == "rejected"
         assert engine.operations.reloads_applied == 1
-        assert engine.operations.reloads_rejected == 2
+        assert engine.operations.reloads_rejected == 3
         assert engine.operations.last_reload_error.startswith("model_list: expected a list")
     finally:
         await reloader.aclose()
@@ -81,4 +93,4 @@ async def test_outcomes_are_counted_and_health_follows_identity(tmp_path: Path) 
         for p in metric.data.data_points
         if isinstance(p, NumberDataPoint)
     }
-    assert counts == {"unchanged": 1, "applied": 1, "rejected": 2}
+    assert counts == {"unchanged": 1, "applied": 1, "rejected": 3}

@@ -6,7 +6,8 @@ Three things trigger it: SIGHUP (which `llm-sidecar reload` sends to the pid in
 swaps a symlink, is picked up with no extra dependency), and tests calling `reload()`.
 
 A file that fails to load or validate, or that changes what only a restart can change
-(the master key, connection limits, telemetry, where budgets are stored), is rejected:
+(the master key, connection limits, telemetry, quality sampling, the front doors' ports,
+where budgets are stored), is rejected:
 the error is logged and counted, and the old configuration keeps serving. A valid one
 replaces the old between two calls (`Engine.adopt`): calls in flight finish on the plan
 they started with, new ones plan against the new configuration.
@@ -35,6 +36,9 @@ _RESTART_ONLY: tuple[tuple[str, Callable[[SidecarConfig], object]], ...] = (
     ("general_settings.database_url", lambda c: c.general_settings.database_url),
     ("limits", lambda c: c.limits),
     ("telemetry", lambda c: c.telemetry),
+    # The shadow sampler and the Ollama door's listener are built at start-up.
+    ("quality_monitoring", lambda c: c.quality),
+    ("front_doors", lambda c: c.front_doors),
     (
         "budget storage (data_dir, ledger, redis, spend log settings)",
         lambda c: dataclasses.replace(c.budget, callers={}, default_caller=None),
