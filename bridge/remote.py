@@ -20,6 +20,7 @@ from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
     ERROR_KIND_KEY,
+    ERROR_ORIGIN_KEY,
     MAX_MESSAGE_BYTES,
     decode_chunk,
     decode_models,
@@ -257,13 +258,14 @@ def remote_error(exc: Any, target: str) -> SidecarError | HttpError:
     if code is None:
         # UNKNOWN, DATA_LOSS...: not statuses the sidecar sends; the link or a bug failed.
         return RemoteError(ErrorCode.INTERNAL, f"sidecar at {target} failed ({status.name})")
-    if status is grpc.StatusCode.UNAVAILABLE and _is_transport(details):
+    trailers = dict(exc.trailing_metadata() or ())
+    if status is grpc.StatusCode.UNAVAILABLE and ERROR_ORIGIN_KEY not in trailers:
+        # Not the sidecar's own refusal (no deployment could serve): the link itself.
         details = f"sidecar at {target} is unreachable"
     field = None
     if code is ErrorCode.INVALID_ARGUMENT:
         match = _FIELD.match(details)
         field = match.group(1) if match else None
-    trailers = dict(exc.trailing_metadata() or ())
     kind = trailers.get(ERROR_KIND_KEY)
     return RemoteError(
         code, details, field, _retry_after(trailers), kind if isinstance(kind, str) else None
@@ -277,7 +279,3 @@ def _retry_after(trailers: dict[str, Any]) -> float | None:
         return None if value is None else float(value)
     except ValueError:
         return None
-
-
-def _is_transport(details: str) -> bool:
-    return "failed to connect" in details.lower() or "connection" in details.lower()

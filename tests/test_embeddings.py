@@ -161,9 +161,7 @@ async def test_sensitive_text_never_reaches_the_cloud(
         await local.set_fault(Fault("refuse"))
         with pytest.raises(openai.APIStatusError) as err:
             await client.embeddings.create(model="embed-local", input=[SSN_TEXT])
-        if mode == "in-process":
-            # (The standalone bridge words any "connection" failure as the sidecar's own.)
-            assert "privacy" in err.value.message
+        assert "privacy" in err.value.message
     assert cloud.stats.embed_requests == 0
     assert cloud.stats.requests == 0
 

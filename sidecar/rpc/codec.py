@@ -44,6 +44,9 @@ REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{REQUEST_ID_MAX}}}")
 
 # Trailing metadata naming a failure's `kind` (e.g. context_length_exceeded), when it has one.
 ERROR_KIND_KEY = "x-sidecar-error-kind"
+# On every error the sidecar itself ends a call with, so that a client can tell its words
+# (an upstream that refused a connection, say) from what gRPC's library says of the link.
+ERROR_ORIGIN_KEY = "x-sidecar-error-origin"
 # The one mapping of locality to the wire and back, for every user of the gRPC contract.
 LOCALITY_TO_PB = {Locality.LOCAL: pb.LOCALITY_LOCAL, Locality.CLOUD: pb.LOCALITY_CLOUD}
 LOCALITY_FROM_PB = {v: k for k, v in LOCALITY_TO_PB.items()}

@@ -26,6 +26,7 @@ from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
     ERROR_KIND_KEY,
+    ERROR_ORIGIN_KEY,
     decode_request,
     encode_chunk,
     encode_models,
@@ -151,7 +152,7 @@ def _decode(request: pb.ChatRequest) -> ChatRequest:
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:
     log.info("call failed: %s", exc.message)
-    trailing: list[tuple[str, str | bytes]] = []
+    trailing: list[tuple[str, str | bytes]] = [(ERROR_ORIGIN_KEY, "sidecar")]
     if exc.retry_after is not None:
         # How long the caller should wait, as the HTTP bridge's retry-after header says it.
         trailing.append(("retry-after", f"{exc.retry_after:.3f}"))
