@@ -46,6 +46,7 @@ import uvloop
 
 from benchmarks import procs
 from benchmarks.load import (
+    CALL_TIMEOUT,
     Call,
     Sample,
     anthropic_stream,
@@ -72,6 +73,9 @@ UPSTREAM_KEY = "sk-bench-upstream"
 MASTER_KEY = "sk-bench-master"
 # path -> the baseline speaking the same client protocol straight to the upstream
 BASELINE = {"grpc": "direct-ollama", "http": "direct-openai", "anthropic": "direct-anthropic"}
+# path -> the reference relay of the same transport (benchmarks/floors.py): what is left
+# of the path's added time and CPU once the floor's is taken away is the sidecar's own.
+FLOOR = {"grpc": "grpc-floor", "http": "http-floor"}
 PATHS = tuple(BASELINE)
 STREAM_ONLY = frozenset({"anthropic"})
 RATE_PATHS = ("grpc", "http")
@@ -80,7 +84,11 @@ MODES = ("stream", "unary")
 PROFILES: Mapping[str, Mapping[str, Any]] = {
     "instant": {"ttft": 0, "tokens_per_second": None, "answer_tokens": 20},
     "local-8b": {"ttft": 0.045, "tokens_per_second": 100, "answer_tokens": 20},
+    # The seed's ranges themselves, drawn per answer: the tail under load.
+    "model-paced": {"ttft": [0.030, 0.060], "tokens_per_second": [80, 120], "answer_tokens": 20},
 }
+PACED_LEVELS = (50, 200)
+BURST_PROFILE = "local-8b"  # fixed timing: callers that start together stay together
 # Seconds one local-8b stream takes: the first token, then 19 more at 100 per second.
 LOCAL_8B_CYCLE = 0.045 + 19 / 100
 ALL_LEVELS = (1, 10, 50, 200)  # concurrent calls
@@ -100,6 +108,10 @@ class Plan:
     rate_rounds: int  # alternating rounds per step
     rate_seconds: float  # arrivals of one side's round of a step last this long
     warmup: int
+    # Bursts: every caller of a level starts at the same instant, `bursts` times a round.
+    burst_levels: tuple[int, ...] = (10, 50)
+    burst_rounds: int = 5
+    bursts: int = 6
 
     def points(self) -> list[tuple[str, str, int, str]]:
         return [
@@ -119,7 +131,10 @@ class Plan:
 
 PLANS: Mapping[Scale, Plan] = {
     Scale.FULL: Plan(
-        grid=tuple((p, m, ALL_LEVELS) for p in PROFILES for m in MODES),
+        grid=(
+            *((p, m, ALL_LEVELS) for p in ("instant", "local-8b") for m in MODES),
+            ("model-paced", "stream", PACED_LEVELS),
+        ),
         rounds=5,
         calls=1000,
         seconds={"instant": 1.0, "local-8b": 1.5},
@@ -128,6 +143,8 @@ PLANS: Mapping[Scale, Plan] = {
         rate_rounds=3,
         rate_seconds=1.5,
         warmup=400,
+        burst_rounds=7,
+        bursts=10,
     ),
     Scale.QUICK: Plan(
         # Fewer unary points: against local-8b a whole answer repeats the stream's total time.
@@ -135,6 +152,7 @@ PLANS: Mapping[Scale, Plan] = {
             ("instant", "stream", ALL_LEVELS),
             ("instant", "unary", (1, 50)),
             ("local-8b", "stream", ALL_LEVELS),
+            ("model-paced", "stream", PACED_LEVELS),
         ),
         rounds=3,
         calls=170,
@@ -144,9 +162,11 @@ PLANS: Mapping[Scale, Plan] = {
         rate_rounds=1,
         rate_seconds=1.0,
         warmup=400,
+        burst_rounds=3,
+        bursts=4,
     ),
     Scale.SMOKE: Plan(
-        grid=tuple((p, m, (1, 50)) for p in PROFILES for m in MODES),
+        grid=tuple((p, m, (1, 50)) for p in ("instant", "local-8b") for m in MODES),
         rounds=1,
         calls=5,
         seconds={"instant": 0.3, "local-8b": 0.3},
@@ -155,6 +175,9 @@ PLANS: Mapping[Scale, Plan] = {
         rate_rounds=1,
         rate_seconds=0.3,
         warmup=2,
+        burst_levels=(10,),
+        burst_rounds=1,
+        bursts=1,
     ),
 }
 
@@ -221,22 +244,38 @@ class Point:
     concurrency: int
     direct: Side = field(default_factory=Side)
     relayed: Side = field(default_factory=Side)
+    # The reference relay of the same transport, measured in the same alternation.
+    floor: Side | None = None
+
+    def __post_init__(self) -> None:
+        if self.floor is None and self.path in FLOOR:
+            self.floor = Side()
 
     def figures(self) -> dict[str, Any]:
         direct, relayed = self.direct.figures(), self.relayed.figures()
-        added = {
-            key: relayed[key] - direct[key]
-            for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
-        }
-        return {
+        out = {
             "path": self.path,
             "mode": self.mode,
             "profile": self.profile,
             "concurrency": self.concurrency,
             "direct": direct,
             "relayed": relayed,
-            "added": added,
+            "added": _minus(relayed, direct),
         }
+        if self.floor is not None:
+            floor = self.floor.figures()
+            own = _minus(relayed, floor)
+            own["cpu_s_per_1000"] = relayed["cpu_s_per_1000"] - floor["cpu_s_per_1000"]
+            own["cpu_ratio"] = relayed["cpu_s_per_1000"] / floor["cpu_s_per_1000"]
+            out |= {"floor": floor, "floor_added": _minus(floor, direct), "own": own}
+        return out
+
+
+_LATENCIES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+
+
+def _minus(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
+    return {key: a[key] - b[key] for key in _LATENCIES}
 
 
 @dataclass(slots=True)
@@ -247,6 +286,7 @@ class Stack:
     ollama: procs.Proc
     openai: procs.Proc
     anthropic: procs.Proc
+    floors: dict[str, procs.Proc]  # path -> its reference relay
     session: aiohttp.ClientSession
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
@@ -294,10 +334,15 @@ async def stack() -> AsyncIterator[Stack]:
             path = procs.write_config(tmp, config(*roots))
             async with (
                 procs.sidecar(path, http=True) as sidecar,
+                procs.floor("grpc", ollama.address) as grpc_floor,
+                procs.floor("http", openai.address, "--api-key", UPSTREAM_KEY) as http_floor,
                 aiohttp.ClientSession(connector=_connector()) as session,
                 grpc.aio.insecure_channel(sidecar.address) as channel,
+                grpc.aio.insecure_channel(grpc_floor.address) as floor_channel,
             ):
                 stub = pb_grpc.RouterStub(channel)
+                floor_stub = pb_grpc.RouterStub(floor_channel)
+                http_floor_root = f"{http_floor.address}/v1"
                 bridge = f"{sidecar.more['http']}/v1"
                 upstream = f"{openai.address}/v1"
                 key, master = UPSTREAM_KEY, MASTER_KEY
@@ -317,8 +362,16 @@ async def stack() -> AsyncIterator[Stack]:
                         session, anthropic.address, CLAUDE_MODEL, key
                     ),
                     ("anthropic", "stream"): grpc_stream(stub, CLAUDE_ALIAS, MASTER_KEY),
+                    # The floors get the same requests, key and all (they ignore both).
+                    ("grpc-floor", "stream"): grpc_stream(floor_stub, GRPC_ALIAS, MASTER_KEY),
+                    ("grpc-floor", "unary"): grpc_unary(floor_stub, GRPC_ALIAS, MASTER_KEY),
+                    ("http-floor", "stream"): openai_stream(
+                        session, http_floor_root, alias, master
+                    ),
+                    ("http-floor", "unary"): openai_unary(session, http_floor_root, alias, master),
                 }
-                yield Stack(sidecar, ollama, openai, anthropic, session, calls)
+                floors = {"grpc": grpc_floor, "http": http_floor}
+                yield Stack(sidecar, ollama, openai, anthropic, floors, session, calls)
 
 
 def _connector() -> aiohttp.TCPConnector:
@@ -332,21 +385,46 @@ async def set_profile(s: Stack, profile: str) -> None:
 
 
 async def measure_point(s: Stack, plan: Plan, point: Point) -> None:
-    """Alternate direct and relayed closed-loop rounds."""
-    sides = (
-        (point.direct, s.calls[BASELINE[point.path], point.mode], False),
-        (point.relayed, s.calls[point.path, point.mode], True),
-    )
+    """Alternate direct, floor and relayed closed-loop rounds."""
+    sides = _sides(s, point)
     seconds = plan.round_seconds(point.profile, point.concurrency)
-    ramp = LOCAL_8B_CYCLE if point.profile == "local-8b" else 0.0
+    ramp = 0.0 if point.profile == "instant" else LOCAL_8B_CYCLE
     for _, call, _ in sides:
         await _reconnect(call, point.concurrency)
     for _ in range(plan.rounds):
-        for side, call, relayed in sides:
-            with Meter(side, s.sidecar if relayed else s.upstream(point.path), relayed):
+        for side, call, meter in sides:
+            with meter:
                 side.rounds.append(
                     await closed_loop(call, point.concurrency, plan.calls, seconds, ramp)
                 )
+
+
+async def measure_burst(s: Stack, plan: Plan, point: Point) -> None:
+    """Rounds of `plan.bursts` bursts: each one call per caller, every caller starting at
+    the same instant (as after a deploy or in a retry storm), the next burst once the last
+    call of this one ended. Sides alternate round by round, as at the other points."""
+    sides = _sides(s, point)
+    n = point.concurrency
+    for _, call, _ in sides:
+        await _reconnect(call, n)
+    for _ in range(plan.burst_rounds):
+        for side, call, meter in sides:
+            samples: list[Sample] = []
+            with meter:
+                for _ in range(plan.bursts):
+                    samples += await closed_loop(call, n, n, CALL_TIMEOUT)
+            side.rounds.append(samples)
+
+
+def _sides(s: Stack, point: Point) -> list[tuple[Side, Call, Meter]]:
+    """(side, its call, its meter) for each side of a point, in the order they alternate."""
+    path, mode = point.path, point.mode
+    sides = [(point.direct, s.calls[BASELINE[path], mode], Meter(point.direct, s.upstream(path), False))]
+    if point.floor is not None:
+        floor = s.floors[path]
+        sides.append((point.floor, s.calls[FLOOR[path], mode], Meter(point.floor, floor, True)))
+    sides.append((point.relayed, s.calls[path, mode], Meter(point.relayed, s.sidecar, True)))
+    return sides
 
 
 async def rate_steps(s: Stack, plan: Plan, path: str, context: Context) -> list[dict[str, Any]]:
@@ -415,6 +493,13 @@ async def run(context: Context) -> Outcome:
             await measure_point(s, plan, point)
             points.append(point.figures())
             context.progress.advance(f"{path} {mode} {profile} x{concurrency}")
+        await set_profile(s, BURST_PROFILE)
+        for concurrency in plan.burst_levels:
+            for path in RATE_PATHS:
+                point = Point(path, "burst", BURST_PROFILE, concurrency)
+                await measure_burst(s, plan, point)
+                points.append(point.figures())
+                context.progress.advance(f"{path} burst x{concurrency}")
         await set_profile(s, RATE_PROFILE)
         for path in RATE_PATHS:
             rates[path] = await rate_steps(s, plan, path, context)
@@ -428,12 +513,22 @@ def metrics(
     stats = ("n", "failures", "ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
     for p in points:
         where = f"{p['mode']}.{p['profile']}.c{p['concurrency']}"
-        for side, figures in ((BASELINE[p["path"]], p["direct"]), (p["path"], p["relayed"])):
+        sides = [(BASELINE[p["path"]], p["direct"]), (p["path"], p["relayed"])]
+        if "floor" in p:
+            sides.append((FLOOR[p["path"]], p["floor"]))
+        for side, figures in sides:
             for key in (*stats, "rate_per_s"):
                 out[f"overhead.{side}.{where}.{key}"] = figures[key]
         out[f"overhead.{p['path']}.{where}.cpu_s_per_1000"] = p["relayed"]["cpu_s_per_1000"]
         for key, value in p["added"].items():
             out[f"overhead.{p['path']}.{where}.added_{key}"] = value
+        if "floor" in p:
+            floor = FLOOR[p["path"]]
+            out[f"overhead.{floor}.{where}.cpu_s_per_1000"] = p["floor"]["cpu_s_per_1000"]
+            for key, value in p["floor_added"].items():
+                out[f"overhead.{floor}.{where}.added_{key}"] = value
+            for key, value in p["own"].items():
+                out[f"overhead.{p['path']}.{where}.own_{key}"] = value
     for path, steps in rates.items():
         out[f"overhead.{path}.max_rate_under_2ms"] = max_rate(steps)
     return out
@@ -441,7 +536,8 @@ def metrics(
 
 def steps(scale: Scale) -> int:
     plan = PLANS[scale]
-    return len(plan.points()) + len(RATE_PATHS) * len(plan.rates)
+    bursts = len(plan.burst_levels) * len(RATE_PATHS)
+    return len(plan.points()) + bursts + len(RATE_PATHS) * len(plan.rates)
 
 
 # -- the tables -----------------------------------------------------------------------------
@@ -456,22 +552,35 @@ def markdown(data: Mapping[str, Any]) -> str:
         "Python server writing the same paced stream pays here (every token is a wake-up); "
         "*rate* = relayed requests per second completed in that round; "
         "*generator cpu* = this load generator's own CPU per 1,000 requests (all of it shares "
-        "the same 2 cores, and a gRPC client costs more CPU than an NDJSON reader).",
+        "the same 2 cores, and a gRPC client costs more CPU than an NDJSON reader). "
+        "*floor*: the same figure for the bare reference relay of the same transport "
+        "(benchmarks/floors.py: grpc.aio on uvloop, or aiohttp, relaying the same upstream "
+        "with no routing), measured in the same alternation; *own*: the sidecar's share on "
+        "top of it (added = floor + own; cpu = floor + own, and in brackets cpu / floor cpu).",
         "",
         "| path | mode | profile | conc | n | fail | direct ttft p50 / p99 "
-        "| added ttft p50 / p99 | added total p50 / p99 | cpu s/1000 | (upstream) | rate /s "
+        "| added ttft p50 / p99 | = floor | + own | added total p50 / p99 "
+        "| cpu s/1000 | = floor + own (x floor) | (upstream) | rate /s "
         "| generator cpu s/1000 direct / relayed |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in data["points"]:
         d, r, a = p["direct"], p["relayed"], p["added"]
+        floor = own = cpu_split = "-"
+        if "floor" in p:
+            fa, o, f = p["floor_added"], p["own"], p["floor"]
+            floor = f"{fa['ttft_p50_ms']:+.2f} / {fa['ttft_p99_ms']:+.2f}"
+            own = f"{o['ttft_p50_ms']:+.2f} / {o['ttft_p99_ms']:+.2f}"
+            cpu_split = (
+                f"{f['cpu_s_per_1000']:.2f} {o['cpu_s_per_1000']:+.2f} (x{o['cpu_ratio']:.2f})"
+            )
         lines.append(
             f"| {p['path']} | {p['mode']} | {p['profile']} | {p['concurrency']} | {r['n']} "
             f"| {d['failures'] + r['failures']} "
             f"| {d['ttft_p50_ms']:.2f} / {d['ttft_p99_ms']:.2f} "
-            f"| {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} "
+            f"| {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} | {floor} | {own} "
             f"| {a['total_p50_ms']:+.2f} / {a['total_p99_ms']:+.2f} "
-            f"| {r['cpu_s_per_1000']:.2f} | {d['upstream_cpu_s_per_1000']:.2f} "
+            f"| {r['cpu_s_per_1000']:.2f} | {cpu_split} | {d['upstream_cpu_s_per_1000']:.2f} "
             f"| {r['rate_per_s']:,.0f} "
             f"| {d['generator_cpu_s_per_1000']:.2f} / {r['generator_cpu_s_per_1000']:.2f} |"
         )

@@ -50,9 +50,13 @@ class Proc:
 
 @asynccontextmanager
 async def running(
-    args: Sequence[str], ready: str, also: Mapping[str, str] | None = None
+    args: Sequence[str],
+    ready: str,
+    also: Mapping[str, str] | None = None,
+    module: str = "sidecar",
 ) -> AsyncIterator[Proc]:
-    """Start `llm-sidecar ARGS...` and wait for an output line matching the regex `ready`.
+    """Start `python -m MODULE ARGS...` (`llm-sidecar ARGS...` by default) and wait for an
+    output line matching the regex `ready`.
 
     The regex's first group is the address the process listens on; each regex of
     `also` must match a line too, and its first group lands in `Proc.more`.
@@ -60,7 +64,7 @@ async def running(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sidecar",
+        module,
         "--log-level",
         "WARNING",
         *args,
@@ -133,6 +137,14 @@ def sidecar(config_path: str, *extra: str, http: bool = False) -> AbstractAsyncC
     if http:
         return running([*args, "--http-port", "0", *extra], GRPC_READY, {"http": HTTP_READY})
     return running([*args, "--no-http", *extra], GRPC_READY)
+
+
+def floor(kind: str, upstream: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
+    """A reference relay of benchmarks/floors.py (`grpc` or `http`) in front of `upstream`;
+    its address is host:port (grpc) or the root URL (http)."""
+    ready = GRPC_READY if kind == "grpc" else HTTP_READY
+    args = [kind, "--upstream", upstream, "--port", "0", *extra]
+    return running(args, ready, module="benchmarks.floors")
 
 
 async def configure(
