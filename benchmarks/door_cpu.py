@@ -12,8 +12,10 @@ it is not a wall-clock figure: other work on the machine moves it far less than 
 latency. Printed per door: the minimum and the median over the rounds, in ms of CPU per
 stream, with the load average before and after.
 
-With `--py-spy FILE`, py-spy (the bench extra) samples the sidecar during its rounds and
-writes a flame graph (`.svg`) or collapsed stacks (any other name) to FILE.
+With `--py-spy FILE`, py-spy (the bench extra) samples the sidecar (or, with
+`--spy-on-floor`, the first door's floor) for the whole run and writes a flame graph
+(`.svg`) or collapsed stacks (any other name) to FILE; `--native` adds the C frames
+(grpc core, uvloop, protobuf).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +61,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Tally]:
         await overhead.set_profile(s, args.profile)
         for name in tallies:
             await closed_loop(s.calls[name, "stream"], args.concurrency, args.warmup, 60)
-        spy = _py_spy(s.sidecar.pid, args.py_spy) if args.py_spy else None
+        spied = s.floors[doors[0]] if args.spy_on_floor else s.sidecar
+        spy = _py_spy(spied.pid, args.py_spy, args.native) if args.py_spy else None
         try:
             for _ in range(args.rounds):
                 for door in doors:
@@ -77,17 +81,21 @@ async def measure(args: argparse.Namespace) -> dict[str, Tally]:
                         tallies[name].failures += len(samples) - ok
         finally:
             if spy is not None:
-                spy.terminate()
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 spy.wait(30)
     return tallies
 
 
-def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
-    """py-spy sampling `pid` until terminated (it writes its output when it stops)."""
+def _py_spy(pid: int, out: str, native: bool) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` until interrupted (it writes its output when it stops)."""
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     kind = "flamegraph" if out.endswith(".svg") else "raw"
     args = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", kind, "-o", out]
-    process = subprocess.Popen([*args, "--nonblocking"], stdout=subprocess.DEVNULL)
+    if native:
+        args.append("--native")  # C frames too: grpc core, uvloop, protobuf
+    if not native:
+        args.append("--nonblocking")  # (native stacks need the process stopped)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     time.sleep(1.0)  # it attaches before the first round
     return process
 
@@ -101,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--profile", default="instant", choices=sorted(overhead.PROFILES))
     parser.add_argument("--py-spy", default="", help="profile the sidecar into this file")
+    parser.add_argument("--native", action="store_true", help="py-spy: C frames too")
+    parser.add_argument(
+        "--spy-on-floor", action="store_true", help="py-spy: the first door's floor instead"
+    )
     args = parser.parse_args(argv)
     load: Any = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
