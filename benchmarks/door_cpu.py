@@ -21,7 +21,6 @@ With `--py-spy FILE`, py-spy (the bench extra) samples the sidecar (or, with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import statistics

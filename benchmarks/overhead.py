@@ -419,7 +419,9 @@ async def measure_burst(s: Stack, plan: Plan, point: Point) -> None:
 def _sides(s: Stack, point: Point) -> list[tuple[Side, Call, Meter]]:
     """(side, its call, its meter) for each side of a point, in the order they alternate."""
     path, mode = point.path, point.mode
-    sides = [(point.direct, s.calls[BASELINE[path], mode], Meter(point.direct, s.upstream(path), False))]
+    sides = [
+        (point.direct, s.calls[BASELINE[path], mode], Meter(point.direct, s.upstream(path), False))
+    ]
     if point.floor is not None:
         floor = s.floors[path]
         sides.append((point.floor, s.calls[FLOOR[path], mode], Meter(point.floor, floor, True)))

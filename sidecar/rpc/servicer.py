@@ -8,9 +8,7 @@ engine's `finally` blocks then close the upstream request.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -26,8 +24,8 @@ from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
     ERROR_KIND_KEY,
+    chunk_bytes,
     decode_request,
-    encode_chunk,
     encode_models,
     encode_plan,
     encode_response,
@@ -58,6 +56,11 @@ STATUS = {
 
 
 class RouterServicer(pb_grpc.RouterServicer):
+    # Methods whose answers are handed to grpc.aio already serialized (wire.py registers
+    # them without a response serializer): a stream's chunks are mostly plain text, which
+    # codec.chunk_bytes writes without building a protobuf message per chunk.
+    PRESERIALIZED = frozenset({"StreamChat"})
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
@@ -74,14 +77,14 @@ class RouterServicer(pb_grpc.RouterServicer):
 
     async def StreamChat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ChatChunk]:
+    ) -> AsyncIterator[bytes]:
         try:
             stream = self._engine.stream(_decode(request), context.time_remaining())
         except SidecarError as exc:
             await _abort(context, exc)
         try:
             async for chunk in stream:
-                yield encode_chunk(chunk)
+                yield chunk_bytes(chunk)
         except SidecarError as exc:
             await _abort(context, exc)
         finally:
@@ -115,11 +118,7 @@ class RouterServicer(pb_grpc.RouterServicer):
 
 
 def _decode(request: pb.ChatRequest) -> ChatRequest:
-    chat = decode_request(request)
-    if not chat.request_id:
-        # Every call gets an id so its logs and route can be told apart.
-        chat = dataclasses.replace(chat, request_id=uuid.uuid4().hex)
-    return chat
+    return decode_request(request, assign_id=True)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SidecarError) -> NoReturn:

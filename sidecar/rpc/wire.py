@@ -43,10 +43,13 @@ def add_router(servicer: pb_grpc.RouterServicer, server: grpc.aio.Server) -> Non
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
+        # A method whose answers come already serialized is registered without a
+        # serializer: grpc.aio then sends the bytes as they are.
+        preserialized = method.name in getattr(servicer, "PRESERIALIZED", ())
         handlers[method.name] = make(
             behavior,
             request_deserializer=_tolerant(request),
-            response_serializer=response.SerializeToString,
+            response_serializer=None if preserialized else response.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
