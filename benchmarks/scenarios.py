@@ -1,10 +1,11 @@
-"""Every scenario of the suite, in the order a full run takes them."""
+"""Every scenario of the suite, in the order a full run takes them, and the optional ones
+that run only when named (`--only`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from benchmarks import budget_bench, failover, hybrid, overhead, route_bench
+from benchmarks import budget_bench, failover, hybrid, overhead, peers, route_bench
 from benchmarks.suite import Scenario
 
 SCENARIOS: Mapping[str, Scenario] = {
@@ -17,3 +18,7 @@ SCENARIOS: Mapping[str, Scenario] = {
         budget_bench.SCENARIO,
     )
 }
+
+# Not part of `make bench`: `make bench-peers` installs the peer first, then names it.
+OPTIONAL: Mapping[str, Scenario] = {peers.SCENARIO.name: peers.SCENARIO}
+KNOWN: Mapping[str, Scenario] = {**SCENARIOS, **OPTIONAL}
