@@ -86,6 +86,8 @@ PROFILES: Mapping[str, Mapping[str, Any]] = {
     "local-8b": {"ttft": 0.045, "tokens_per_second": 100, "answer_tokens": 20},
     # The seed's ranges themselves, drawn per answer: the tail under load.
     "model-paced": {"ttft": [0.030, 0.060], "tokens_per_second": [80, 120], "answer_tokens": 20},
+    # A fast upstream (1,000 tokens/s): every token its own read unless the relay coalesces.
+    "fast": {"ttft": 0, "tokens_per_second": 1000, "answer_tokens": 20},
 }
 PACED_LEVELS = (50, 200)
 BURST_PROFILE = "local-8b"  # fixed timing: callers that start together stay together
