@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -134,19 +133,12 @@ def _rss_kib(pid: int) -> float:
     return 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def litellm(config_path: str, session: aiohttp.ClientSession) -> AsyncIterator[Gateway]:
     binary = PEER_VENV / "bin" / "litellm"
     if not binary.exists():
         raise RuntimeError(f"{binary} is missing: `make bench-peers` installs LiteLLM there")
-    port = _free_port()
+    port = procs.free_port()
     env = os.environ | {
         "LITELLM_LOG": "ERROR",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -145,6 +146,14 @@ def floor(kind: str, upstream: str, *extra: str) -> AbstractAsyncContextManager[
     ready = GRPC_READY if kind == "grpc" else HTTP_READY
     args = [kind, "--upstream", upstream, "--port", "0", *extra]
     return running(args, ready, module="benchmarks.floors")
+
+
+def free_port() -> int:
+    """A port free right now, for a process that cannot be told to bind port 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def configure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from benchmarks import budget_bench, failover, hybrid, overhead, peers, route_bench
+from benchmarks import budget_bench, failover, footprint, hybrid, overhead, peers, route_bench
 from benchmarks.suite import Scenario
 
 SCENARIOS: Mapping[str, Scenario] = {
@@ -16,6 +16,7 @@ SCENARIOS: Mapping[str, Scenario] = {
         hybrid.SCENARIO,
         failover.SCENARIO,
         budget_bench.SCENARIO,
+        footprint.SCENARIO,
     )
 }
 
