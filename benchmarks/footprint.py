@@ -186,7 +186,7 @@ async def run(context: Context) -> Outcome:
                     for channel in channels:
                         await channel.close()
                 context.progress.advance("memory")
-    data = {
+    data: dict[str, Any] = {
         "startup_s": starts,
         "startup_median_s": statistics.median(starts),
         "rss_idle_mib": idle_rss,

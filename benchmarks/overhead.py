@@ -3,16 +3,20 @@ through the HTTP bridge, in one run.
 
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
-Five processes: simulated Ollama, OpenAI and Anthropic upstreams, the sidecar (gRPC,
-and the HTTP bridge on the same engine) and this load generator. Three paths, each
-against the baseline that calls the same upstream directly:
+Seven processes: simulated Ollama, OpenAI and Anthropic upstreams, the sidecar (gRPC,
+and the HTTP bridge on the same engine), the two floors (benchmarks/floors.py: a bare
+grpc.aio relay and a bare aiohttp relay of the same upstreams) and this load generator.
+Three paths, each against the baseline that calls the same upstream directly:
 
     grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
     http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
     anthropic  gRPC StreamChat -> sidecar -> Anthropic Messages SSE  vs  direct-anthropic
 
 The anthropic path is measured streaming only (the Messages translation is what it
-adds) and takes no part in the open-loop rate steps.
+adds) and takes no part in the open-loop rate steps. The grpc and http paths are also
+measured through their floor, in the same alternation (direct, floor, relayed), so that
+each added figure splits into the floor's (what the transport costs any Python relay)
+and the sidecar's own share on top.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -23,6 +27,10 @@ sidecar process itself (/proc), so the load generator's CPU does not count.
 The local-8b profile pins the seed's ranges to their middle (45 ms to the first
 token, 100 tokens/s): a uniformly random 30-60 ms first token would add more
 noise to a p99 than the milliseconds being measured.
+
+The model-paced profile draws the seed's ranges per answer (30-60 ms, 80-120 tokens/s)
+at 50 and 200 streams. Bursts: rounds in which every caller starts at the same instant
+(10 and 50 callers, local-8b), as after a deploy or in a retry storm.
 
 Then, open loop at stepped request rates against local-8b, the highest rate at
 which the added p99 time to first token stays under 2 ms (no failures either).

@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha import reflection
 from sidecar.engine import Engine
 from sidecar.errors import BudgetExceeded, ErrorCode, SidecarError
 from sidecar.rpc.api import router_pb2 as pb
-from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import (
     ERROR_KIND_KEY,
     chunk_bytes,
@@ -65,7 +64,10 @@ STATUS = {
 }
 
 
-class RouterServicer(pb_grpc.RouterServicer):
+class RouterServicer:
+    """The Router service. Not the generated base class: StreamChat hands grpc.aio bytes,
+    not ChatChunk messages, and add_router registers every method the proto declares."""
+
     # Methods whose answers are handed to grpc.aio already serialized (wire.py registers
     # them without a response serializer): a stream's chunks are mostly plain text, which
     # codec.chunk_bytes writes without building a protobuf message per chunk.
