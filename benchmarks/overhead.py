@@ -147,7 +147,7 @@ PLANS: Mapping[Scale, Plan] = {
         ),
         rounds=5,
         calls=1000,
-        seconds={"instant": 1.0, "local-8b": 1.5},
+        seconds={"instant": 1.0, "local-8b": 1.5, "model-paced": 1.5},
         single_seconds=4.0,
         rates=(10, 25, 50, 100, 200, 300, 400, 600, 800),
         rate_rounds=3,
@@ -166,7 +166,7 @@ PLANS: Mapping[Scale, Plan] = {
         ),
         rounds=3,
         calls=170,
-        seconds={"instant": 0.25, "local-8b": 0.5},
+        seconds={"instant": 0.25, "local-8b": 0.5, "model-paced": 0.5},
         single_seconds=0.8,
         rates=(25, 100, 400),
         rate_rounds=1,
@@ -428,7 +428,8 @@ async def measure_burst(s: Stack, plan: Plan, point: Point) -> None:
 
 def _sides(s: Stack, point: Point) -> list[tuple[Side, Call, Meter]]:
     """(side, its call, its meter) for each side of a point, in the order they alternate."""
-    path, mode = point.path, point.mode
+    path = point.path
+    mode = "stream" if point.mode == "burst" else point.mode  # a burst is of streams
     sides = [
         (point.direct, s.calls[BASELINE[path], mode], Meter(point.direct, s.upstream(path), False))
     ]
@@ -626,7 +627,7 @@ SCENARIO = Scenario(
     title="What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic translation",
     steps=steps,
     run=run,
-    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 150.0, Scale.SMOKE: 60.0}[scale],
+    time_limit=lambda scale: {Scale.FULL: 2700.0, Scale.QUICK: 300.0, Scale.SMOKE: 90.0}[scale],
     markdown=markdown,
 )
 

@@ -101,11 +101,20 @@ def test_the_load_reached_every_path(smoke: Run) -> None:
     data = smoke.results["scenarios"]
     points = data["overhead"]["data"]["points"]
     assert {p["path"] for p in points} == {"grpc", "http", "anthropic"}
-    assert {p["mode"] for p in points} == {"stream", "unary"}
+    assert {p["mode"] for p in points} == {"stream", "unary", "burst"}
     for point in points:
-        for side in ("direct", "relayed"):
+        floor = ("floor",) if point["path"] != "anthropic" else ()
+        for side in ("direct", "relayed", *floor):
             assert point[side]["n"] > 0, point
             assert point[side]["failures"] == 0, point
+    # Each floor-measured figure splits into the floor's share and the sidecar's own.
+    grpc = next(p for p in points if p["path"] == "grpc" and p["mode"] == "stream")
+    assert grpc["own"]["ttft_p50_ms"] == pytest.approx(
+        grpc["added"]["ttft_p50_ms"] - grpc["floor_added"]["ttft_p50_ms"]
+    )
+    footprint = data["footprint"]["data"]
+    assert footprint["startup_median_s"] > 0
+    assert footprint["rss_idle_mib"] > 0
     hybrid = data["hybrid"]["data"]
     assert hybrid["overall"]["n"] > 0
     assert sum(t["n"] for t in hybrid["tiers"]) == hybrid["overall"]["n"]
