@@ -176,16 +176,19 @@ PLANS: Mapping[Scale, Plan] = {
         bursts=4,
     ),
     Scale.SMOKE: Plan(
-        grid=tuple((p, m, (1, 50)) for p in ("instant", "local-8b") for m in MODES),
+        grid=(
+            *((p, m, (1, 50)) for p in ("instant", "local-8b") for m in MODES),
+            ("model-paced", "stream", (50,)),
+        ),
         rounds=1,
         calls=5,
-        seconds={"instant": 0.3, "local-8b": 0.3},
+        seconds={"instant": 0.3, "local-8b": 0.3, "model-paced": 0.3},
         single_seconds=0.3,
         rates=(20,),
         rate_rounds=1,
         rate_seconds=0.3,
         warmup=2,
-        burst_levels=(10,),
+        burst_levels=(50,),
         burst_rounds=1,
         bursts=1,
     ),
@@ -276,7 +279,9 @@ class Point:
             floor = self.floor.figures()
             own = _minus(relayed, floor)
             own["cpu_s_per_1000"] = relayed["cpu_s_per_1000"] - floor["cpu_s_per_1000"]
-            own["cpu_ratio"] = relayed["cpu_s_per_1000"] / floor["cpu_s_per_1000"]
+            # A short round can read no CPU at all (the clock ticks every 10 ms).
+            floor_cpu = floor["cpu_s_per_1000"]
+            own["cpu_ratio"] = relayed["cpu_s_per_1000"] / floor_cpu if floor_cpu else math.nan
             out |= {"floor": floor, "floor_added": _minus(floor, direct), "own": own}
         return out
 

@@ -115,11 +115,9 @@ def _tree(pid: int) -> list[int]:
 
 def _cpu(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+        return procs.cpu_seconds(pid)
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0  # a child that has just exited
 
 
 def _rss_kib(pid: int) -> float:
