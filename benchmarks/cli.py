@@ -31,7 +31,7 @@ import uvloop
 
 from benchmarks import plots, report
 from benchmarks.progress import bar
-from benchmarks.scenarios import KNOWN, OPTIONAL, SCENARIOS
+from benchmarks.scenarios import KNOWN, SCENARIOS
 from benchmarks.suite import Context, Scale
 from benchmarks.targets import TARGETS, evaluate, failed, load_targets, table
 
@@ -53,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(report.markdown(results, verdicts, drawn))
     print(table(verdicts))
-    for name in OPTIONAL:
-        data = results["scenarios"].get(name, {}).get("data")
-        if data:
-            print(f"\n{OPTIONAL[name].title}\n\n{OPTIONAL[name].markdown(data)}")
+    for name, result in results["scenarios"].items():
+        summary = KNOWN[name].summary
+        if summary is not None and result.get("data"):
+            print(f"\n{KNOWN[name].title}\n\n{summary(result['data'])}")
     print(f"\nresults: {out}/results.json, report: {out}/report.md")
     crashed = [n for n, r in results["scenarios"].items() if r.get("error")]
     for name in crashed:

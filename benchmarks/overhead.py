@@ -627,6 +627,39 @@ def markdown(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The points whose floor / own split the run prints: (mode, profile, concurrency).
+_SUMMARY = (
+    ("stream", "local-8b", 1),
+    ("stream", "instant", 50),
+    ("stream", "model-paced", 50),
+    ("burst", "local-8b", 50),
+)
+
+
+def split_summary(data: Mapping[str, Any]) -> str:
+    """The floors and the sidecar's own share at the points the targets look at."""
+    lines = [
+        "added = floor (bare relay of the same transport) + own (the sidecar's share); ms",
+        "",
+        f"{'path':<5} {'point':<24} {'added ttft p50 / p99':>22} {'floor':>17} {'own':>17} "
+        f"{'cpu/stream = floor + own':>30}",
+    ]
+    for p in data["points"]:
+        if "floor" not in p or (p["mode"], p["profile"], p["concurrency"]) not in _SUMMARY:
+            continue
+        a, fa, o, f = p["added"], p["floor_added"], p["own"], p["floor"]
+        point = f"{p['mode']} {p['profile']} x{p['concurrency']}"
+        lines.append(
+            f"{p['path']:<5} {point:<24} "
+            f"{a['ttft_p50_ms']:>+10.2f} / {a['ttft_p99_ms']:<+9.2f}"
+            f"{fa['ttft_p50_ms']:>+8.2f} / {fa['ttft_p99_ms']:<+7.2f}"
+            f"{o['ttft_p50_ms']:>+8.2f} / {o['ttft_p99_ms']:<+7.2f}"
+            f"{p['relayed']['cpu_s_per_1000']:>9.2f} = {f['cpu_s_per_1000']:.2f} "
+            f"{o['cpu_s_per_1000']:+.2f} (x{o['cpu_ratio']:.2f})"
+        )
+    return "\n".join(lines)
+
+
 SCENARIO = Scenario(
     name="overhead",
     title="What the sidecar adds: direct vs gRPC vs HTTP bridge vs Anthropic translation",
@@ -634,6 +667,7 @@ SCENARIO = Scenario(
     run=run,
     time_limit=lambda scale: {Scale.FULL: 2700.0, Scale.QUICK: 300.0, Scale.SMOKE: 90.0}[scale],
     markdown=markdown,
+    summary=split_summary,
 )
 
 

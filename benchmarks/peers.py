@@ -341,4 +341,5 @@ SCENARIO = Scenario(
     run=run,
     time_limit=lambda scale: {Scale.FULL: 1200.0, Scale.QUICK: 400.0, Scale.SMOKE: 200.0}[scale],
     markdown=markdown,
+    summary=markdown,
 )

@@ -82,6 +82,9 @@ def test_the_table_is_printed(smoke: Run) -> None:
     for target in load_targets():
         assert target.id in smoke.process.stdout
     assert "results.json" in smoke.process.stdout
+    # The floors and the sidecar's own share are printed too, per door.
+    assert "added = floor" in smoke.process.stdout
+    assert "grpc  stream instant x50" in smoke.process.stdout
 
 
 def test_report_and_plots_are_written(smoke: Run) -> None:
