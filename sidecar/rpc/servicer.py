@@ -104,6 +104,7 @@ class RouterServicer:
                 now = monotonic()
                 if now - previous < COALESCE_WINDOW:
                     await asyncio.sleep(COALESCE_WINDOW)
+                    now = monotonic()  # the gap to the next chunk leaves this wait out
                 previous = now
         except SidecarError as exc:
             await _abort(context, exc)
