@@ -4,6 +4,7 @@ print the targets table, and exit non-zero when a target fails.
     python -m benchmarks                      every scenario, full size (make bench)
     python -m benchmarks --quick              under two minutes on 2 cores (make bench-quick)
     python -m benchmarks --only route,hybrid  some scenarios
+    python -m benchmarks --only peers         LiteLLM beside the sidecar (make bench-peers)
     python -m benchmarks --out DIR            somewhere else than benchmarks/results/<time>/
 
 Exit status: 0 every target met, 1 a target failed or its figure is missing,
@@ -30,7 +31,7 @@ import uvloop
 
 from benchmarks import plots, report
 from benchmarks.progress import bar
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios import KNOWN, SCENARIOS
 from benchmarks.suite import Context, Scale
 from benchmarks.targets import TARGETS, evaluate, failed, load_targets, table
 
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(report.markdown(results, verdicts, drawn))
     print(table(verdicts))
+    for name, result in results["scenarios"].items():
+        summary = KNOWN[name].summary
+        if summary is not None and result.get("data"):
+            print(f"\n{KNOWN[name].title}\n\n{summary(result['data'])}")
     print(f"\nresults: {out}/results.json, report: {out}/report.md")
     crashed = [n for n, r in results["scenarios"].items() if r.get("error")]
     for name in crashed:
@@ -72,9 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument(
         "--smoke", action="store_true", help="about a second per scenario; figures meaningless"
     )
-    parser.add_argument(
-        "--only", default="", help=f"comma-separated scenarios: {','.join(SCENARIOS)}"
-    )
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios: {','.join(KNOWN)}")
     parser.add_argument("--out", default="", help="output directory")
     parser.add_argument("--targets", default=str(TARGETS), help="targets file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -85,12 +88,12 @@ def _names(only: str) -> list[str]:
     if not only:
         return list(SCENARIOS)
     wanted = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in SCENARIOS]
+    unknown = [n for n in wanted if n not in KNOWN]
     if unknown:
         raise SystemExit(
-            f"--only: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+            f"--only: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}"
         )
-    return [n for n in SCENARIOS if n in wanted]
+    return [n for n in KNOWN if n in wanted]
 
 
 def _fresh_dir(root: Path) -> Path:
@@ -111,7 +114,7 @@ async def run(scale: Scale, names: Sequence[str], *, progress: bool) -> dict[str
     scenarios: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     for name in names:
-        scenario = SCENARIOS[name]
+        scenario = KNOWN[name]
         begun = time.perf_counter()
         result: dict[str, Any] = {"title": scenario.title}
         with bar(name, scenario.steps(scale), enabled=progress) as progress_bar:

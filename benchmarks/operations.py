@@ -26,7 +26,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.procs import running, simulator, write_config
+from benchmarks.procs import running, simulator, spawn, write_config
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 
@@ -49,10 +49,11 @@ def _config(sim_url: str, model: str = "llama3.2:8b") -> dict[str, Any]:
 async def _startup(config: str, workers: int) -> float:
     """Seconds from spawning `serve` to the gRPC health check answering SERVING."""
     start = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", "--log-level", "WARNING", "serve", "--config", config,
-        "--grpc-port", "0", "--no-http", "--workers", str(workers),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    process = await spawn(
+        [
+            sys.executable, "-m", "sidecar", "--log-level", "WARNING", "serve", "--config",
+            config, "--grpc-port", "0", "--no-http", "--workers", str(workers),
+        ]
     )  # fmt: skip
     try:
         assert process.stdout is not None

@@ -3,9 +3,10 @@ through the HTTP bridge, in one run.
 
     python -m benchmarks.overhead [--quick]      (or: python -m benchmarks --only overhead)
 
-Six processes: simulated Ollama, OpenAI, Anthropic and Gemini upstreams, the sidecar
-(gRPC, and the HTTP bridge on the same engine) and this load generator. Six paths, each
-against the baseline that calls the same upstream directly:
+Nine processes: simulated Ollama, OpenAI, Anthropic and Gemini upstreams, the sidecar
+(gRPC, and the HTTP bridge on the same engine), the two floors (benchmarks/floors.py: a
+bare grpc.aio relay and a bare aiohttp relay of the same upstreams) and this load
+generator. Six paths, each against the baseline that calls the same upstream directly:
 
     grpc       gRPC StreamChat/Chat -> sidecar -> Ollama NDJSON      vs  direct-ollama
     http       OpenAI SSE/JSON -> bridge -> sidecar -> OpenAI SSE    vs  direct-openai
@@ -17,7 +18,10 @@ against the baseline that calls the same upstream directly:
                -> OpenAI SSE                                        vs  direct-openai
 
 The anthropic, gemini, messages and responses paths are measured streaming only (the
-translations are what they add) and take no part in the open-loop rate steps.
+translations are what they add) and take no part in the open-loop rate steps. The grpc
+and http paths are also measured through their floor, in the same alternation (direct,
+floor, relayed), so that each added figure splits into the floor's (what the transport
+costs any Python relay) and the sidecar's own share on top.
 
 For each upstream profile (switched at run time through the simulators' control
 endpoint), mode (stream, unary) and concurrency, direct and relayed rounds
@@ -28,6 +32,10 @@ sidecar process itself (/proc), so the load generator's CPU does not count.
 The local-8b profile pins the seed's ranges to their middle (45 ms to the first
 token, 100 tokens/s): a uniformly random 30-60 ms first token would add more
 noise to a p99 than the milliseconds being measured.
+
+The model-paced profile draws the seed's ranges per answer (30-60 ms, 80-120 tokens/s)
+at 50 and 200 streams. Bursts: rounds in which every caller starts at the same instant
+(10 and 50 callers, local-8b), as after a deploy or in a retry storm.
 
 Then, open loop at stepped request rates against local-8b, the highest rate at
 which the added p99 time to first token stays under 2 ms (no failures either).
@@ -51,6 +59,7 @@ import uvloop
 
 from benchmarks import procs
 from benchmarks.load import (
+    CALL_TIMEOUT,
     Call,
     Sample,
     anthropic_stream,
@@ -88,6 +97,9 @@ BASELINE = {
     "messages": "direct-anthropic",
     "responses": "direct-openai",
 }
+# path -> the reference relay of the same transport (benchmarks/floors.py): what is left
+# of the path's added time and CPU once the floor's is taken away is the sidecar's own.
+FLOOR = {"grpc": "grpc-floor", "http": "http-floor"}
 PATHS = tuple(BASELINE)
 STREAM_ONLY = frozenset({"anthropic", "gemini", "messages", "responses"})
 RATE_PATHS = ("grpc", "http")
@@ -96,7 +108,13 @@ MODES = ("stream", "unary")
 PROFILES: Mapping[str, Mapping[str, Any]] = {
     "instant": {"ttft": 0, "tokens_per_second": None, "answer_tokens": 20},
     "local-8b": {"ttft": 0.045, "tokens_per_second": 100, "answer_tokens": 20},
+    # The seed's ranges themselves, drawn per answer: the tail under load.
+    "model-paced": {"ttft": [0.030, 0.060], "tokens_per_second": [80, 120], "answer_tokens": 20},
+    # A fast upstream (1,000 tokens/s): every token its own read unless the relay coalesces.
+    "fast": {"ttft": 0, "tokens_per_second": 1000, "answer_tokens": 20},
 }
+PACED_LEVELS = (50, 200)
+BURST_PROFILE = "local-8b"  # fixed timing: callers that start together stay together
 # Seconds one local-8b stream takes: the first token, then 19 more at 100 per second.
 LOCAL_8B_CYCLE = 0.045 + 19 / 100
 ALL_LEVELS = (1, 10, 50, 200)  # concurrent calls
@@ -116,6 +134,10 @@ class Plan:
     rate_rounds: int  # alternating rounds per step
     rate_seconds: float  # arrivals of one side's round of a step last this long
     warmup: int
+    # Bursts: every caller of a level starts at the same instant, `bursts` times a round.
+    burst_levels: tuple[int, ...] = (10, 50)
+    burst_rounds: int = 5
+    bursts: int = 6
 
     def points(self) -> list[tuple[str, str, int, str]]:
         return [
@@ -135,15 +157,20 @@ class Plan:
 
 PLANS: Mapping[Scale, Plan] = {
     Scale.FULL: Plan(
-        grid=tuple((p, m, ALL_LEVELS) for p in PROFILES for m in MODES),
+        grid=(
+            *((p, m, ALL_LEVELS) for p in ("instant", "local-8b") for m in MODES),
+            ("model-paced", "stream", PACED_LEVELS),
+        ),
         rounds=5,
         calls=1000,
-        seconds={"instant": 1.0, "local-8b": 1.5},
+        seconds={"instant": 1.0, "local-8b": 1.5, "model-paced": 1.5},
         single_seconds=4.0,
         rates=(10, 25, 50, 100, 200, 300, 400, 600, 800),
         rate_rounds=3,
         rate_seconds=1.5,
         warmup=400,
+        burst_rounds=7,
+        bursts=10,
     ),
     Scale.QUICK: Plan(
         # Fewer unary points: against local-8b a whole answer repeats the stream's total time.
@@ -151,26 +178,35 @@ PLANS: Mapping[Scale, Plan] = {
             ("instant", "stream", ALL_LEVELS),
             ("instant", "unary", (1, 50)),
             ("local-8b", "stream", ALL_LEVELS),
+            ("model-paced", "stream", PACED_LEVELS),
         ),
         rounds=3,
         calls=170,
-        seconds={"instant": 0.25, "local-8b": 0.5},
+        seconds={"instant": 0.25, "local-8b": 0.5, "model-paced": 0.5},
         single_seconds=0.8,
         rates=(25, 100, 400),
         rate_rounds=1,
         rate_seconds=1.0,
         warmup=400,
+        burst_rounds=3,
+        bursts=4,
     ),
     Scale.SMOKE: Plan(
-        grid=tuple((p, m, (1, 50)) for p in PROFILES for m in MODES),
+        grid=(
+            *((p, m, (1, 50)) for p in ("instant", "local-8b") for m in MODES),
+            ("model-paced", "stream", (50,)),
+        ),
         rounds=1,
         calls=5,
-        seconds={"instant": 0.3, "local-8b": 0.3},
+        seconds={"instant": 0.3, "local-8b": 0.3, "model-paced": 0.3},
         single_seconds=0.3,
         rates=(20,),
         rate_rounds=1,
         rate_seconds=0.3,
         warmup=2,
+        burst_levels=(50,),
+        burst_rounds=1,
+        bursts=1,
     ),
 }
 
@@ -237,22 +273,40 @@ class Point:
     concurrency: int
     direct: Side = field(default_factory=Side)
     relayed: Side = field(default_factory=Side)
+    # The reference relay of the same transport, measured in the same alternation.
+    floor: Side | None = None
+
+    def __post_init__(self) -> None:
+        if self.floor is None and self.path in FLOOR:
+            self.floor = Side()
 
     def figures(self) -> dict[str, Any]:
         direct, relayed = self.direct.figures(), self.relayed.figures()
-        added = {
-            key: relayed[key] - direct[key]
-            for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
-        }
-        return {
+        out = {
             "path": self.path,
             "mode": self.mode,
             "profile": self.profile,
             "concurrency": self.concurrency,
             "direct": direct,
             "relayed": relayed,
-            "added": added,
+            "added": _minus(relayed, direct),
         }
+        if self.floor is not None:
+            floor = self.floor.figures()
+            own = _minus(relayed, floor)
+            own["cpu_s_per_1000"] = relayed["cpu_s_per_1000"] - floor["cpu_s_per_1000"]
+            # A short round can read no CPU at all (the clock ticks every 10 ms).
+            floor_cpu = floor["cpu_s_per_1000"]
+            own["cpu_ratio"] = relayed["cpu_s_per_1000"] / floor_cpu if floor_cpu else math.nan
+            out |= {"floor": floor, "floor_added": _minus(floor, direct), "own": own}
+        return out
+
+
+_LATENCIES = ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+
+
+def _minus(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
+    return {key: a[key] - b[key] for key in _LATENCIES}
 
 
 @dataclass(slots=True)
@@ -264,6 +318,7 @@ class Stack:
     openai: procs.Proc
     anthropic: procs.Proc
     gemini: procs.Proc
+    floors: dict[str, procs.Proc]  # path -> its reference relay
     session: aiohttp.ClientSession
     calls: dict[tuple[str, str], Call]  # (side, mode) -> call
 
@@ -329,10 +384,15 @@ async def stack() -> AsyncIterator[Stack]:
             path = procs.write_config(tmp, config(*roots))
             async with (
                 procs.sidecar(path, http=True) as sidecar,
+                procs.floor("grpc", ollama.address) as grpc_floor,
+                procs.floor("http", openai.address, "--api-key", UPSTREAM_KEY) as http_floor,
                 aiohttp.ClientSession(connector=_connector()) as session,
                 grpc.aio.insecure_channel(sidecar.address) as channel,
+                grpc.aio.insecure_channel(grpc_floor.address) as floor_channel,
             ):
                 stub = pb_grpc.RouterStub(channel)
+                floor_stub = pb_grpc.RouterStub(floor_channel)
+                http_floor_root = f"{http_floor.address}/v1"
                 bridge = f"{sidecar.more['http']}/v1"
                 upstream = f"{openai.address}/v1"
                 key, master = UPSTREAM_KEY, MASTER_KEY
@@ -360,8 +420,16 @@ async def stack() -> AsyncIterator[Stack]:
                         session, sidecar.more["http"], CLAUDE_ALIAS, master
                     ),
                     ("responses", "stream"): responses_stream(session, bridge, alias, master),
+                    # The floors get the same requests, key and all (they ignore both).
+                    ("grpc-floor", "stream"): grpc_stream(floor_stub, GRPC_ALIAS, MASTER_KEY),
+                    ("grpc-floor", "unary"): grpc_unary(floor_stub, GRPC_ALIAS, MASTER_KEY),
+                    ("http-floor", "stream"): openai_stream(
+                        session, http_floor_root, alias, master
+                    ),
+                    ("http-floor", "unary"): openai_unary(session, http_floor_root, alias, master),
                 }
-                yield Stack(sidecar, ollama, openai, anthropic, gemini, session, calls)
+                floors = {"grpc": grpc_floor, "http": http_floor}
+                yield Stack(sidecar, ollama, openai, anthropic, gemini, floors, session, calls)
 
 
 def _connector() -> aiohttp.TCPConnector:
@@ -375,21 +443,49 @@ async def set_profile(s: Stack, profile: str) -> None:
 
 
 async def measure_point(s: Stack, plan: Plan, point: Point) -> None:
-    """Alternate direct and relayed closed-loop rounds."""
-    sides = (
-        (point.direct, s.calls[BASELINE[point.path], point.mode], False),
-        (point.relayed, s.calls[point.path, point.mode], True),
-    )
+    """Alternate direct, floor and relayed closed-loop rounds."""
+    sides = _sides(s, point)
     seconds = plan.round_seconds(point.profile, point.concurrency)
-    ramp = LOCAL_8B_CYCLE if point.profile == "local-8b" else 0.0
+    ramp = 0.0 if point.profile == "instant" else LOCAL_8B_CYCLE
     for _, call, _ in sides:
         await _reconnect(call, point.concurrency)
     for _ in range(plan.rounds):
-        for side, call, relayed in sides:
-            with Meter(side, s.sidecar if relayed else s.upstream(point.path), relayed):
+        for side, call, meter in sides:
+            with meter:
                 side.rounds.append(
                     await closed_loop(call, point.concurrency, plan.calls, seconds, ramp)
                 )
+
+
+async def measure_burst(s: Stack, plan: Plan, point: Point) -> None:
+    """Rounds of `plan.bursts` bursts: each one call per caller, every caller starting at
+    the same instant (as after a deploy or in a retry storm), the next burst once the last
+    call of this one ended. Sides alternate round by round, as at the other points."""
+    sides = _sides(s, point)
+    n = point.concurrency
+    for _, call, _ in sides:
+        await _reconnect(call, n)
+    for _ in range(plan.burst_rounds):
+        for side, call, meter in sides:
+            samples: list[Sample] = []
+            with meter:
+                for _ in range(plan.bursts):
+                    samples += await closed_loop(call, n, n, CALL_TIMEOUT)
+            side.rounds.append(samples)
+
+
+def _sides(s: Stack, point: Point) -> list[tuple[Side, Call, Meter]]:
+    """(side, its call, its meter) for each side of a point, in the order they alternate."""
+    path = point.path
+    mode = "stream" if point.mode == "burst" else point.mode  # a burst is of streams
+    sides = [
+        (point.direct, s.calls[BASELINE[path], mode], Meter(point.direct, s.upstream(path), False))
+    ]
+    if point.floor is not None:
+        floor = s.floors[path]
+        sides.append((point.floor, s.calls[FLOOR[path], mode], Meter(point.floor, floor, True)))
+    sides.append((point.relayed, s.calls[path, mode], Meter(point.relayed, s.sidecar, True)))
+    return sides
 
 
 async def rate_steps(s: Stack, plan: Plan, path: str, context: Context) -> list[dict[str, Any]]:
@@ -458,6 +554,13 @@ async def run(context: Context) -> Outcome:
             await measure_point(s, plan, point)
             points.append(point.figures())
             context.progress.advance(f"{path} {mode} {profile} x{concurrency}")
+        await set_profile(s, BURST_PROFILE)
+        for concurrency in plan.burst_levels:
+            for path in RATE_PATHS:
+                point = Point(path, "burst", BURST_PROFILE, concurrency)
+                await measure_burst(s, plan, point)
+                points.append(point.figures())
+                context.progress.advance(f"{path} burst x{concurrency}")
         await set_profile(s, RATE_PROFILE)
         for path in RATE_PATHS:
             rates[path] = await rate_steps(s, plan, path, context)
@@ -471,12 +574,22 @@ def metrics(
     stats = ("n", "failures", "ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
     for p in points:
         where = f"{p['mode']}.{p['profile']}.c{p['concurrency']}"
-        for side, figures in ((BASELINE[p["path"]], p["direct"]), (p["path"], p["relayed"])):
+        sides = [(BASELINE[p["path"]], p["direct"]), (p["path"], p["relayed"])]
+        if "floor" in p:
+            sides.append((FLOOR[p["path"]], p["floor"]))
+        for side, figures in sides:
             for key in (*stats, "rate_per_s"):
                 out[f"overhead.{side}.{where}.{key}"] = figures[key]
         out[f"overhead.{p['path']}.{where}.cpu_s_per_1000"] = p["relayed"]["cpu_s_per_1000"]
         for key, value in p["added"].items():
             out[f"overhead.{p['path']}.{where}.added_{key}"] = value
+        if "floor" in p:
+            floor = FLOOR[p["path"]]
+            out[f"overhead.{floor}.{where}.cpu_s_per_1000"] = p["floor"]["cpu_s_per_1000"]
+            for key, value in p["floor_added"].items():
+                out[f"overhead.{floor}.{where}.added_{key}"] = value
+            for key, value in p["own"].items():
+                out[f"overhead.{p['path']}.{where}.own_{key}"] = value
     for path, steps in rates.items():
         out[f"overhead.{path}.max_rate_under_2ms"] = max_rate(steps)
     return out
@@ -484,7 +597,8 @@ def metrics(
 
 def steps(scale: Scale) -> int:
     plan = PLANS[scale]
-    return len(plan.points()) + len(RATE_PATHS) * len(plan.rates)
+    bursts = len(plan.burst_levels) * len(RATE_PATHS)
+    return len(plan.points()) + bursts + len(RATE_PATHS) * len(plan.rates)
 
 
 # -- the tables -----------------------------------------------------------------------------
@@ -499,22 +613,35 @@ def markdown(data: Mapping[str, Any]) -> str:
         "Python server writing the same paced stream pays here (every token is a wake-up); "
         "*rate* = relayed requests per second completed in that round; "
         "*generator cpu* = this load generator's own CPU per 1,000 requests (all of it shares "
-        "the same 2 cores, and a gRPC client costs more CPU than an NDJSON reader).",
+        "the same 2 cores, and a gRPC client costs more CPU than an NDJSON reader). "
+        "*floor*: the same figure for the bare reference relay of the same transport "
+        "(benchmarks/floors.py: grpc.aio on uvloop, or aiohttp, relaying the same upstream "
+        "with no routing), measured in the same alternation; *own*: the sidecar's share on "
+        "top of it (added = floor + own; cpu = floor + own, and in brackets cpu / floor cpu).",
         "",
         "| path | mode | profile | conc | n | fail | direct ttft p50 / p99 "
-        "| added ttft p50 / p99 | added total p50 / p99 | cpu s/1000 | (upstream) | rate /s "
+        "| added ttft p50 / p99 | = floor | + own | added total p50 / p99 "
+        "| cpu s/1000 | = floor + own (x floor) | (upstream) | rate /s "
         "| generator cpu s/1000 direct / relayed |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in data["points"]:
         d, r, a = p["direct"], p["relayed"], p["added"]
+        floor = own = cpu_split = "-"
+        if "floor" in p:
+            fa, o, f = p["floor_added"], p["own"], p["floor"]
+            floor = f"{fa['ttft_p50_ms']:+.2f} / {fa['ttft_p99_ms']:+.2f}"
+            own = f"{o['ttft_p50_ms']:+.2f} / {o['ttft_p99_ms']:+.2f}"
+            cpu_split = (
+                f"{f['cpu_s_per_1000']:.2f} {o['cpu_s_per_1000']:+.2f} (x{o['cpu_ratio']:.2f})"
+            )
         lines.append(
             f"| {p['path']} | {p['mode']} | {p['profile']} | {p['concurrency']} | {r['n']} "
             f"| {d['failures'] + r['failures']} "
             f"| {d['ttft_p50_ms']:.2f} / {d['ttft_p99_ms']:.2f} "
-            f"| {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} "
+            f"| {a['ttft_p50_ms']:+.2f} / {a['ttft_p99_ms']:+.2f} | {floor} | {own} "
             f"| {a['total_p50_ms']:+.2f} / {a['total_p99_ms']:+.2f} "
-            f"| {r['cpu_s_per_1000']:.2f} | {d['upstream_cpu_s_per_1000']:.2f} "
+            f"| {r['cpu_s_per_1000']:.2f} | {cpu_split} | {d['upstream_cpu_s_per_1000']:.2f} "
             f"| {r['rate_per_s']:,.0f} "
             f"| {d['generator_cpu_s_per_1000']:.2f} / {r['generator_cpu_s_per_1000']:.2f} |"
         )
@@ -543,14 +670,48 @@ def markdown(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The points whose floor / own split the run prints: (mode, profile, concurrency).
+_SUMMARY = (
+    ("stream", "local-8b", 1),
+    ("stream", "instant", 50),
+    ("stream", "model-paced", 50),
+    ("burst", "local-8b", 50),
+)
+
+
+def split_summary(data: Mapping[str, Any]) -> str:
+    """The floors and the sidecar's own share at the points the targets look at."""
+    lines = [
+        "added = floor (bare relay of the same transport) + own (the sidecar's share); ms",
+        "",
+        f"{'path':<5} {'point':<24} {'added ttft p50 / p99':>22} {'floor':>17} {'own':>17} "
+        f"{'cpu/stream = floor + own':>30}",
+    ]
+    for p in data["points"]:
+        if "floor" not in p or (p["mode"], p["profile"], p["concurrency"]) not in _SUMMARY:
+            continue
+        a, fa, o, f = p["added"], p["floor_added"], p["own"], p["floor"]
+        point = f"{p['mode']} {p['profile']} x{p['concurrency']}"
+        lines.append(
+            f"{p['path']:<5} {point:<24} "
+            f"{a['ttft_p50_ms']:>+10.2f} / {a['ttft_p99_ms']:<+9.2f}"
+            f"{fa['ttft_p50_ms']:>+8.2f} / {fa['ttft_p99_ms']:<+7.2f}"
+            f"{o['ttft_p50_ms']:>+8.2f} / {o['ttft_p99_ms']:<+7.2f}"
+            f"{p['relayed']['cpu_s_per_1000']:>9.2f} = {f['cpu_s_per_1000']:.2f} "
+            f"{o['cpu_s_per_1000']:+.2f} (x{o['cpu_ratio']:.2f})"
+        )
+    return "\n".join(lines)
+
+
 SCENARIO = Scenario(
     name="overhead",
     title="What the sidecar adds: direct vs gRPC vs HTTP bridge (chat, Messages, Responses) "
     "vs Anthropic and Gemini translation",
     steps=steps,
     run=run,
-    time_limit=lambda scale: {Scale.FULL: 1800.0, Scale.QUICK: 240.0, Scale.SMOKE: 60.0}[scale],
+    time_limit=lambda scale: {Scale.FULL: 2700.0, Scale.QUICK: 360.0, Scale.SMOKE: 90.0}[scale],
     markdown=markdown,
+    summary=split_summary,
 )
 
 

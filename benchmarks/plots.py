@@ -5,6 +5,7 @@
                unary, columns are concurrency); throughput against added p99 TTFT
     hybrid     per-tier breakdown: share of requests, TTFT p50 / p99, TTFT CDFs
     failover   TTFT of every request over time, coloured by who answered
+    peers      the sidecar beside the LiteLLM proxy: added TTFT, CPU, throughput, memory
 
 matplotlib's object API only (no pyplot): no global figure state, nothing left open.
 """
@@ -53,6 +54,7 @@ def draw(scenarios: Mapping[str, Mapping[str, Any]], out: Path) -> dict[str, lis
         "overhead": overhead,
         "hybrid": hybrid,
         "failover": failover,
+        "peers": peers,
     }
     drawn: dict[str, list[str]] = {}
     for name, result in scenarios.items():
@@ -285,3 +287,49 @@ def failover(data: Mapping[str, Any], out: Path) -> list[str]:
         f"{data['failed_mid_stream']} mid-stream"
     )
     return [_save(fig, out, "failover_timeline.png")]
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+
+def peers(data: Mapping[str, Any], out: Path) -> list[str]:
+    """One figure, four panels, the sidecar and LiteLLM side by side in each (log scales:
+    the two are tens of times apart)."""
+    gateways = data["gateways"]
+    names = list(gateways)
+    colors = {"sidecar": "tab:blue", "litellm": "tab:red"}
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    ttft, cpu, rate, memory = fig.subplots(1, 4, width_ratios=(3, 1, 1, 1))
+    levels = list(next(iter(gateways.values()))["levels"])
+    width = 0.8 / (2 * len(names))
+    for i, name in enumerate(names):
+        g = gateways[name]
+        for j, q in enumerate(("p50", "p99")):
+            xs = [k + (2 * i + j - len(names) + 0.5) * width for k in range(len(levels))]
+            ys = [_floor(g["levels"][lv][f"added_ttft_{q}_ms"]) for lv in levels]
+            ttft.bar(
+                xs,
+                ys,
+                width,
+                color=colors.get(name, "gray"),
+                alpha=0.55 + 0.45 * j,
+                label=f"{name} {q}",
+            )
+        for ax, key in ((cpu, "cpu_ms_per_stream"), (rate, "streams_per_s"), (memory, "rss_mib")):
+            ax.bar([i], [max(g[key], 1e-3)], color=colors.get(name, "gray"))
+    ttft.set_xticks(range(len(levels)), [f"{lv} caller(s)" for lv in levels])
+    ttft.set_ylabel(f"added TTFT (ms, log; {_FLOOR_MS:g} or less drawn at {_FLOOR_MS:g})")
+    ttft.legend(fontsize=8)
+    for ax, title in (
+        (ttft, "added time to first token"),
+        (cpu, "CPU per stream (ms)"),
+        (rate, "highest streams/s"),
+        (memory, "resident memory (MiB)"),
+    ):
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    for ax in (cpu, rate, memory):
+        ax.set_xticks(range(len(names)), names)
+    fig.suptitle(f"The sidecar beside the LiteLLM proxy {data.get('peer_version', '')}")
+    return [_save(fig, out, "peers.png")]

@@ -11,6 +11,8 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,9 +31,77 @@ GRPC_READY = r"serving gRPC on (\S+)"
 HTTP_READY = r"serving HTTP on (http://\S+)"
 
 
+class Child:
+    """A child process started by the standard library and watched by the event loop.
+
+    Not `asyncio.create_subprocess_exec`: on uvloop that runs the interpreter's after-fork
+    hooks in the child before exec, and a fork of this multi-threaded process (gRPC's
+    threads) then dies of SIGSEGV now and then before it execs. The standard library's
+    fork-exec runs no Python code in the child. `stdout` is None unless asked for.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader | None):
+        self.popen = popen
+        self.stdout = stdout
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.popen.terminate()
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    async def wait(self) -> int:
+        """The exit status, once the process has exited (a pidfd wakes the loop)."""
+        if self.popen.poll() is None:
+            loop = asyncio.get_running_loop()
+            exited = asyncio.Event()
+            fd = os.pidfd_open(self.popen.pid)
+            loop.add_reader(fd, exited.set)
+            try:
+                if self.popen.poll() is None:
+                    await exited.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        return self.popen.wait()
+
+
+async def spawn(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, *, output: bool = True
+) -> Child:
+    """Start `argv` in a session of its own; with `output`, its stdout and stderr are read
+    from one pipe (so a process dying before it is ready shows why), else discarded."""
+    sink = subprocess.PIPE if output else subprocess.DEVNULL
+    popen = await asyncio.to_thread(
+        subprocess.Popen,
+        list(argv),
+        stdout=sink,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
+    )
+    if popen.stdout is None:
+        return Child(popen, None)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
+    return Child(popen, reader)
+
+
 @dataclass
 class Proc:
-    process: asyncio.subprocess.Process
+    process: Child
     address: str  # what the process printed as its address (URL or host:port)
     # Further addresses, by the names given to `running(also=...)`.
     more: dict[str, str] = field(default_factory=dict)
@@ -41,8 +111,24 @@ class Proc:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
+        """CPU time the process has used so far (see `cpu_seconds`)."""
+        return cpu_seconds(self.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time process `pid` has used so far, in nanoseconds' resolution where the kernel
+    keeps scheduler statistics: the sum of its threads' time on a CPU. utime + stime from
+    /proc/PID/stat tick only every 10 ms, which a short round cannot resolve (its one
+    advantage, counting threads that have exited, does not matter here: the servers'
+    threads live as long as they do)."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
         # Fields after the command name: state is index 0, utime 11, stime 12.
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
@@ -54,26 +140,16 @@ async def running(
     ready: str,
     also: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    module: str = "sidecar",
 ) -> AsyncIterator[Proc]:
-    """Start `llm-sidecar ARGS...` and wait for an output line matching the regex `ready`.
+    """Start `python -m MODULE ARGS...` (`llm-sidecar ARGS...` by default) and wait for an
+    output line matching the regex `ready`.
 
     The regex's first group is the address the process listens on; each regex of
     `also` must match a line too, and its first group lands in `Proc.more`. `env`
     adds to the environment the process inherits.
     """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sidecar",
-        "--log-level",
-        "WARNING",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        # Into the same pipe, so that a process dying before it is ready shows why.
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        env=None if env is None else {**os.environ, **env},
-    )
+    process = await spawn([sys.executable, "-m", module, "--log-level", "WARNING", *args], env)
     drain: asyncio.Task[None] | None = None
     try:
         wanted = {"": re.compile(ready)} | {k: re.compile(v) for k, v in (also or {}).items()}
@@ -94,9 +170,7 @@ async def running(
             await asyncio.gather(drain, return_exceptions=True)
 
 
-async def _wait_ready(
-    process: asyncio.subprocess.Process, wanted: Mapping[str, re.Pattern[str]]
-) -> dict[str, str]:
+async def _wait_ready(process: Child, wanted: Mapping[str, re.Pattern[str]]) -> dict[str, str]:
     assert process.stdout is not None
     seen: list[str] = []
     found: dict[str, str] = {}
@@ -141,6 +215,22 @@ def sidecar(
         also = {"http": HTTP_READY}
         return running([*args, "--http-port", "0", *extra], GRPC_READY, also, env)
     return running([*args, "--no-http", *extra], GRPC_READY, env=env)
+
+
+def floor(kind: str, upstream: str, *extra: str) -> AbstractAsyncContextManager[Proc]:
+    """A reference relay of benchmarks/floors.py (`grpc` or `http`) in front of `upstream`;
+    its address is host:port (grpc) or the root URL (http)."""
+    ready = GRPC_READY if kind == "grpc" else HTTP_READY
+    args = [kind, "--upstream", upstream, "--port", "0", *extra]
+    return running(args, ready, module="benchmarks.floors")
+
+
+def free_port() -> int:
+    """A port free right now, for a process that cannot be told to bind port 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def configure(

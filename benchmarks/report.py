@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios import KNOWN
 from benchmarks.targets import Verdict
 
 
@@ -37,7 +37,7 @@ def markdown(
         result = f"**{v.status.value}**" if v.status.value.isupper() else v.status.value
         lines.append(f"| {t.id} | {t.description} | {t.wording()} | {measured} | {result} |")
     for name, result in results["scenarios"].items():
-        scenario = SCENARIOS[name]
+        scenario = KNOWN[name]
         lines += ["", f"## {scenario.title} (`{name}`, {result['seconds']:.0f} s)", ""]
         if result.get("error"):
             lines += ["**The scenario failed:**", "", "```", result["error"].rstrip(), "```"]

@@ -47,3 +47,5 @@ class Scenario:
     time_limit: Callable[[Scale], float]
     # The report's section body (Markdown) from Outcome.data.
     markdown: Callable[[Mapping[str, Any]], str]
+    # What the run prints after the targets table, from Outcome.data (nothing when None).
+    summary: Callable[[Mapping[str, Any]], str] | None = None

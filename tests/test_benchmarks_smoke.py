@@ -82,6 +82,9 @@ def test_the_table_is_printed(smoke: Run) -> None:
     for target in load_targets():
         assert target.id in smoke.process.stdout
     assert "results.json" in smoke.process.stdout
+    # The floors and the sidecar's own share are printed too, per door.
+    assert "added = floor" in smoke.process.stdout
+    assert "grpc  stream instant x50" in smoke.process.stdout
 
 
 def test_report_and_plots_are_written(smoke: Run) -> None:
@@ -108,11 +111,20 @@ def test_the_load_reached_every_path(smoke: Run) -> None:
         "messages",
         "responses",
     }
-    assert {p["mode"] for p in points} == {"stream", "unary"}
+    assert {p["mode"] for p in points} == {"stream", "unary", "burst"}
     for point in points:
-        for side in ("direct", "relayed"):
+        floor = ("floor",) if point["path"] in ("grpc", "http") else ()
+        for side in ("direct", "relayed", *floor):
             assert point[side]["n"] > 0, point
             assert point[side]["failures"] == 0, point
+    # Each floor-measured figure splits into the floor's share and the sidecar's own.
+    grpc = next(p for p in points if p["path"] == "grpc" and p["mode"] == "stream")
+    assert grpc["own"]["ttft_p50_ms"] == pytest.approx(
+        grpc["added"]["ttft_p50_ms"] - grpc["floor_added"]["ttft_p50_ms"]
+    )
+    footprint = data["footprint"]["data"]
+    assert footprint["startup_median_s"] > 0
+    assert footprint["rss_idle_mib"] > 0
     hybrid = data["hybrid"]["data"]
     assert hybrid["overall"]["n"] > 0
     assert sum(t["n"] for t in hybrid["tiers"]) == hybrid["overall"]["n"]

@@ -24,6 +24,7 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from sidecar.rpc.codec import ERROR_ORIGIN_KEY
 from sidecar.types import Chunk, RoutingHints, ToolCall, Usage
 
 
@@ -266,6 +267,8 @@ def test_retry_after_is_the_soonest_a_deployment_named() -> None:
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max", 413, None),
         (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses", 503, None),
         (grpc.StatusCode.UNAVAILABLE, "deployment 'a/0': busy", 503, None),
+        # An upstream's refused connection, in the sidecar's words: not the sidecar's link.
+        (grpc.StatusCode.UNAVAILABLE, "deployment 'a/0': connection refused", 503, None),
         (grpc.StatusCode.CANCELLED, "shutting down", 503, None),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "no first token", 504, None),
         (grpc.StatusCode.INTERNAL, "malformed", 502, None),
@@ -276,12 +279,18 @@ def test_retry_after_is_the_soonest_a_deployment_named() -> None:
 def test_grpc_statuses_map_back(
     status: grpc.StatusCode, details: str, http: int, param: str | None
 ) -> None:
-    error = remote_error(grpc.aio.AioRpcError(status, details=details), "host:1")
+    # The sidecar marks the errors it ends a call with; gRPC's library's own carry no mark.
+    library = ("larger than max", "failed to connect", "Unexpected <class")
+    said_by_library = any(words in details for words in library)
+    marked = () if said_by_library else ((ERROR_ORIGIN_KEY, "sidecar"),)
+    failure = grpc.aio.AioRpcError(
+        status, grpc.aio.Metadata(), grpc.aio.Metadata(*marked), details=details
+    )
+    error = remote_error(failure, "host:1")
     mapped = error if isinstance(error, HttpError) else http_error(error)
     assert (mapped.status, mapped.param) == (http, param)
     # The sidecar's words are passed on; what gRPC's library says itself is not.
-    library = ("larger than max", "failed to connect", "Unexpected <class")
-    if any(words in details for words in library):
+    if said_by_library:
         assert details not in mapped.message
         assert "sidecar" in mapped.message
     else:

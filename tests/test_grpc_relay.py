@@ -99,6 +99,22 @@ async def test_stream_relays_each_token_as_it_arrives(ollama: OllamaSimulator) -
     assert [c.delta for c in chunks if c.delta] == [f"tok{i} " for i in range(5)]
 
 
+async def test_a_fast_upstream_is_relayed_whole_and_in_order(ollama: OllamaSimulator) -> None:
+    # 2,000 tokens/s: tokens half a millisecond apart, which the door gathers into fewer
+    # messages (servicer.COALESCE_WINDOW); gathering may merge neighbours, never reorder,
+    # drop or hold back the end.
+    ollama.profile = SimProfile(
+        ttft=(0.0, 0.0), tokens_per_second=(2000.0, 2000.0), answer_tokens=60
+    )
+    config = make_config([("fast-local", "ollama/llama3.2:8b", {"api_base": ollama.base_url})])
+    async with running_sidecar(config) as sidecar:
+        chunks = [c async for c in sidecar.stub.StreamChat(chat_request("fast-local"), timeout=5)]
+    assert "".join(c.delta for c in chunks) == "".join(f"tok{i} " for i in range(60))
+    assert chunks[0].HasField("route")
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage.completion_tokens == 60
+
+
 async def test_generation_params_reach_ollama(sidecar: Sidecar, ollama: OllamaSimulator) -> None:
     request = chat_request(
         "fast-local",

@@ -20,15 +20,16 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from sidecar.rpc.api import router_pb2 as pb
-from sidecar.rpc.api import router_pb2_grpc as pb_grpc
 from sidecar.rpc.codec import Undecodable
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["Router"]
 SERVICE_NAME = _SERVICE.full_name
 
 
-def add_router(servicer: pb_grpc.RouterServicer, server: grpc.aio.Server) -> None:
-    """What `add_RouterServicer_to_server` does, with tolerant request decoders."""
+def add_router(servicer: object, server: grpc.aio.Server) -> None:
+    """What `add_RouterServicer_to_server` does, with tolerant request decoders.
+
+    `servicer` has a coroutine (or async generator) method per method of the service."""
     handlers = {}
     for method in _SERVICE.methods:
         request = getattr(pb, method.input_type.name)
@@ -43,10 +44,13 @@ def add_router(servicer: pb_grpc.RouterServicer, server: grpc.aio.Server) -> Non
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
+        # A method whose answers come already serialized is registered without a
+        # serializer: grpc.aio then sends the bytes as they are.
+        preserialized = method.name in getattr(servicer, "PRESERIALIZED", ())
         handlers[method.name] = make(
             behavior,
             request_deserializer=_tolerant(request),
-            response_serializer=response.SerializeToString,
+            response_serializer=None if preserialized else response.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
