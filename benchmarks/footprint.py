@@ -37,6 +37,7 @@ from benchmarks.load import chat_request
 from benchmarks.overhead import GRPC_ALIAS, MASTER_KEY, OLLAMA_MODEL
 from benchmarks.suite import Context, Outcome, Scale, Scenario
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
+from sidecar.runtime.child import DEVNULL, spawn
 
 SERVICE = "llmsidecar.v1.Router"
 _POLL = 0.005
@@ -81,12 +82,13 @@ async def startup_seconds(config_path: str) -> float:
     """Spawn to SERVING, the way an orchestrator's gRPC health probe sees it."""
     port = procs.free_port()
     started = time.perf_counter()
-    process = await procs.spawn(
+    process = await spawn(
         [
             sys.executable, "-m", "sidecar", "--log-level", "WARNING", "serve",
             "--config", config_path, "--grpc-port", str(port), "--http-port", "0",
         ],
-        output=False,
+        stdout=DEVNULL,
+        stderr=DEVNULL,
     )  # fmt: skip
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -26,9 +26,10 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.procs import running, simulator, spawn, write_config
+from benchmarks.procs import running, simulator, write_config
 from sidecar.rpc.api import router_pb2 as pb
 from sidecar.rpc.api import router_pb2_grpc as pb_grpc
+from sidecar.runtime.child import spawn
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 REQUEST = pb.ChatRequest(model="chat", messages=[pb.Message(role="user", content="hello")])

@@ -44,6 +44,7 @@ from benchmarks.overhead import (
     Side,
 )
 from benchmarks.suite import Context, Outcome, Scale, Scenario
+from sidecar.runtime.child import DEVNULL, Child, spawn
 
 PEER_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
 PEER = "litellm"
@@ -143,7 +144,9 @@ async def litellm(config_path: str, session: aiohttp.ClientSession) -> AsyncIter
         "LITELLM_TELEMETRY": "False",
     }
     args = ["--config", config_path, "--host", "127.0.0.1", "--port", str(port)]
-    process = await procs.spawn([str(binary), *args, "--num_workers", "1"], env, output=False)
+    process = await spawn(
+        [str(binary), *args, "--num_workers", "1"], env, stdout=DEVNULL, stderr=DEVNULL
+    )
     root = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(session, f"{root}/health/liveliness", process)
@@ -158,7 +161,7 @@ async def litellm(config_path: str, session: aiohttp.ClientSession) -> AsyncIter
                 await process.wait()
 
 
-async def _wait_ready(session: aiohttp.ClientSession, url: str, process: procs.Child) -> None:
+async def _wait_ready(session: aiohttp.ClientSession, url: str, process: Child) -> None:
     end = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < end:
         if process.returncode is not None:

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,80 +22,14 @@ import aiohttp
 import orjson
 import yaml
 
+from sidecar.runtime.child import Child, spawn
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _READY_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 SIM_READY = r"simulated \w+ server on (http://\S+)"
 GRPC_READY = r"serving gRPC on (\S+)"
 HTTP_READY = r"serving HTTP on (http://\S+)"
-
-
-class Child:
-    """A child process started by the standard library and watched by the event loop.
-
-    Not `asyncio.create_subprocess_exec`: on uvloop that runs the interpreter's after-fork
-    hooks in the child before exec, and a fork of this multi-threaded process (gRPC's
-    threads) then dies of SIGSEGV now and then before it execs. The standard library's
-    fork-exec runs no Python code in the child. `stdout` is None unless asked for.
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader | None):
-        self.popen = popen
-        self.stdout = stdout
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def send_signal(self, sig: int) -> None:
-        self.popen.send_signal(sig)
-
-    def terminate(self) -> None:
-        self.popen.terminate()
-
-    def kill(self) -> None:
-        self.popen.kill()
-
-    async def wait(self) -> int:
-        """The exit status, once the process has exited (a pidfd wakes the loop)."""
-        if self.popen.poll() is None:
-            loop = asyncio.get_running_loop()
-            exited = asyncio.Event()
-            fd = os.pidfd_open(self.popen.pid)
-            loop.add_reader(fd, exited.set)
-            try:
-                if self.popen.poll() is None:
-                    await exited.wait()
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
-        return self.popen.wait()
-
-
-async def spawn(
-    argv: Sequence[str], env: Mapping[str, str] | None = None, *, output: bool = True
-) -> Child:
-    """Start `argv` in a session of its own; with `output`, its stdout and stderr are read
-    from one pipe (so a process dying before it is ready shows why), else discarded."""
-    sink = subprocess.PIPE if output else subprocess.DEVNULL
-    popen = await asyncio.to_thread(
-        subprocess.Popen,
-        list(argv),
-        stdout=sink,
-        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
-        start_new_session=True,
-        env=None if env is None else {**os.environ, **env},
-    )
-    if popen.stdout is None:
-        return Child(popen, None)
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
-    return Child(popen, reader)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from sidecar.config import load_config
 from sidecar.hostport import host_port
+from sidecar.runtime.child import INHERIT, Child, spawn
 from sidecar.runtime.pidfile import pid_file
 
 log = logging.getLogger("sidecar.supervisor")
@@ -49,7 +50,7 @@ _BANNER_REST = 0.05
 @dataclass(slots=True)
 class _Worker:
     slot: int
-    process: asyncio.subprocess.Process
+    process: Child
     started: float
     ready: asyncio.Future[str]
     relay: asyncio.Task[None] | None = None
@@ -127,19 +128,11 @@ class Supervisor:
     # -- workers -----------------------------------------------------------------------
 
     async def _start(self, slot: int, failures: int = 0) -> None:
-        env = {
-            **os.environ,
-            WORKERS_ENV: str(self._args.workers),
-            SUPERVISOR_ENV: str(os.getpid()),
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sidecar",
-            *self._worker_argv,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,
+        env = {WORKERS_ENV: str(self._args.workers), SUPERVISOR_ENV: str(os.getpid())}
+        # Output piped (the relay reads the banner and passes the rest on); logs on stderr
+        # go straight to the supervisor's.
+        process = await spawn(
+            [sys.executable, "-m", "sidecar", *self._worker_argv], env, stderr=INHERIT
         )
         worker = _Worker(
             slot, process, time.monotonic(), asyncio.get_running_loop().create_future()
