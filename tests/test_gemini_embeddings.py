@@ -16,10 +16,12 @@ from google import genai
 from google.genai import types as genai_types
 
 from sidecar.config import SidecarConfig
+from sidecar.rpc.api import router_pb2 as pb
 from sidecar.simulate import GeminiSimulator
 from sidecar.simulate.embedding import vector_for
 from tests.bridge_harness import KEY, MODES, running_bridge
-from tests.harness import UPSTREAM_KEY, make_config
+from tests.harness import UPSTREAM_KEY, make_config, running_sidecar
+from tests.test_budget_e2e import eventually
 
 MODEL = "text-embedding-004"
 SSN_TEXT = "My SSN is 123-45-6789, please update my file."
@@ -36,7 +38,7 @@ def _config(gemini: GeminiSimulator) -> SidecarConfig:
     params = {"api_base": gemini.base_url, "api_key": UPSTREAM_KEY, "model_info": info}
     return make_config(
         [("embed-gemini", f"gemini/{MODEL}", params)],
-        general_settings={"master_key": KEY},
+        general_settings={"master_key": KEY, "max_budget": 100.0},
         health={"probe_interval": 0},
     )
 
@@ -56,6 +58,27 @@ async def test_a_batch_is_one_call_in_order(mode: str, gemini: GeminiSimulator) 
         for item, text in zip(answer.data, texts, strict=True):
             assert _close(item.embedding, vector_for(text, 32))
     assert gemini.stats.embed_requests == 1
+
+
+async def test_a_priced_batch_is_charged_the_estimate_gemini_cannot_report(
+    gemini: GeminiSimulator,
+) -> None:
+    """Gemini's embedding answers carry no token counts: the router's estimate of the
+    inputs is charged, never nothing, and the reservation is released."""
+    async with running_sidecar(_config(gemini)) as sidecar:
+        request = pb.EmbedRequest(
+            model="embed-gemini", inputs=[pb.EmbedInput(text="x" * 400) for _ in range(2)]
+        )
+        await sidecar.stub.Embed(request, metadata=(("authorization", f"Bearer {KEY}"),))
+        engine = sidecar.engine
+
+        async def charged() -> None:
+            (status,) = await engine.budget_status()
+            assert status.budget == "global"
+            assert status.spent > 0
+            assert status.reserved == 0
+
+        await eventually(charged)
 
 
 @pytest.mark.parametrize("mode", MODES)
