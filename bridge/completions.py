@@ -123,8 +123,14 @@ def _prompts(value: Any) -> tuple[str, ...]:
     raise wrong_field("prompt", value, "a string or a non-empty array of strings")
 
 
+# The legacy completions endpoint's `max_tokens` when the request sets none.
+DEFAULT_MAX_TOKENS: Final = 16
+
+
 def _params(body: dict[str, Any]) -> GenerationParams:
-    max_tokens = body.get("max_tokens")
+    # OpenAI's documented default for this endpoint (vLLM's too), applied here so that every
+    # deployment, a chat model answering it as a chat turn included, answers the same length.
+    max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     if max_tokens is not None and (
         not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
     ):

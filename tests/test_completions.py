@@ -120,6 +120,8 @@ async def test_translated_to_a_chat_turn_where_no_completions_endpoint(
         raw = await client.completions.with_raw_response.create(model="claude", prompt="Hi")
         assert raw.headers["x-sidecar-translated"] == "chat"
         assert raw.parse().choices[0].text
+        # The endpoint's default length holds whoever answers it.
+        assert claude.stats.bodies[-1]["max_tokens"] == 16
         assert claude.stats.bodies[-1]["messages"][0]["content"] in (
             "Hi",
             [{"type": "text", "text": "Hi"}],
@@ -140,9 +142,15 @@ async def test_prompt_lists_and_refusals(
         running_bridge(config(local, vllm, claude), mode) as bridge,
         bridge.client() as client,
     ):
-        batch = await client.completions.create(model="vllm-local", prompt=["a", "b", "c"])
+        batch = await client.completions.create(
+            model="vllm-local", prompt=["a", "b", "c"], max_tokens=64
+        )
         assert [c.index for c in batch.choices] == [0, 1, 2]
         assert all(c.text == EXPECTED for c in batch.choices)
+        # With no max_tokens, OpenAI's default for this endpoint: 16.
+        short = await client.completions.create(model="vllm-local", prompt="a")
+        assert vllm.stats.bodies[-1]["max_tokens"] == 16
+        assert short.choices[0].finish_reason == "length"
         streamed: dict[int, str] = {}
         async for part in await client.completions.create(
             model="fast-local", prompt=["a", "b"], stream=True, max_tokens=2
